@@ -1,0 +1,86 @@
+import type pg from 'pg';
+import type { BridgeConfig } from './config.js';
+import { webhooksTable } from './config.js';
+import { findWatchedTables } from './migrate.js';
+import { assertSlotUsable, readSlot } from './replication/slot.js';
+
+/** WAL retained by the slot past which `check` warns: a subscriber or the bridge is far behind. */
+const SLOT_LAG_WARN_BYTES = 1024 ** 3;
+
+export interface PreflightReport {
+  /** Each one line: what is wrong, and the command or setting that fixes it. */
+  problems: string[];
+  warnings: string[];
+}
+
+/** Preflight of contract section 1; run by `check` and at `start`. */
+export async function preflight(client: pg.ClientBase | pg.Pool, config: BridgeConfig): Promise<PreflightReport> {
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  const settings = await client.query(
+    `select current_setting('wal_level') as wal_level, current_setting('server_version_num')::int as version,
+            current_setting('max_replication_slots')::int as max_slots, current_database() as db,
+            r.rolsuper as superuser, r.rolreplication as replication, current_user as role
+       from pg_roles r where r.rolname = current_user`,
+  );
+  const s = settings.rows[0];
+  if (s.wal_level !== 'logical') {
+    problems.push(`wal_level is '${s.wal_level}', logical replication needs 'logical': ALTER SYSTEM SET wal_level = logical; then restart Postgres`);
+  }
+  if (s.version < 140000) problems.push(`Postgres ${Math.floor(s.version / 10000)} is not supported (14 to 18 are): upgrade the server`);
+  if (!s.superuser && !s.replication) {
+    problems.push(`role "${s.role}" lacks the REPLICATION attribute: ALTER ROLE "${s.role}" REPLICATION; (or use the role from sql/least_privilege_role.sql)`);
+  }
+  const schemaExists = await client.query('select 1 from pg_namespace where nspname = $1', [config.schema]);
+  if (schemaExists.rowCount === 0) {
+    problems.push(`schema "${config.schema}" does not exist: run "pg-webhook-bridge migrate"`);
+    return { problems, warnings };
+  }
+  const table = webhooksTable(config);
+  const webhooks = await client.query('select to_regclass($1) as t', [table]);
+  if (webhooks.rows[0].t === null) problems.push(`webhooks table ${table} does not exist: run "pg-webhook-bridge migrate" or set webhooks.table`);
+
+  const watched = await findWatchedTables(client as pg.ClientBase, config);
+  if (watched.length === 0) {
+    problems.push(`none of the tables in source.tables (${Object.keys(config.source.tables).join(', ')}) exists: create them or change source.tables`);
+  }
+  const published = await client.query(
+    `select schemaname || '.' || tablename as t from pg_publication_tables where pubname = $1`,
+    [config.replication.publication],
+  );
+  const publishedSet = new Set(published.rows.map((r) => r.t as string));
+  const pub = await client.query('select 1 from pg_publication where pubname = $1', [config.replication.publication]);
+  if (pub.rowCount === 0) {
+    problems.push(`publication "${config.replication.publication}" does not exist: run "pg-webhook-bridge migrate"`);
+  } else {
+    for (const t of watched) {
+      if (!publishedSet.has(`${t.schema}.${t.table}`)) {
+        problems.push(`table ${t.schema}.${t.table} is not in publication "${config.replication.publication}": run "pg-webhook-bridge migrate"`);
+      }
+    }
+  }
+  for (const t of watched) {
+    if (t.replicaIdentity !== 'f') {
+      warnings.push(`table ${t.schema}.${t.table} is not REPLICA IDENTITY FULL (updatedFields, soft-delete and unchanged large values need it): ALTER TABLE ${t.schema}.${t.table} REPLICA IDENTITY FULL; or run "pg-webhook-bridge migrate"`);
+    }
+  }
+
+  const slot = await readSlot(client, config.replication.slot);
+  if (slot) {
+    try {
+      assertSlotUsable(slot, s.db);
+    } catch (error) {
+      problems.push((error as Error).message);
+    }
+    if (slot.walStatus === 'unreserved') {
+      warnings.push(`slot "${slot.slotName}" is about to lose WAL it needs (wal_status=unreserved): make sure the bridge is running and delivering, or raise max_slot_wal_keep_size`);
+    }
+    if (slot.lagBytes !== null && Number(slot.lagBytes) > SLOT_LAG_WARN_BYTES) {
+      warnings.push(`slot "${slot.slotName}" retains ${Math.round(Number(slot.lagBytes) / 1024 ** 2)} MiB of WAL: is the bridge running? ("pg-webhook-bridge status")`);
+    }
+  } else {
+    const used = await client.query('select count(*)::int as n from pg_replication_slots');
+    if (used.rows[0].n >= s.max_slots) problems.push(`no free replication slot (max_replication_slots=${s.max_slots}): raise max_replication_slots and restart Postgres`);
+  }
+  return { problems, warnings };
+}

@@ -1,0 +1,107 @@
+import { randomBytes } from 'node:crypto';
+import type { Command } from 'commander';
+import type pg from 'pg';
+import type { BridgeConfig } from '../config.js';
+import { webhooksTable } from '../config.js';
+import { BridgeError } from '../errors.js';
+import { parseSubscriberRow } from '../route/subscribers.js';
+import { disableWebhook, enableWebhook, loadWebhookRows } from '../store/webhookState.js';
+
+type ConfigFrom = (cmd: Command) => BridgeConfig;
+type WithClient = <T>(config: BridgeConfig, fn: (client: pg.Client) => Promise<T>) => Promise<T>;
+
+/** Shows enough of a secret to tell two apart, never enough to use it. */
+export function maskSecret(secret: unknown): string {
+  if (typeof secret !== 'string' || secret.length === 0) return '(none)';
+  return `${secret.slice(0, secret.startsWith('whsec_') ? 9 : 3)}…(${secret.length} chars)`;
+}
+
+export function registerWebhookCommands(program: Command, configFrom: ConfigFrom, withClient: WithClient): void {
+  const webhooks = program.command('webhooks').description('manage subscribers (the webhooks table)');
+
+  webhooks
+    .command('add')
+    .description('add a webhook; a secret is generated and printed once when none is given')
+    .requiredOption('--url <url>', 'target URL (http or https)')
+    .option('--operations <list>', 'comma-separated object.action filters, e.g. person.*,*.deleted', '*.*')
+    .option('--secret <secret>', 'signing secret (prefix whsec_ for Standard Webhooks headers too)')
+    .option('--description <text>', 'free text')
+    .action(async (opts: { url: string; operations: string; secret?: string; description?: string }, cmd: Command) => {
+      const config = configFrom(cmd);
+      const operations = opts.operations.split(',').map((s) => s.trim()).filter(Boolean);
+      const secret = opts.secret ?? randomBytes(32).toString('hex');
+      const check = parseSubscriberRow({ id: 'new', targetUrl: opts.url, operations, secret });
+      if (!check.ok) throw new BridgeError('ERR_USAGE', check.problem);
+      await withClient(config, async (client) => {
+        const { rows } = await client.query(
+          `insert into ${webhooksTable(config)} ("targetUrl", operations, secret, description) values ($1, $2, $3, $4) returning id`,
+          [opts.url, operations, secret, opts.description ?? null],
+        );
+        console.log(`added webhook ${rows[0].id} -> ${opts.url} (${operations.join(',')})`);
+        if (!opts.secret) console.log(`secret (shown once, keep it for your receiver): ${secret}`);
+      });
+    });
+
+  webhooks
+    .command('list')
+    .description('every webhook with its state, last success and last error')
+    .option('--json', 'print JSON')
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
+      const config = configFrom(cmd);
+      await withClient(config, async (client) => {
+        const rows = await loadWebhookRows(client, config.schema, webhooksTable(config));
+        const list = rows.map((row) => {
+          const parsed = parseSubscriberRow(row);
+          const state = row.deletedAt ? 'deleted' : !parsed.ok ? 'invalid' : row.disabled_at ? 'disabled' : 'active';
+          return {
+            id: row.id,
+            state,
+            url: row.targetUrl,
+            operations: row.operations,
+            secret: maskSecret(row.secret),
+            problem: parsed.ok ? (row.disabled_reason ?? null) : parsed.problem,
+            lastSuccessAt: row.last_success_at ?? null,
+            lastError: row.last_error ?? null,
+            lastErrorAt: row.last_error_at ?? null,
+          };
+        });
+        if (opts.json) console.log(JSON.stringify(list, null, 2));
+        else if (list.length === 0) console.log('no webhooks; add one with "pg-webhook-bridge webhooks add --url <url>"');
+        else {
+          for (const w of list) {
+            console.log(`${w.id}  ${w.state.padEnd(8)}  ${String(w.url).slice(0, 80)}  ops=${JSON.stringify(w.operations)}  secret=${w.secret}`);
+            if (w.problem) console.log(`    ${w.state === 'disabled' ? 'disabled because' : 'problem'}: ${w.problem}`);
+            console.log(`    last success: ${w.lastSuccessAt ? new Date(w.lastSuccessAt as string).toISOString() : 'never'}; last error: ${w.lastError ?? 'none'}`);
+          }
+        }
+      });
+    });
+
+  webhooks
+    .command('remove <id>')
+    .description('soft-delete a webhook (sets "deletedAt"): it receives nothing more')
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      const config = configFrom(cmd);
+      await withClient(config, async (client) => {
+        const { rowCount } = await client.query(`update ${webhooksTable(config)} set "deletedAt" = now(), "updatedAt" = now() where id::text = $1 and "deletedAt" is null`, [id]);
+        if (rowCount === 0) throw new BridgeError('ERR_USAGE', `no active webhook with id ${id} ("pg-webhook-bridge webhooks list" shows them)`);
+        console.log(`removed webhook ${id}`);
+      });
+    });
+
+  for (const [name, enable] of [['enable', true], ['disable', false]] as const) {
+    webhooks
+      .command(`${name} <id>`)
+      .description(enable ? 're-enable a webhook the bridge or an operator disabled' : 'stop deliveries to a webhook (they are kept and resume on enable)')
+      .action(async (id: string, _opts: unknown, cmd: Command) => {
+        const config = configFrom(cmd);
+        await withClient(config, async (client) => {
+          const exists = await client.query(`select 1 from ${webhooksTable(config)} where id::text = $1`, [id]);
+          if (exists.rowCount === 0) throw new BridgeError('ERR_USAGE', `no webhook with id ${id}`);
+          if (enable) await enableWebhook(client, config.schema, id);
+          else await disableWebhook(client, config.schema, id, 'disabled by an operator');
+          console.log(`${enable ? 'enabled' : 'disabled'} webhook ${id}`);
+        });
+      });
+  }
+}

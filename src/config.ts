@@ -1,0 +1,385 @@
+import convict from 'convict';
+import { readFileSync } from 'node:fs';
+import { ConfigError } from './errors.js';
+
+/**
+ * The whole configuration, one convict schema. Precedence: CLI flags > environment > config file >
+ * defaults. `--help` and the README table are generated from this schema, so every key needs `doc`.
+ */
+
+const RETRY_SCHEDULE_S = [5, 300, 1800, 7200, 18000, 36000, 36000]; // 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h
+
+convict.addFormat({
+  name: 'postgres-url',
+  validate(value: unknown) {
+    if (typeof value !== 'string' || !/^postgres(ql)?:\/\//.test(value)) {
+      throw new Error('must be a postgres:// or postgresql:// URL, e.g. postgres://user:pass@host:5432/db');
+    }
+  },
+});
+
+convict.addFormat({
+  name: 'positive-int-array',
+  validate(value: unknown) {
+    if (!Array.isArray(value) || value.length === 0 || !value.every((n) => Number.isFinite(n) && n >= 0)) {
+      throw new Error('must be a non-empty JSON array of non-negative numbers (seconds), e.g. [5,300,1800]');
+    }
+  },
+  coerce: (value: string) => JSON.parse(value),
+});
+
+convict.addFormat({
+  name: 'table-map',
+  validate(value: unknown) {
+    if (typeof value !== 'object' || value === null || Array.isArray(value) || Object.keys(value).length === 0) {
+      throw new Error('must be a non-empty object mapping "schema.table" to an object name, e.g. {"public.person":"person"}');
+    }
+    for (const [table, object] of Object.entries(value)) {
+      if (!/^[^.\s]+\.[^.\s]+$/.test(table)) throw new Error(`table "${table}" must be written "schema.table"`);
+      if (typeof object !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(object)) {
+        throw new Error(`object name for "${table}" must be an identifier such as "person"`);
+      }
+    }
+  },
+  coerce: (value: string) => JSON.parse(value),
+});
+
+convict.addFormat({
+  name: 'string-array',
+  validate(value: unknown) {
+    if (!Array.isArray(value) || !value.every((s) => typeof s === 'string')) {
+      throw new Error('must be a JSON array of strings, e.g. ["10.0.0.0/8"]');
+    }
+  },
+  coerce: (value: string) => (value.trim().startsWith('[') ? JSON.parse(value) : value.split(',').map((s) => s.trim()).filter(Boolean)),
+});
+
+convict.addFormat({
+  name: 'identifier',
+  validate(value: unknown) {
+    // Slot and publication names go unquoted into replication commands: keep them plain lower-case.
+    if (typeof value !== 'string' || !/^[a-z_][a-z0-9_]{0,62}$/.test(value)) {
+      throw new Error('must be a lower-case identifier (a-z, 0-9, _), at most 63 characters');
+    }
+  },
+});
+
+export const configSchema = {
+  database: {
+    url: {
+      doc: 'Connection URL of the CRM database (the replication connection uses the same credentials).',
+      format: 'postgres-url',
+      default: 'postgres://postgres@localhost:5432/postgres',
+      env: 'DATABASE_URL',
+      sensitive: true,
+    },
+    ssl: {
+      mode: {
+        doc: 'TLS to Postgres: disable, require (encrypt, no certificate check), verify-full (check CA and host name).',
+        format: ['disable', 'require', 'verify-full'],
+        default: 'disable',
+        env: 'PG_WEBHOOK_BRIDGE_DATABASE_SSL_MODE',
+      },
+      caFile: {
+        doc: 'PEM file with the CA that signed the server certificate (for verify-full).',
+        format: String,
+        default: '',
+        env: 'PG_WEBHOOK_BRIDGE_DATABASE_SSL_CA_FILE',
+      },
+    },
+  },
+  schema: {
+    doc: "The bridge's own schema: webhooks table, delivery store, state.",
+    format: 'identifier',
+    default: 'webhook_bridge',
+    env: 'PG_WEBHOOK_BRIDGE_SCHEMA',
+  },
+  webhooks: {
+    table: {
+      doc: 'Schema-qualified subscribers table with Twenty\'s webhook columns; empty means "<schema>.webhooks".',
+      format: String,
+      default: '',
+      env: 'PG_WEBHOOK_BRIDGE_WEBHOOKS_TABLE',
+    },
+  },
+  replication: {
+    slot: {
+      doc: 'Name of the permanent logical replication slot (created if missing, never dropped).',
+      format: 'identifier',
+      default: 'pg_webhook_bridge',
+      env: 'PG_WEBHOOK_BRIDGE_SLOT',
+    },
+    publication: {
+      doc: 'Name of the publication on the watched tables (created by migrate).',
+      format: 'identifier',
+      default: 'pg_webhook_bridge',
+      env: 'PG_WEBHOOK_BRIDGE_PUBLICATION',
+    },
+    heartbeatIntervalMs: {
+      doc: 'How often, while no change arrives, a heartbeat message is written to WAL so the slot position can advance.',
+      format: 'nat',
+      default: 10_000,
+      env: 'PG_WEBHOOK_BRIDGE_HEARTBEAT_INTERVAL_MS',
+    },
+    ackIntervalMs: {
+      doc: 'How often the safe (fully delivered or stored) position is reported to Postgres.',
+      format: 'nat',
+      default: 1_000,
+      env: 'PG_WEBHOOK_BRIDGE_ACK_INTERVAL_MS',
+    },
+  },
+  source: {
+    tables: {
+      doc: 'Watched tables: "schema.table" -> object name used in event names.',
+      format: 'table-map',
+      default: {
+        'public.person': 'person',
+        'public.company': 'company',
+        'public.note': 'note',
+        'public.task': 'task',
+      } as Record<string, string>,
+      env: 'PG_WEBHOOK_BRIDGE_SOURCE_TABLES',
+    },
+    softDeleteColumn: {
+      doc: 'Column whose setting/clearing turns an UPDATE into <object>.deleted / <object>.restored (empty disables).',
+      format: String,
+      default: 'deletedAt',
+      env: 'PG_WEBHOOK_BRIDGE_SOFT_DELETE_COLUMN',
+    },
+  },
+  payload: {
+    camelCase: {
+      doc: 'Map snake_case column names to camelCase keys in "data".',
+      format: Boolean,
+      default: false,
+      env: 'PG_WEBHOOK_BRIDGE_PAYLOAD_CAMEL_CASE',
+    },
+  },
+  http: {
+    port: {
+      doc: 'Port of the /healthz, /readyz and /metrics endpoints (0 disables them).',
+      format: 'port',
+      default: 8080,
+      env: 'PG_WEBHOOK_BRIDGE_HTTP_PORT',
+    },
+    host: {
+      doc: 'Address the health and metrics endpoints listen on.',
+      format: String,
+      default: '0.0.0.0',
+      env: 'PG_WEBHOOK_BRIDGE_HTTP_HOST',
+    },
+  },
+  delivery: {
+    timeoutMs: {
+      doc: 'Deadline of one delivery attempt (connect, send, response headers), in milliseconds.',
+      format: 'nat',
+      default: 10_000,
+      env: 'PG_WEBHOOK_BRIDGE_DELIVERY_TIMEOUT_MS',
+    },
+    concurrency: {
+      doc: 'Requests in flight at once per webhook.',
+      format: 'nat',
+      default: 16,
+      env: 'PG_WEBHOOK_BRIDGE_DELIVERY_CONCURRENCY',
+    },
+    retrySchedule: {
+      doc: 'Delays in seconds before each retry (+-20% jitter); after the last one a delivery is dead.',
+      format: 'positive-int-array',
+      default: RETRY_SCHEDULE_S,
+      env: 'PG_WEBHOOK_BRIDGE_DELIVERY_RETRY_SCHEDULE',
+    },
+    allowPrivateTargets: {
+      doc: 'Allow targets on loopback, private, link-local and other internal addresses (development only).',
+      format: Boolean,
+      default: false,
+      env: 'PG_WEBHOOK_BRIDGE_ALLOW_PRIVATE_TARGETS',
+    },
+    allowedCidrs: {
+      doc: 'Internal address ranges that targets may use even when private targets are refused, e.g. ["10.1.0.0/16"].',
+      format: 'string-array',
+      default: [] as string[],
+      env: 'PG_WEBHOOK_BRIDGE_ALLOWED_CIDRS',
+    },
+    maxPayloadBytes: {
+      doc: 'Largest request body; a larger event is sent in its truncated form (primary key only).',
+      format: 'nat',
+      default: 1_048_576,
+      env: 'PG_WEBHOOK_BRIDGE_MAX_PAYLOAD_BYTES',
+    },
+    maxResponseBytes: {
+      doc: 'How much of a response body is read (the rest is discarded).',
+      format: 'nat',
+      default: 65_536,
+      env: 'PG_WEBHOOK_BRIDGE_MAX_RESPONSE_BYTES',
+    },
+    disableAfterHours: {
+      doc: 'A webhook failing with no success for this long is disabled with a reason.',
+      format: Number,
+      default: 120,
+      env: 'PG_WEBHOOK_BRIDGE_DISABLE_AFTER_HOURS',
+    },
+    memoryQueueLimit: {
+      doc: 'Deliveries held in memory per webhook before new ones go to the durable store.',
+      format: 'nat',
+      default: 2_000,
+      env: 'PG_WEBHOOK_BRIDGE_MEMORY_QUEUE_LIMIT',
+    },
+    storeAfterMs: {
+      doc: 'A delivery not done this long after its transaction arrived is written to the durable store, so the slot can advance.',
+      format: 'nat',
+      default: 2_000,
+      env: 'PG_WEBHOOK_BRIDGE_STORE_AFTER_MS',
+    },
+    storePollMs: {
+      doc: 'How often the durable store is polled for deliveries that are due.',
+      format: 'nat',
+      default: 500,
+      env: 'PG_WEBHOOK_BRIDGE_STORE_POLL_MS',
+    },
+  },
+  log: {
+    level: {
+      doc: 'Log level: fatal, error, warn, info, debug, trace or silent.',
+      format: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+      default: 'info',
+      env: 'LOG_LEVEL',
+    },
+  },
+};
+
+type Schema = typeof configSchema;
+type Leaf = { default: unknown };
+type ValueOf<S> = S extends Leaf ? S['default'] : { readonly [K in keyof S]: ValueOf<S[K]> };
+export type BridgeConfig = ValueOf<Schema>;
+
+/** Every leaf key of the schema, dotted, with its definition (for --help, flags and the README). */
+export function configKeys(): Array<{ key: string; doc: string; default: unknown; env?: string; sensitive?: boolean }> {
+  const out: Array<{ key: string; doc: string; default: unknown; env?: string; sensitive?: boolean }> = [];
+  const walk = (node: Record<string, unknown>, prefix: string): void => {
+    for (const [name, child] of Object.entries(node)) {
+      const key = prefix ? `${prefix}.${name}` : name;
+      const def = child as Record<string, unknown>;
+      if ('doc' in def && 'default' in def) {
+        out.push({ key, doc: String(def.doc), default: def.default, env: def.env as string | undefined, sensitive: def.sensitive === true });
+      } else walk(def, key);
+    }
+  };
+  walk(configSchema as unknown as Record<string, unknown>, '');
+  return out;
+}
+
+/** `delivery.timeoutMs` -> `--delivery-timeout-ms`. */
+export function flagForKey(key: string): string {
+  return `--${key.replace(/\./g, '-').replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
+export interface LoadConfigOptions {
+  /** Path of a JSON config file; falls back to PG_WEBHOOK_BRIDGE_CONFIG. */
+  file?: string;
+  /** Values from CLI flags, by dotted key; they win over everything else. */
+  overrides?: Record<string, unknown>;
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * Loads, validates and freezes the configuration. Throws ConfigError listing every bad key with its
+ * expected form; nothing connects before this succeeds.
+ */
+export function loadConfig(options: LoadConfigOptions = {}): BridgeConfig {
+  const env = options.env ?? process.env;
+  const config = convict(configSchema, { env, args: [] });
+  const problems: string[] = [];
+  const file = options.file ?? env.PG_WEBHOOK_BRIDGE_CONFIG;
+  if (file) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (cause) {
+      throw new ConfigError([`config file ${file}: ${(cause as Error).message}`], { cause });
+    }
+    // Environment variables outrank the file: load the file, then re-apply the environment on top.
+    config.load(parsed as object);
+    const known = new Set(configKeys().map((k) => k.key));
+    for (const { key, env: name } of configKeys()) {
+      if (name && env[name] !== undefined) config.set(key as never, coerceEnv(key, env[name]!) as never);
+    }
+    for (const key of leafKeys(parsed)) {
+      if (!known.has(key)) problems.push(`${key}: unknown key in ${file} (known keys: see "pg-webhook-bridge --help")`);
+    }
+  }
+  for (const [key, value] of Object.entries(options.overrides ?? {})) {
+    if (value === undefined) continue;
+    try {
+      config.set(key as never, coerceEnv(key, value) as never);
+    } catch (cause) {
+      problems.push(`${key}: ${(cause as Error).message}`);
+    }
+  }
+  try {
+    config.validate({ allowed: 'strict' });
+  } catch (cause) {
+    problems.push(...String((cause as Error).message).split('\n').filter(Boolean).map(describeConvictProblem));
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return deepFreeze(config.getProperties() as BridgeConfig);
+}
+
+/** Values that arrive as text (env, flags) are coerced the way convict coerces env values. */
+function coerceEnv(key: string, value: unknown): unknown {
+  if (typeof value !== 'string') return value;
+  const def = configKeys().find((k) => k.key === key);
+  if (!def) return value;
+  if (typeof def.default === 'number') return Number(value);
+  if (typeof def.default === 'boolean') return value === 'true' || value === '1';
+  if (Array.isArray(def.default)) {
+    return value.trim().startsWith('[') ? safeJson(value) : value.split(',').map((s) => s.trim()).filter(Boolean).map((s) => (typeof def.default === 'object' && typeof (def.default as unknown[])[0] === 'number' ? Number(s) : s));
+  }
+  if (typeof def.default === 'object' && def.default !== null) return safeJson(value);
+  return value;
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text; // left for validation to reject with the key's expected form
+  }
+}
+
+function describeConvictProblem(line: string): string {
+  // convict says e.g. "delivery.timeoutMs: must be a positive integer: value was \"abc\"";
+  // secrets must not be echoed back, so values of sensitive keys are cut.
+  for (const { key, sensitive } of configKeys()) {
+    if (sensitive && line.startsWith(`${key}:`)) return line.replace(/: value was .*$/, '');
+  }
+  return line.replace(/^configuration param '([^']+)' not declared in the schema$/, '$1: unknown key');
+}
+
+function leafKeys(value: unknown, prefix = ''): string[] {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return prefix ? [prefix] : [];
+  const keys: string[] = [];
+  for (const [name, child] of Object.entries(value)) {
+    const key = prefix ? `${prefix}.${name}` : name;
+    // source.tables is a map whose keys are user data, not schema keys.
+    if (key === 'source.tables') keys.push(key);
+    else keys.push(...leafKeys(child, key));
+  }
+  return keys;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** The subscribers table, schema-qualified and quoted for SQL. */
+export function webhooksTable(config: BridgeConfig): string {
+  const name = config.webhooks.table || `${config.schema}.webhooks`;
+  return name
+    .split('.')
+    .map((part) => `"${part.replace(/"/g, '""')}"`)
+    .join('.');
+}

@@ -1,0 +1,211 @@
+import { DecodeError } from '../errors.js';
+import { UNCHANGED_TOAST, type PgoutputMessage, type ReplicaIdentity, type RelationColumn, type TupleValue } from './types.js';
+
+/**
+ * Parser of pgoutput protocol version 1 messages (the payload of an XLogData frame). Pure: bytes in,
+ * message out. Field layouts follow "Logical Replication Message Formats" in the Postgres docs.
+ * Values stay in their text form here; values.ts converts them once the column type is known.
+ */
+export function parsePgoutputMessage(buf: Buffer): PgoutputMessage {
+  const reader = new Reader(buf);
+  const tag = reader.byte();
+  switch (tag) {
+    case 0x42: // 'B' Begin: Int64 final (commit) LSN, Int64 commit time (µs since 2000-01-01), Int32 xid
+      return { tag: 'begin', finalLsn: reader.uint64(), commitTimeMicros: reader.int64(), xid: reader.uint32() };
+    case 0x43: // 'C' Commit: Int8 flags, Int64 commit LSN, Int64 end LSN, Int64 commit time
+      return {
+        tag: 'commit',
+        flags: reader.byte(),
+        commitLsn: reader.uint64(),
+        endLsn: reader.uint64(),
+        commitTimeMicros: reader.int64(),
+      };
+    case 0x4f: // 'O' Origin: Int64 origin commit LSN, String name
+      return { tag: 'origin', originLsn: reader.uint64(), name: reader.cstring() };
+    case 0x52: {
+      // 'R' Relation: Int32 id, String namespace ('' = pg_catalog), String name, Int8 replica identity,
+      // Int16 column count, then per column: Int8 flags (1 = key), String name, Int32 type OID, Int32 typmod
+      const id = reader.uint32();
+      const schema = reader.cstring() || 'pg_catalog';
+      const table = reader.cstring();
+      const replicaIdentity = replicaIdentityOf(reader.byte());
+      const count = reader.int16();
+      const columns: RelationColumn[] = [];
+      for (let i = 0; i < count; i++) {
+        const flags = reader.byte();
+        columns.push({ isKey: (flags & 1) === 1, name: reader.cstring(), typeOid: reader.uint32(), typeModifier: reader.int32() });
+      }
+      return { tag: 'relation', relation: { id, schema, table, replicaIdentity, columns } };
+    }
+    case 0x59: // 'Y' Type: Int32 OID, String namespace, String name
+      return { tag: 'type', oid: reader.uint32(), schema: reader.cstring(), name: reader.cstring() };
+    case 0x49: {
+      // 'I' Insert: Int32 relation id, Byte1 'N', TupleData
+      const relationId = reader.uint32();
+      reader.expect(0x4e, 'N');
+      return { tag: 'insert', relationId, newTuple: reader.tuple() };
+    }
+    case 0x55: {
+      // 'U' Update: Int32 relation id, optional ('K' key | 'O' old) TupleData, then 'N' TupleData
+      const relationId = reader.uint32();
+      let kind = reader.byte();
+      let oldTuple: TupleValue[] | null = null;
+      let keyOnly = false;
+      if (kind === 0x4b || kind === 0x4f) {
+        keyOnly = kind === 0x4b;
+        oldTuple = reader.tuple();
+        kind = reader.byte();
+      }
+      if (kind !== 0x4e) throw new DecodeError(`pgoutput Update: expected 'N', got 0x${kind.toString(16)}`);
+      return { tag: 'update', relationId, oldTuple, keyOnly, newTuple: reader.tuple() };
+    }
+    case 0x44: {
+      // 'D' Delete: Int32 relation id, 'K' key | 'O' old, TupleData
+      const relationId = reader.uint32();
+      const kind = reader.byte();
+      if (kind !== 0x4b && kind !== 0x4f) throw new DecodeError(`pgoutput Delete: expected 'K' or 'O', got 0x${kind.toString(16)}`);
+      return { tag: 'delete', relationId, keyOnly: kind === 0x4b, oldTuple: reader.tuple() };
+    }
+    case 0x54: {
+      // 'T' Truncate: Int32 relation count, Int8 options (1 cascade, 2 restart identity), Int32 ids
+      const count = reader.uint32();
+      const options = reader.byte();
+      const relationIds: number[] = [];
+      for (let i = 0; i < count; i++) relationIds.push(reader.uint32());
+      return { tag: 'truncate', relationIds, cascade: (options & 1) === 1, restartIdentity: (options & 2) === 2 };
+    }
+    case 0x4d: {
+      // 'M' Message: Int8 flags (1 = transactional), Int64 LSN, String prefix, Int32 length, bytes
+      const transactional = (reader.byte() & 1) === 1;
+      const lsn = reader.uint64();
+      const prefix = reader.cstring();
+      const length = reader.uint32();
+      return { tag: 'message', transactional, lsn, prefix, content: Buffer.from(reader.bytes(length)) };
+    }
+    default:
+      throw new DecodeError(`unknown pgoutput message type 0x${tag.toString(16)}`);
+  }
+}
+
+function replicaIdentityOf(byte: number): ReplicaIdentity {
+  switch (byte) {
+    case 0x64: // 'd'
+      return 'default';
+    case 0x6e: // 'n'
+      return 'nothing';
+    case 0x66: // 'f'
+      return 'full';
+    case 0x69: // 'i'
+      return 'index';
+    default:
+      throw new DecodeError(`unknown replica identity 0x${byte.toString(16)}`);
+  }
+}
+
+class Reader {
+  private offset = 0;
+
+  constructor(private readonly buf: Buffer) {}
+
+  private need(n: number): void {
+    if (this.offset + n > this.buf.length) {
+      throw new DecodeError(`pgoutput message truncated: need ${n} bytes at offset ${this.offset} of ${this.buf.length}`);
+    }
+  }
+
+  byte(): number {
+    this.need(1);
+    return this.buf[this.offset++];
+  }
+
+  expect(byte: number, name: string): void {
+    const got = this.byte();
+    if (got !== byte) throw new DecodeError(`pgoutput: expected '${name}', got 0x${got.toString(16)}`);
+  }
+
+  int16(): number {
+    this.need(2);
+    const v = this.buf.readInt16BE(this.offset);
+    this.offset += 2;
+    return v;
+  }
+
+  int32(): number {
+    this.need(4);
+    const v = this.buf.readInt32BE(this.offset);
+    this.offset += 4;
+    return v;
+  }
+
+  uint32(): number {
+    this.need(4);
+    const v = this.buf.readUInt32BE(this.offset);
+    this.offset += 4;
+    return v;
+  }
+
+  uint64(): bigint {
+    this.need(8);
+    const v = this.buf.readBigUInt64BE(this.offset);
+    this.offset += 8;
+    return v;
+  }
+
+  int64(): bigint {
+    this.need(8);
+    const v = this.buf.readBigInt64BE(this.offset);
+    this.offset += 8;
+    return v;
+  }
+
+  cstring(): string {
+    const end = this.buf.indexOf(0, this.offset);
+    if (end < 0) throw new DecodeError('pgoutput: unterminated string');
+    const s = this.buf.toString('utf8', this.offset, end);
+    this.offset = end + 1;
+    return s;
+  }
+
+  bytes(n: number): Buffer {
+    this.need(n);
+    const b = this.buf.subarray(this.offset, this.offset + n);
+    this.offset += n;
+    return b;
+  }
+
+  /** TupleData: Int16 column count, then per column 'n' null | 'u' unchanged TOAST | 't' Int32 len + text. */
+  tuple(): TupleValue[] {
+    const count = this.int16();
+    const values: TupleValue[] = new Array(count);
+    for (let i = 0; i < count; i++) {
+      const kind = this.byte();
+      switch (kind) {
+        case 0x6e: // 'n'
+          values[i] = null;
+          break;
+        case 0x75: // 'u'
+          values[i] = UNCHANGED_TOAST;
+          break;
+        case 0x74: {
+          // 't'
+          const len = this.uint32();
+          this.need(len);
+          values[i] = this.buf.toString('utf8', this.offset, this.offset + len);
+          this.offset += len;
+          break;
+        }
+        default:
+          // 'b' (binary) is only sent when the binary option is requested, which we never do.
+          throw new DecodeError(`pgoutput: unsupported tuple value kind 0x${kind.toString(16)}`);
+      }
+    }
+    return values;
+  }
+}
+
+const POSTGRES_EPOCH_MS = 946_684_800_000n; // 2000-01-01T00:00:00Z
+
+/** Commit times arrive as µs since 2000-01-01; the payload wants ms precision. */
+export function postgresTimeToDate(micros: bigint): Date {
+  return new Date(Number(micros / 1000n + POSTGRES_EPOCH_MS));
+}

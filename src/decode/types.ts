@@ -1,0 +1,79 @@
+/**
+ * Contract of the decode stage: pgoutput bytes -> protocol messages -> typed row changes.
+ *
+ * LSNs are bigint everywhere inside the bridge (the library hands out two different text forms).
+ */
+export type Lsn = bigint;
+
+/** A column as announced by a Relation ('R') message. */
+export interface RelationColumn {
+  name: string;
+  typeOid: number;
+  typeModifier: number;
+  /** Part of the replica identity key. */
+  isKey: boolean;
+}
+
+export type ReplicaIdentity = 'default' | 'nothing' | 'full' | 'index';
+
+export interface Relation {
+  id: number;
+  schema: string;
+  table: string;
+  replicaIdentity: ReplicaIdentity;
+  columns: RelationColumn[];
+}
+
+/** An unchanged TOASTed value ('u'): the server did not send it. */
+export const UNCHANGED_TOAST: unique symbol = Symbol('unchanged-toast');
+
+/** One column of a tuple as sent: null, unchanged TOAST, or the value's text form. */
+export type TupleValue = null | typeof UNCHANGED_TOAST | string;
+
+export type PgoutputMessage =
+  | { tag: 'begin'; finalLsn: Lsn; commitTimeMicros: bigint; xid: number }
+  | { tag: 'commit'; flags: number; commitLsn: Lsn; endLsn: Lsn; commitTimeMicros: bigint }
+  | { tag: 'origin'; originLsn: Lsn; name: string }
+  | { tag: 'relation'; relation: Relation }
+  | { tag: 'type'; oid: number; schema: string; name: string }
+  | { tag: 'insert'; relationId: number; newTuple: TupleValue[] }
+  | { tag: 'update'; relationId: number; oldTuple: TupleValue[] | null; keyOnly: boolean; newTuple: TupleValue[] }
+  | { tag: 'delete'; relationId: number; oldTuple: TupleValue[]; keyOnly: boolean }
+  | { tag: 'truncate'; relationIds: number[]; cascade: boolean; restartIdentity: boolean }
+  | { tag: 'message'; transactional: boolean; lsn: Lsn; prefix: string; content: Buffer };
+
+export type Row = Record<string, unknown>;
+
+export type ChangeKind = 'insert' | 'update' | 'delete';
+
+/**
+ * One committed row change, values already converted to JSON-ready form (contract section 5).
+ * `position` identifies it for ever: the commit LSN of its transaction and its index in it.
+ */
+export interface RowChange {
+  kind: ChangeKind;
+  schema: string;
+  table: string;
+  /** Row after the change (insert, update). */
+  newRow: Row | null;
+  /** Row before the change (update with REPLICA IDENTITY FULL, delete). */
+  oldRow: Row | null;
+  /** Columns of the relation at the time of the change, in table order. */
+  columnNames: string[];
+  /** Primary key columns (replica identity key when there is no primary key). */
+  keyColumns: string[];
+  /** Columns whose value differs between the old and new image; null when there is no old image. */
+  changedColumns: string[] | null;
+  /** Columns whose value was an unchanged TOAST datum that the old image could not supply. */
+  missingToastColumns: string[];
+  commitLsn: Lsn;
+  indexInTransaction: number;
+  commitTime: Date;
+}
+
+/** What the decoder hands the next stage, in stream order. */
+export type DecodedItem =
+  | { type: 'begin'; commitLsn: Lsn; commitTime: Date }
+  | { type: 'change'; change: RowChange }
+  | { type: 'commit'; commitLsn: Lsn; endLsn: Lsn }
+  | { type: 'heartbeat'; lsn: Lsn };

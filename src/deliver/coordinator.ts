@@ -1,0 +1,161 @@
+import type { Logger } from '../log.js';
+import type { TransactionEntry } from '../replication/ackTracker.js';
+import type { Subscriber, WebhookEvent } from '../route/types.js';
+import { webhooksWithDue, webhooksWithPending } from '../store/deliveryStore.js';
+import type { Queryable } from '../store/types.js';
+import { disableWebhook, recordFailure, recordSuccesses } from '../store/webhookState.js';
+import { withDatabaseRetry } from './databaseRetry.js';
+import type { AttemptOutcome, HttpSender } from './httpSender.js';
+import { Lane } from './lane.js';
+import type { DeliveryObserver, LaneSettings } from './types.js';
+
+const SUCCESS_FLUSH_INTERVAL_MS = 5_000;
+
+/**
+ * Fans routed events out to one Lane per webhook and runs the lanes' timers: spilling old work to the
+ * store, polling the store, flushing per-webhook success times. The stream awaits `waitForCapacity()`
+ * so memory stays bounded whatever the backlog.
+ */
+export class DeliveryCoordinator {
+  private readonly lanes = new Map<string, Lane>();
+  private tick: NodeJS.Timeout | null = null;
+  private successTimer: NodeJS.Timeout | null = null;
+  private readonly successes = new Map<string, Date>();
+  private capacityWaiters: Array<() => void> = [];
+  private startupPending = new Set<string>();
+  private ticking = false;
+
+  constructor(
+    private readonly db: Queryable,
+    private readonly sender: HttpSender,
+    private readonly settings: LaneSettings & { storePollMs: number },
+    private readonly observer: DeliveryObserver,
+    private readonly log: Logger,
+    /** Told when the bridge disables a webhook (410 Gone, failing too long). */
+    private readonly onDisabled: (webhookId: string, reason: string) => void,
+  ) {}
+
+  async start(): Promise<void> {
+    // Lanes with stored backlog start in store mode so their records keep commit order.
+    this.startupPending = await webhooksWithPending(this.db, this.settings.schema);
+    this.tick = setInterval(() => void this.onTick(), this.settings.storePollMs);
+    this.successTimer = setInterval(() => void this.flushSuccesses(), SUCCESS_FLUSH_INTERVAL_MS);
+  }
+
+  /** Hands one event to every subscriber it was routed to; `hold` keeps its transaction unacknowledged. */
+  route(event: WebhookEvent, subscribers: readonly Subscriber[], hold: TransactionEntry): void {
+    const now = Date.now();
+    for (const subscriber of subscribers) {
+      this.laneFor(subscriber).enqueue({ event, hold, enqueuedAt: now, stored: null });
+    }
+  }
+
+  /** Resolves at once unless a memory lane is full; then when one has room (or moved to the store). */
+  waitForCapacity(): Promise<void> | null {
+    for (const lane of this.lanes.values()) {
+      if (lane.isFull) return new Promise((resolve) => this.capacityWaiters.push(resolve));
+    }
+    return null;
+  }
+
+  /** The registry changed: lanes follow the new URL/secret; disabled webhooks stop sending. */
+  updateSubscribers(active: readonly Subscriber[], disabled: ReadonlySet<string>): void {
+    for (const subscriber of active) {
+      const lane = this.lanes.get(subscriber.id);
+      if (lane) lane.webhook = subscriber;
+    }
+    for (const [id, lane] of this.lanes) {
+      const isDisabled = disabled.has(id);
+      if (isDisabled && !lane.disabled) {
+        lane.disabled = true;
+        if (lane.mode === 'memory') void lane.spill();
+      } else if (!isDisabled && lane.disabled) {
+        lane.disabled = false;
+        lane.poll();
+      }
+    }
+  }
+
+  laneStates(): Array<{ webhookId: string; mode: string; inMemory: number; inFlight: number }> {
+    return [...this.lanes.values()].map((l) => ({ webhookId: l.webhook.id, mode: l.mode, inMemory: l.memoryCount, inFlight: l.inFlightCount }));
+  }
+
+  private laneFor(subscriber: Subscriber): Lane {
+    let lane = this.lanes.get(subscriber.id);
+    if (!lane) {
+      lane = new Lane(subscriber, this.db, this.sender, this.settings, this.observer, {
+        failure: (id, outcome) => this.onFailure(id, outcome),
+        success: (id) => this.successes.set(id, new Date()),
+        capacityFreed: () => this.releaseWaiters(),
+      }, this.log.child({ webhookId: subscriber.id }));
+      if (this.startupPending.has(subscriber.id)) {
+        lane.mode = 'store';
+        lane.poll();
+      }
+      this.lanes.set(subscriber.id, lane);
+    }
+    return lane;
+  }
+
+  private releaseWaiters(): void {
+    if (this.capacityWaiters.length === 0) return;
+    for (const lane of this.lanes.values()) if (lane.isFull) return;
+    const waiters = this.capacityWaiters;
+    this.capacityWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  private async onTick(): Promise<void> {
+    if (this.ticking) return;
+    this.ticking = true;
+    try {
+      const now = Date.now();
+      for (const lane of this.lanes.values()) {
+        // A slow receiver must not hold the slot back: old in-memory work moves to the store.
+        if (lane.mode === 'memory' && lane.oldestAgeMs(now) > this.settings.storeAfterMs) {
+          void lane.spill().then(() => this.releaseWaiters());
+        } else if (lane.mode === 'store') lane.poll();
+      }
+      // Rows made due from outside (CLI redeliver, a crashed replica's leases) for lanes on the fast path.
+      const due = await webhooksWithDue(this.db, this.settings.schema);
+      for (const id of due) {
+        const lane = this.lanes.get(id);
+        if (lane && lane.mode === 'memory') lane.poll();
+      }
+      for (const id of due) if (!this.lanes.has(id)) this.startupPending.add(id);
+    } catch (error) {
+      this.log.warn({ err: error }, 'delivery tick failed');
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  private async onFailure(webhookId: string, outcome: Extract<AttemptOutcome, { ok: false }>): Promise<void> {
+    const { failingForMs } = await withDatabaseRetry(this.log, 'record a webhook failure', () => recordFailure(this.db, this.settings.schema, webhookId, `${outcome.reason}: ${outcome.message}`));
+    let reason: string | null = null;
+    if (outcome.reason === 'gone') reason = 'target answered 410 Gone';
+    else if (failingForMs > this.settings.disableAfterMs) reason = `no successful delivery for ${Math.round(failingForMs / 3_600_000)} h while failing (last: ${outcome.reason})`;
+    if (reason) {
+      await withDatabaseRetry(this.log, 'disable a webhook', () => disableWebhook(this.db, this.settings.schema, webhookId, reason!));
+      this.log.warn({ webhookId, reason }, 'webhook disabled; re-enable with "pg-webhook-bridge webhooks enable <id>"');
+      this.onDisabled(webhookId, reason);
+    }
+  }
+
+  private async flushSuccesses(): Promise<void> {
+    if (this.successes.size === 0) return;
+    const batch = new Map(this.successes);
+    this.successes.clear();
+    await recordSuccesses(this.db, this.settings.schema, batch).catch((error) => this.log.warn({ err: error }, 'could not record webhook successes'));
+  }
+
+  /** Shutdown: stop timers, move memory work to the store, wait for attempts up to `deadline`. */
+  async drain(deadline: number): Promise<void> {
+    if (this.tick) clearInterval(this.tick);
+    if (this.successTimer) clearInterval(this.successTimer);
+    this.tick = this.successTimer = null;
+    await Promise.all([...this.lanes.values()].map((lane) => lane.drain(deadline)));
+    await this.flushSuccesses();
+    this.releaseWaiters();
+  }
+}

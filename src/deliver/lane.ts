@@ -1,0 +1,353 @@
+import type { Logger } from '../log.js';
+import type { Subscriber } from '../route/types.js';
+import { claimDeliveries, completeDeliveries, failDelivery, hasPending, insertDeliveries } from '../store/deliveryStore.js';
+import type { DeliveryKey, NewStoredDelivery, Queryable } from '../store/types.js';
+import { nextRetryDelayMs } from './backoff.js';
+import type { AttemptOutcome, HttpSender } from './httpSender.js';
+import { signRequest } from './sign.js';
+import type { DeliveryObserver, LaneSettings, MemoryDelivery } from './types.js';
+import { withDatabaseRetry } from './databaseRetry.js';
+import { formatLsn } from '../replication/lsn.js';
+
+/** Margin on top of the attempt timeout for a store lease: the lease must outlive the attempt. */
+const LEASE_MARGIN_MS = 5_000;
+
+export interface LaneHooks {
+  /** A failed attempt: records it and applies the disable rules (410, failing too long). */
+  failure(webhookId: string, outcome: Extract<AttemptOutcome, { ok: false }>): Promise<void>;
+  success(webhookId: string): void;
+  /** Memory was freed: a stream waiting for capacity may go on. */
+  capacityFreed(): void;
+}
+
+/**
+ * All deliveries to one webhook.
+ *
+ * States:
+ * - `memory` (fast path): deliveries wait in per-record FIFO queues; the head of each record's queue may
+ *   be in flight, up to `concurrency` at once. Nothing is written to the database.
+ * - `store` (backlog): new deliveries are written to the store in batches; a poller claims the oldest
+ *   pending delivery of each record and sends it.
+ *
+ * memory -> store ("spill") when an attempt fails, when the oldest delivery waited longer than
+ * `storeAfterMs`, when the webhook is disabled, or at shutdown: everything queued is stored, in-flight
+ * ones are stored under a lease and finish there. store -> memory when the store holds nothing pending
+ * for the webhook and no write is under way. Either way each record's deliveries go out in commit
+ * order and only the record with the failing head waits.
+ */
+export class Lane {
+  mode: 'memory' | 'store' = 'memory';
+  disabled = false;
+  private readonly queues = new Map<string, MemoryDelivery[]>();
+  private ready: string[] = [];
+  /** Memory deliveries in arrival order; finished ones are trimmed lazily from the front. */
+  private arrivals: MemoryDelivery[] = [];
+  private readonly inFlightMemory = new Set<MemoryDelivery>();
+  private inFlight = 0;
+  private queued = 0;
+  private storeBuffer: MemoryDelivery[] = [];
+  private storeFlush: Promise<void> | null = null;
+  /**
+   * Store writes run one after another, and the poller waits for them: a later event of a record must
+   * never become visible (and claimable) before an earlier one that is still being written.
+   */
+  private writeChain: Promise<void> = Promise.resolve();
+  private pendingWrites = 0;
+  /** Bumped by every store write, so a "nothing pending" answer that raced a write is ignored. */
+  private storeGeneration = 0;
+  private completions: DeliveryKey[] = [];
+  private completionTimer: NodeJS.Timeout | null = null;
+  private polling = false;
+  private repoll = false;
+  private stopping = false;
+  private readonly done = new WeakSet<MemoryDelivery>();
+
+  constructor(
+    public webhook: Subscriber,
+    private readonly db: Queryable,
+    private readonly sender: HttpSender,
+    private readonly settings: LaneSettings,
+    private readonly observer: DeliveryObserver,
+    private readonly hooks: LaneHooks,
+    private readonly log: Logger,
+    private readonly random: () => number = Math.random,
+  ) {}
+
+  /** Deliveries held in memory (queued or in flight): what back-pressure looks at. */
+  get memoryCount(): number {
+    return this.queued + this.inFlightMemory.size + this.storeBuffer.length;
+  }
+
+  get isFull(): boolean {
+    return this.memoryCount >= this.settings.memoryQueueLimit;
+  }
+
+  get inFlightCount(): number {
+    return this.inFlight;
+  }
+
+  enqueue(delivery: MemoryDelivery): void {
+    delivery.hold.hold();
+    if (this.mode === 'store' || this.disabled || this.stopping) {
+      this.storeBuffer.push(delivery);
+      this.scheduleStoreFlush();
+      return;
+    }
+    const key = delivery.event.recordKey;
+    let queue = this.queues.get(key);
+    if (!queue) {
+      queue = [];
+      this.queues.set(key, queue);
+    }
+    queue.push(delivery);
+    if (queue.length === 1) this.ready.push(key);
+    this.arrivals.push(delivery);
+    this.queued++;
+    this.pump();
+  }
+
+  /** Age of the oldest unfinished memory delivery, in ms (0 when none). */
+  oldestAgeMs(now: number): number {
+    while (this.arrivals.length > 0 && this.done.has(this.arrivals[0])) this.arrivals.shift();
+    return this.arrivals.length > 0 ? now - this.arrivals[0].enqueuedAt : 0;
+  }
+
+  private pump(): void {
+    while (this.mode === 'memory' && !this.disabled && this.inFlight < this.settings.concurrency && this.ready.length > 0) {
+      const key = this.ready.shift()!;
+      const delivery = this.queues.get(key)![0];
+      this.queued--;
+      void this.sendFromMemory(delivery);
+    }
+  }
+
+  private async sendFromMemory(delivery: MemoryDelivery): Promise<void> {
+    this.inFlight++;
+    this.inFlightMemory.add(delivery);
+    const outcome = await this.attempt(delivery.event.id, delivery.event.body, delivery.event.name, delivery.event.commitTime, 0);
+    this.inFlight--;
+    this.inFlightMemory.delete(delivery);
+    this.done.add(delivery);
+    if (delivery.stored) {
+      // Spilled while in flight: it lives in the store now, so its outcome is recorded there.
+      await delivery.stored;
+      await this.recordStoredOutcome({ eventId: delivery.event.id, webhookId: this.webhook.id }, outcome, 0);
+    } else if (outcome.ok) {
+      delivery.hold.release();
+      const key = delivery.event.recordKey;
+      const queue = this.queues.get(key);
+      if (queue && queue[0] === delivery) {
+        queue.shift();
+        if (queue.length === 0) this.queues.delete(key);
+        else this.ready.push(key);
+      }
+    } else {
+      await this.spill({ delivery, outcome });
+    }
+    this.hooks.capacityFreed();
+    if (this.mode === 'memory') this.pump();
+    else this.poll();
+  }
+
+  /**
+   * memory -> store. `failed` is an attempt that just failed: it is stored with its next run time.
+   * Resolves once everything spilled is durable (and so acknowledged as far as this lane goes).
+   */
+  async spill(failed?: { delivery: MemoryDelivery; outcome: Extract<AttemptOutcome, { ok: false }> }): Promise<void> {
+    this.mode = 'store';
+    const now = Date.now();
+    const rows: NewStoredDelivery[] = [];
+    const spilled: MemoryDelivery[] = [];
+    const leaseUntil = new Date(now + this.settings.timeoutMs + LEASE_MARGIN_MS);
+    for (const delivery of this.inFlightMemory) {
+      rows.push(this.toRow(delivery, 0, new Date(now), null, leaseUntil));
+      spilled.push(delivery);
+    }
+    if (failed) {
+      const runAt = this.nextRunAt(1, failed.outcome);
+      rows.push({ ...this.toRow(failed.delivery, 1, runAt ?? new Date(now), failed.outcome, null) });
+      spilled.push(failed.delivery);
+    }
+    for (const queue of this.queues.values()) {
+      for (const delivery of queue) {
+        if (delivery === failed?.delivery || this.inFlightMemory.has(delivery)) continue;
+        rows.push(this.toRow(delivery, 0, new Date(now), null, null));
+        spilled.push(delivery);
+        this.done.add(delivery);
+      }
+    }
+    this.queues.clear();
+    this.ready = [];
+    this.arrivals = [];
+    this.queued = 0;
+    if (rows.length === 0) return;
+    const written = this.write('store spilled deliveries', rows);
+    for (const delivery of this.inFlightMemory) delivery.stored = written;
+    await written;
+    for (const delivery of spilled) delivery.hold.release();
+    this.log.debug({ webhookId: this.webhook.id, stored: rows.length, reason: failed ? failed.outcome.reason : 'backlog' }, 'deliveries moved to the store');
+    if (failed && this.dead(1, failed.outcome)) this.observer.attempt(this.webhook.id, failed.outcome, 'dead', failed.delivery.event);
+    this.poll();
+  }
+
+  private scheduleStoreFlush(): void {
+    if (this.storeFlush) return;
+    this.storeFlush = (async () => {
+      // One tick of batching: a transaction's deliveries to this webhook land in one insert.
+      await new Promise((resolve) => setImmediate(resolve));
+      while (this.storeBuffer.length > 0) {
+        const batch = this.storeBuffer.splice(0, 1_000);
+        const now = new Date();
+        await this.write('store new deliveries', batch.map((d) => this.toRow(d, 0, now, null, null)));
+        for (const delivery of batch) delivery.hold.release();
+        this.hooks.capacityFreed();
+      }
+      this.storeFlush = null;
+      this.poll();
+    })();
+  }
+
+  /** Appends an insert to the write chain; resolves when it is committed. */
+  private write(what: string, rows: NewStoredDelivery[]): Promise<void> {
+    this.storeGeneration++;
+    this.pendingWrites++;
+    const written = this.writeChain.then(() => withDatabaseRetry(this.log, what, () => insertDeliveries(this.db, this.settings.schema, rows, this.settings.workerId)));
+    this.writeChain = written.finally(() => {
+      this.pendingWrites--;
+      if (this.pendingWrites === 0) this.poll();
+    });
+    return written;
+  }
+
+  /** Claims and sends due stored deliveries while there is room; flips back to memory when empty. */
+  poll(): void {
+    if (this.disabled || this.stopping) return;
+    if (this.polling) {
+      this.repoll = true;
+      return;
+    }
+    this.polling = true;
+    void (async () => {
+      try {
+        do {
+          this.repoll = false;
+          await this.pollOnce();
+        } while (this.repoll && !this.stopping);
+      } catch (error) {
+        this.log.warn({ err: error, webhookId: this.webhook.id }, 'store poll failed; will retry');
+      } finally {
+        this.polling = false;
+      }
+    })();
+  }
+
+  private async pollOnce(): Promise<void> {
+    const free = this.settings.concurrency - this.inFlight;
+    if (free <= 0 || this.pendingWrites > 0) return;
+    const generation = this.storeGeneration;
+    await this.flushCompletions();
+    const claimed = await claimDeliveries(this.db, this.settings.schema, this.webhook.id, this.settings.workerId, free, this.settings.timeoutMs + LEASE_MARGIN_MS);
+    for (const row of claimed) {
+      this.inFlight++;
+      void (async () => {
+        const outcome = await this.attempt(row.eventId, row.body, row.eventName, row.createdAt, row.attempts);
+        this.inFlight--;
+        await this.recordStoredOutcome({ eventId: row.eventId, webhookId: row.webhookId }, outcome, row.attempts);
+        this.poll();
+      })();
+    }
+    if (claimed.length === free) {
+      this.repoll = true;
+      return;
+    }
+    if (claimed.length > 0 || this.mode !== 'store') return;
+    if (this.inFlight > 0 || this.storeBuffer.length > 0 || this.storeFlush) return;
+    if (await hasPending(this.db, this.settings.schema, this.webhook.id)) return;
+    if (generation === this.storeGeneration && this.storeBuffer.length === 0 && !this.storeFlush && this.inFlight === 0) {
+      this.mode = 'memory';
+      this.log.debug({ webhookId: this.webhook.id }, 'store drained; back on the fast path');
+    }
+  }
+
+  private async recordStoredOutcome(key: DeliveryKey, outcome: AttemptOutcome, previousAttempts: number): Promise<void> {
+    if (outcome.ok) {
+      this.completions.push(key);
+      if (this.completions.length >= 200) await this.flushCompletions();
+      else this.completionTimer ??= setTimeout(() => void this.flushCompletions(), 20);
+      return;
+    }
+    const attempts = previousAttempts + 1;
+    const runAt = this.nextRunAt(attempts, outcome);
+    if (runAt === null) this.observer.attempt(this.webhook.id, outcome, 'dead', { name: '', commitTime: new Date() });
+    await withDatabaseRetry(this.log, 'record a failed attempt', () =>
+      failDelivery(this.db, this.settings.schema, key, { attempts, runAt, error: describeOutcome(outcome), statusCode: outcome.statusCode ?? null }),
+    );
+  }
+
+  private async flushCompletions(): Promise<void> {
+    if (this.completionTimer) clearTimeout(this.completionTimer);
+    this.completionTimer = null;
+    if (this.completions.length === 0) return;
+    const keys = this.completions;
+    this.completions = [];
+    await withDatabaseRetry(this.log, 'complete deliveries', () => completeDeliveries(this.db, this.settings.schema, keys));
+  }
+
+  /** One HTTP attempt, signed afresh (new timestamp and nonce per attempt). */
+  private async attempt(eventId: string, body: string, eventName: string, commitTime: Date, previousAttempts: number): Promise<AttemptOutcome> {
+    const headers = signRequest(body, this.webhook.secret, eventId, Date.now(), this.settings.userAgent);
+    const outcome = await this.sender.send(this.webhook.targetUrl, body, headers);
+    if (outcome.ok) {
+      this.hooks.success(this.webhook.id);
+      this.observer.attempt(this.webhook.id, outcome, 'success', { name: eventName, commitTime });
+    } else {
+      const label = outcome.reason === 'blocked_address' ? 'refused' : 'retry';
+      this.observer.attempt(this.webhook.id, outcome, label, { name: eventName, commitTime });
+      this.log.info({ webhookId: this.webhook.id, eventId, attempt: previousAttempts + 1, reason: outcome.reason, statusCode: outcome.statusCode }, 'delivery attempt failed');
+      await this.hooks.failure(this.webhook.id, outcome);
+    }
+    return outcome;
+  }
+
+  private dead(attempts: number, outcome: Extract<AttemptOutcome, { ok: false }>): boolean {
+    return this.nextRunAt(attempts, outcome) === null;
+  }
+
+  private nextRunAt(failedAttempts: number, outcome: Extract<AttemptOutcome, { ok: false }>): Date | null {
+    const delay = nextRetryDelayMs(failedAttempts, this.settings.retryScheduleS, this.random, outcome.retryAfterMs);
+    return delay === null ? null : new Date(Date.now() + delay);
+  }
+
+  private toRow(delivery: MemoryDelivery, attempts: number, runAt: Date, outcome: Extract<AttemptOutcome, { ok: false }> | null, lockedUntil: Date | null): NewStoredDelivery {
+    const { event } = delivery;
+    const dead = outcome !== null && this.dead(attempts, outcome);
+    return {
+      webhookId: this.webhook.id,
+      eventId: event.id,
+      eventName: event.name,
+      recordKey: event.recordKey,
+      commitLsn: formatLsn(event.commitLsn),
+      changeIndex: event.changeIndex,
+      body: event.body,
+      attempts,
+      runAt,
+      lastError: outcome ? describeOutcome(outcome) : null,
+      lastStatusCode: outcome?.statusCode ?? null,
+      lockedUntil: dead ? null : lockedUntil,
+      status: dead ? 'dead' : 'pending',
+    };
+  }
+
+  /** Shutdown: everything in memory goes to the store; waits for in-flight attempts up to the deadline. */
+  async drain(deadline: number): Promise<void> {
+    this.stopping = true;
+    if (this.mode === 'memory' && this.memoryCount > 0) await this.spill();
+    while (this.storeFlush) await this.storeFlush;
+    while (this.inFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    await this.flushCompletions();
+  }
+}
+
+function describeOutcome(outcome: Extract<AttemptOutcome, { ok: false }>): string {
+  return outcome.statusCode ? `${outcome.reason} (HTTP ${outcome.statusCode}): ${outcome.message}` : `${outcome.reason}: ${outcome.message}`;
+}

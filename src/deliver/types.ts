@@ -1,0 +1,36 @@
+import type { TransactionEntry } from '../replication/ackTracker.js';
+import type { Subscriber, WebhookEvent } from '../route/types.js';
+import type { AttemptOutcome } from './httpSender.js';
+
+/**
+ * A delivery on the fast path: one event to one webhook, held in memory. Its transaction's
+ * acknowledgement waits (`hold`) until it is delivered or written to the durable store.
+ */
+export interface MemoryDelivery {
+  event: WebhookEvent;
+  hold: TransactionEntry;
+  enqueuedAt: number;
+  /** Set once the delivery has been written to the store; its outcome is then recorded there. */
+  stored: Promise<void> | null;
+}
+
+export type DeliveryOutcomeLabel = 'success' | 'retry' | 'dead' | 'refused';
+
+/** What the deliver stage reports; the http stage turns it into Prometheus metrics. */
+export interface DeliveryObserver {
+  attempt(webhookId: string, outcome: AttemptOutcome, label: DeliveryOutcomeLabel, event: { name: string; commitTime: Date }): void;
+}
+
+export interface LaneSettings {
+  schema: string;
+  workerId: string;
+  userAgent: string;
+  concurrency: number;
+  timeoutMs: number;
+  retryScheduleS: readonly number[];
+  memoryQueueLimit: number;
+  storeAfterMs: number;
+  disableAfterMs: number;
+}
+
+export type { Subscriber, WebhookEvent };

@@ -1,0 +1,114 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import type pg from 'pg';
+import type { BridgeConfig } from './config.js';
+import { webhooksTable } from './config.js';
+import { compileObjectMapping } from './route/objectMapping.js';
+import type { Logger } from './log.js';
+
+const SQL_DIR = fileURLToPath(new URL('../sql/', import.meta.url));
+/** Any fixed number: concurrent `migrate` runs queue on this lock instead of racing. */
+const MIGRATE_LOCK_KEY = 0x5077_6862; // "PwHb"
+
+export interface MigrateResult {
+  applied: string[];
+  publicationTables: string[];
+  replicaIdentityChanged: string[];
+}
+
+/** Quotes a name for SQL: "schema"."table". */
+export function quoteQualified(schema: string, table: string): string {
+  return `${quoteIdent(schema)}.${quoteIdent(table)}`;
+}
+
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** The numbered SQL files, in order. */
+export function migrationFiles(): string[] {
+  return readdirSync(SQL_DIR)
+    .filter((f) => /^\d{6}_.+\.sql$/.test(f))
+    .sort();
+}
+
+/**
+ * Applies the forward-only SQL files, then (re)builds the publication over the watched tables that
+ * exist and sets REPLICA IDENTITY FULL on them. Safe to run twice or concurrently: everything happens
+ * under one advisory lock and each file is recorded once.
+ */
+export async function migrate(client: pg.ClientBase, config: BridgeConfig, log?: Logger): Promise<MigrateResult> {
+  const schema = config.schema;
+  const applied: string[] = [];
+  // Must come first so that concurrent runs wait here instead of failing on each other's DDL.
+  await client.query('select pg_advisory_lock($1)', [MIGRATE_LOCK_KEY]);
+  try {
+    await client.query(`create schema if not exists ${quoteIdent(schema)}`);
+    await client.query(
+      `create table if not exists ${quoteIdent(schema)}.migrations (name text primary key, applied_at timestamptz not null default now())`,
+    );
+    const done = new Set((await client.query(`select name from ${quoteIdent(schema)}.migrations`)).rows.map((r) => r.name as string));
+    for (const file of migrationFiles()) {
+      if (done.has(file)) continue;
+      const sql = readFileSync(path.join(SQL_DIR, file), 'utf8').replace(/:schema\b/g, quoteIdent(schema));
+      await client.query('begin');
+      try {
+        await client.query(sql);
+        await client.query(`insert into ${quoteIdent(schema)}.migrations (name) values ($1)`, [file]);
+        await client.query('commit');
+      } catch (error) {
+        await client.query('rollback');
+        throw error;
+      }
+      applied.push(file);
+      log?.info({ file }, 'migration applied');
+    }
+    const { publicationTables, replicaIdentityChanged } = await syncPublication(client, config);
+    return { applied, publicationTables, replicaIdentityChanged };
+  } finally {
+    await client.query('select pg_advisory_unlock($1)', [MIGRATE_LOCK_KEY]);
+  }
+}
+
+/** Existing tables that `source.tables` selects (exact names and schema patterns). */
+export async function findWatchedTables(client: pg.ClientBase, config: BridgeConfig): Promise<Array<{ schema: string; table: string; object: string; replicaIdentity: string }>> {
+  const resolve = compileObjectMapping(config.source.tables);
+  const { rows } = await client.query(
+    `select n.nspname as schema, c.relname as "table", c.relreplident as ident
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind in ('r', 'p') and not c.relispartition
+        and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname <> $1
+      order by 1, 2`,
+    [config.schema],
+  );
+  const out = [];
+  for (const row of rows) {
+    const object = resolve(row.schema, row.table);
+    if (object) out.push({ schema: row.schema as string, table: row.table as string, object, replicaIdentity: row.ident as string });
+  }
+  return out;
+}
+
+async function syncPublication(client: pg.ClientBase, config: BridgeConfig) {
+  const watched = await findWatchedTables(client, config);
+  const replicaIdentityChanged: string[] = [];
+  for (const t of watched) {
+    if (t.replicaIdentity !== 'f') {
+      // FULL gives old row images: updatedFields, soft-delete transitions and unchanged TOAST values.
+      await client.query(`alter table ${quoteQualified(t.schema, t.table)} replica identity full`);
+      replicaIdentityChanged.push(`${t.schema}.${t.table}`);
+    }
+  }
+  // The subscribers table rides the same stream, so webhook changes apply in commit order.
+  const tables = [...watched.map((t) => quoteQualified(t.schema, t.table)), webhooksTable(config)];
+  const publication = quoteIdent(config.replication.publication);
+  const exists = await client.query('select 1 from pg_publication where pubname = $1', [config.replication.publication]);
+  // publish_via_partition_root: partitioned tables emit changes under their root's name.
+  if (exists.rowCount === 0) {
+    await client.query(`create publication ${publication} for table ${tables.join(', ')} with (publish_via_partition_root = true)`);
+  } else {
+    await client.query(`alter publication ${publication} set table ${tables.join(', ')}`);
+  }
+  return { publicationTables: watched.map((t) => `${t.schema}.${t.table}`), replicaIdentityChanged };
+}

@@ -1,0 +1,18 @@
+import type { Lsn } from '../decode/types.js';
+
+/** Parses either text form Postgres and the library use ("0/177DB38", "00000000/0177DC60"). */
+export function parseLsn(text: string): Lsn {
+  const slash = text.indexOf('/');
+  if (slash < 0) throw new Error(`not an LSN: ${text}`);
+  return (BigInt(`0x${text.slice(0, slash)}`) << 32n) | BigInt(`0x${text.slice(slash + 1)}`);
+}
+
+/** Formats an LSN the way Postgres prints it ("16/B374D848"). */
+export function formatLsn(lsn: Lsn): string {
+  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
+}
+
+/** Fixed-width hex, sortable as text: used inside event ids. */
+export function lsnToSortableHex(lsn: Lsn): string {
+  return lsn.toString(16).toUpperCase().padStart(16, '0');
+}

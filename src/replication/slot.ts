@@ -1,0 +1,80 @@
+import type pg from 'pg';
+import { ReplicationError } from '../errors.js';
+
+export interface SlotInfo {
+  slotName: string;
+  plugin: string;
+  slotType: string;
+  database: string;
+  temporary: boolean;
+  active: boolean;
+  activePid: number | null;
+  confirmedFlushLsn: string | null;
+  restartLsn: string | null;
+  walStatus: string | null;
+  lagBytes: string | null;
+}
+
+export async function readSlot(client: pg.ClientBase | pg.Pool, slot: string): Promise<SlotInfo | null> {
+  const { rows } = await client.query(
+    `select slot_name, plugin, slot_type, database, temporary, active, active_pid,
+            confirmed_flush_lsn::text as confirmed_flush_lsn, restart_lsn::text as restart_lsn, wal_status,
+            (pg_current_wal_lsn() - confirmed_flush_lsn)::text as lag_bytes
+       from pg_replication_slots where slot_name = $1`,
+    [slot],
+  );
+  const r = rows[0];
+  if (!r) return null;
+  return {
+    slotName: r.slot_name,
+    plugin: r.plugin,
+    slotType: r.slot_type,
+    database: r.database,
+    temporary: r.temporary,
+    active: r.active,
+    activePid: r.active_pid,
+    confirmedFlushLsn: r.confirmed_flush_lsn,
+    restartLsn: r.restart_lsn,
+    walStatus: r.wal_status,
+    lagBytes: r.lag_bytes,
+  };
+}
+
+/**
+ * Creates the permanent pgoutput slot when it is missing. An existing slot of another plugin or
+ * database, or one that Postgres invalidated, is an error: never dropped, never silently replaced,
+ * because a new slot would start at the current position and lose the changes in between.
+ */
+export async function ensureSlot(client: pg.ClientBase | pg.Pool, slot: string): Promise<SlotInfo> {
+  let info = await readSlot(client, slot);
+  if (!info) {
+    try {
+      await client.query(`select pg_create_logical_replication_slot($1, 'pgoutput', false)`, [slot]);
+    } catch (error) {
+      // 42710 duplicate_object: another replica created it at the same moment; fine.
+      if ((error as { code?: string }).code !== '42710') {
+        throw new ReplicationError('ERR_SLOT_CREATE', `could not create replication slot "${slot}": ${(error as Error).message}; the role needs REPLICATION (ALTER ROLE ... REPLICATION) and wal_level=logical`, { cause: error });
+      }
+    }
+    info = await readSlot(client, slot);
+  }
+  const { rows } = await client.query('select current_database() as db');
+  if (!info) throw new ReplicationError('ERR_SLOT_MISSING', `replication slot "${slot}" vanished right after creation`);
+  assertSlotUsable(info, rows[0].db);
+  return info;
+}
+
+export function assertSlotUsable(info: SlotInfo, database: string): void {
+  if (info.plugin !== 'pgoutput' || info.slotType !== 'logical') {
+    throw new ReplicationError('ERR_SLOT_PLUGIN', `replication slot "${info.slotName}" uses plugin ${info.plugin}, not pgoutput; choose another name with replication.slot`);
+  }
+  if (info.database !== database) {
+    throw new ReplicationError('ERR_SLOT_DATABASE', `replication slot "${info.slotName}" belongs to database "${info.database}", not "${database}"; choose another name with replication.slot`);
+  }
+  if (info.walStatus === 'lost') {
+    throw new ReplicationError(
+      'ERR_SLOT_LOST',
+      `replication slot "${info.slotName}" was invalidated by Postgres (wal_status=lost): the WAL it needed is gone and changes in the gap cannot be recovered. Recover: run "select pg_drop_replication_slot('${info.slotName}')" and restart the bridge to create a new slot at the current position (raise max_slot_wal_keep_size to avoid a repeat)`,
+    );
+  }
+}

@@ -1,0 +1,162 @@
+import { LogicalReplicationService } from 'pg-logical-replication';
+import type pg from 'pg';
+import type { Lsn } from '../decode/types.js';
+import { parsePgoutputMessage } from '../decode/pgoutput.js';
+import type { Logger } from '../log.js';
+import { formatLsn } from './lsn.js';
+import type { MessageHandler, SafeLsnSource, StreamState } from './types.js';
+
+/** Reconnect delays after a lost stream: quick first, capped so a down database is not hammered. */
+const RECONNECT_DELAYS_MS = [250, 500, 1_000, 2_000, 5_000];
+
+/**
+ * Our pgoutput plugin for pg-logical-replication: our own parser (bytes -> messages, unit-tested on
+ * fixtures) instead of the library's, which runs values through pg's global type parsers.
+ * `messages 'true'` makes the heartbeats written with pg_logical_emit_message reach us.
+ */
+class BridgePgoutputPlugin {
+  constructor(readonly options: { publication: string }) {}
+
+  get name(): string {
+    return 'pgoutput';
+  }
+
+  start(client: pg.Client, slotName: string): Promise<unknown> {
+    // 0/0: the server resumes at the slot's confirmed_flush_lsn, the only position we trust.
+    return client.query(
+      `START_REPLICATION SLOT ${slotName} LOGICAL 0/0 (proto_version '1', publication_names '${this.options.publication}', messages 'true')`,
+    );
+  }
+
+  parse(buffer: Buffer) {
+    // Parsed synchronously: the buffer belongs to the connection and is reused after this returns.
+    return parsePgoutputMessage(buffer);
+  }
+}
+
+export interface ReplicationStreamOptions {
+  clientConfig: pg.ClientConfig;
+  slot: string;
+  publication: string;
+  ackIntervalMs: number;
+  log: Logger;
+  safeLsn: SafeLsnSource;
+  onMessage: MessageHandler;
+  /** Called before each new connection: state tied to the previous connection must be dropped. */
+  onReconnect?: () => void;
+  onStateChange?: (state: StreamState) => void;
+}
+
+/**
+ * Owns the replication connection: connects, streams, reconnects with backoff, and reports the safe
+ * LSN. pg-logical-replication is used with auto-acknowledge and its timer OFF, and a fresh service per
+ * connection (a reused one resumes from the last *received* LSN). Nothing else acknowledges.
+ */
+export class ReplicationStream {
+  private service: LogicalReplicationService | null = null;
+  private stopped = false;
+  private ackTimer: NodeJS.Timeout | null = null;
+  private lastSentLsn: Lsn = 0n;
+  private fatal: Error | null = null;
+  state: StreamState = 'connecting';
+
+  constructor(private readonly options: ReplicationStreamOptions) {}
+
+  /** Streams until stop() or a fatal error; resolves when the stream is closed. */
+  async run(): Promise<void> {
+    const { log } = this.options;
+    let failures = 0;
+    this.ackTimer = setInterval(() => this.sendStatus(false), this.options.ackIntervalMs);
+    try {
+      while (!this.stopped) {
+        this.setState(failures === 0 ? 'connecting' : 'reconnecting');
+        const connectedAt = Date.now();
+        try {
+          await this.streamOnce();
+        } catch (error) {
+          if (this.stopped) break;
+          log.warn({ err: error }, 'replication stream lost; reconnecting');
+        }
+        if (this.fatal) throw this.fatal;
+        if (this.stopped) break;
+        if (Date.now() - connectedAt > 30_000) failures = 0;
+        const delay = RECONNECT_DELAYS_MS[Math.min(failures, RECONNECT_DELAYS_MS.length - 1)];
+        failures++;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+        this.options.onReconnect?.();
+      }
+    } finally {
+      if (this.ackTimer) clearInterval(this.ackTimer);
+      this.ackTimer = null;
+      this.setState(this.fatal ? 'failed' : 'stopped');
+    }
+  }
+
+  private async streamOnce(): Promise<void> {
+    const { log } = this.options;
+    const service = new LogicalReplicationService(this.options.clientConfig, {
+      acknowledge: { auto: false, timeoutSeconds: 0 },
+      flowControl: { enabled: true },
+    });
+    this.service = service;
+    this.lastSentLsn = 0n;
+    service.on('data', async (lsn: string, message: ReturnType<typeof parsePgoutputMessage>) => {
+      if (this.fatal || this.stopped) return;
+      try {
+        await this.options.onMessage(message, lsn);
+      } catch (error) {
+        // A message we cannot handle must not be skipped: stop without acknowledging past it.
+        this.fatal = error as Error;
+        log.error({ err: error, lsn }, 'fatal error while handling a replication message; stopping the stream without acknowledging it');
+        void service.stop();
+      }
+    });
+    service.on('heartbeat', (_lsn: string, _timestamp: number, shouldRespond: boolean) => {
+      // With the library's timer off, unanswered keepalives would make wal_sender_timeout drop us.
+      if (shouldRespond) this.sendStatus(true);
+    });
+    service.on('start', () => {
+      this.setState('streaming');
+      log.info({ slot: this.options.slot }, 'replication streaming');
+      this.sendStatus(true);
+    });
+    const ended = new Promise<void>((resolve, reject) => {
+      service.on('error', (error: Error) => reject(error));
+      service
+        .subscribe(new BridgePgoutputPlugin({ publication: this.options.publication }), this.options.slot)
+        .then(() => resolve(), reject);
+    });
+    try {
+      await ended;
+    } finally {
+      this.service = null;
+      await service.destroy().catch(() => undefined);
+    }
+  }
+
+  /**
+   * Reports the safe LSN. The library adds 1 to what it is given, and Postgres skips a transaction
+   * whose commit record starts before the reported position; reporting exactly the end of the last
+   * settled transaction (so passing end - 1) keeps a back-to-back next transaction (notes, pitfall 1).
+   */
+  sendStatus(force: boolean): void {
+    const service = this.service;
+    if (!service || this.fatal) return;
+    const safe = this.options.safeLsn.safeLsn();
+    if (safe === 0n) return;
+    if (!force && safe === this.lastSentLsn) return;
+    this.lastSentLsn = safe;
+    void service.acknowledge(formatLsn(safe - 1n)).catch(() => undefined);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.sendStatus(true);
+    await this.service?.stop().catch(() => undefined);
+  }
+
+  private setState(state: StreamState): void {
+    this.state = state;
+    this.options.onStateChange?.(state);
+  }
+}

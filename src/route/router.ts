@@ -1,0 +1,119 @@
+import type { RowChange, Row } from '../decode/types.js';
+import { lsnToSortableHex } from '../replication/lsn.js';
+import type { ObjectResolver } from './objectMapping.js';
+import { subscriberMatches } from './subscribers.js';
+import type { EventAction, Subscriber, WebhookEvent } from './types.js';
+
+export interface EventOptions {
+  resolveObject: ObjectResolver;
+  /** Column whose setting/clearing means soft delete/restore; '' disables. */
+  softDeleteColumn: string;
+  camelCase: boolean;
+  maxPayloadBytes: number;
+}
+
+/** The same change always gets the same id: commit LSN of its transaction + its index in it. */
+export function eventIdFor(change: Pick<RowChange, 'commitLsn' | 'indexInTransaction'>): string {
+  return `${lsnToSortableHex(change.commitLsn)}-${change.indexInTransaction.toString().padStart(8, '0')}`;
+}
+
+/**
+ * Turns a row change into its event (contract sections 4 and 5), or null when it emits nothing:
+ * a table that is not watched, or an UPDATE that changed no value.
+ */
+export function buildEvent(change: RowChange, options: EventOptions): WebhookEvent | null {
+  const object = options.resolveObject(change.schema, change.table);
+  if (object === undefined) return null;
+  const action = actionFor(change, options.softDeleteColumn);
+  if (action === null) return null;
+  const row = (change.kind === 'delete' ? change.oldRow : change.newRow) ?? {};
+  const id = eventIdFor(change);
+  const name = `${object}.${action}`;
+  const key = recordKeyOf(row, change.keyColumns);
+  const timestamp = change.commitTime.toISOString();
+  const data = options.camelCase ? camelCaseKeys(row) : row;
+  const payload: Record<string, unknown> = { event: name, data, timestamp, id };
+  if (change.kind === 'update' && change.changedColumns) {
+    payload.updatedFields = options.camelCase ? change.changedColumns.map(toCamelCase) : change.changedColumns;
+  }
+  if (change.missingToastColumns.length > 0) {
+    // Not a silent drop: the receiver is told which values Postgres did not send (table not FULL).
+    payload.unavailableFields = options.camelCase ? change.missingToastColumns.map(toCamelCase) : change.missingToastColumns;
+  }
+  let body = JSON.stringify(payload);
+  if (Buffer.byteLength(body) > options.maxPayloadBytes) body = truncatedBody(name, id, timestamp, row, change.keyColumns, options.camelCase);
+  return { id, name, object, action, recordKey: `${object}:${key}`, body, commitLsn: change.commitLsn, changeIndex: change.indexInTransaction, commitTime: change.commitTime };
+}
+
+/**
+ * The documented truncated form of an event too large to send: the record's key only, so the receiver
+ * can fetch the row itself.
+ */
+function truncatedBody(event: string, id: string, timestamp: string, row: Row, keyColumns: string[], camelCase: boolean): string {
+  const data: Row = {};
+  for (const column of keyColumns) data[camelCase ? toCamelCase(column) : column] = row[column];
+  data.truncated = true;
+  return JSON.stringify({ event, data, timestamp, id, truncated: true });
+}
+
+function actionFor(change: RowChange, softDeleteColumn: string): EventAction | null {
+  const hasSoftDelete = softDeleteColumn !== '' && change.columnNames.includes(softDeleteColumn);
+  switch (change.kind) {
+    case 'insert':
+      return 'created';
+    case 'delete':
+      return hasSoftDelete ? 'destroyed' : 'deleted';
+    case 'update': {
+      if (change.changedColumns !== null && change.changedColumns.length === 0) return null;
+      if (hasSoftDelete && change.oldRow) {
+        const before = change.oldRow[softDeleteColumn];
+        const after = change.newRow?.[softDeleteColumn];
+        if (before == null && after != null) return 'deleted';
+        if (before != null && after == null) return 'restored';
+      }
+      return 'updated';
+    }
+  }
+}
+
+function recordKeyOf(row: Row, keyColumns: string[]): string {
+  if (keyColumns.length === 1) return String(row[keyColumns[0]]);
+  return JSON.stringify(keyColumns.map((c) => row[c]));
+}
+
+const camelCache = new Map<string, string>();
+
+export function toCamelCase(name: string): string {
+  let out = camelCache.get(name);
+  if (out === undefined) {
+    out = name.replace(/_+([a-zA-Z0-9])/g, (_, c: string) => c.toUpperCase());
+    camelCache.set(name, out);
+  }
+  return out;
+}
+
+function camelCaseKeys(row: Row): Row {
+  const out: Row = {};
+  for (const key of Object.keys(row)) out[toCamelCase(key)] = row[key];
+  return out;
+}
+
+/**
+ * Which subscribers get which event name. Memoised per event name; rebuilt whenever the subscriber
+ * list changes, so routing an event is one map lookup.
+ */
+export class SubscriberIndex {
+  private readonly byEvent = new Map<string, Subscriber[]>();
+
+  constructor(readonly subscribers: readonly Subscriber[]) {}
+
+  forEvent(object: string, action: string): Subscriber[] {
+    const name = `${object}.${action}`;
+    let list = this.byEvent.get(name);
+    if (list === undefined) {
+      list = this.subscribers.filter((s) => subscriberMatches(s, object, action));
+      this.byEvent.set(name, list);
+    }
+    return list;
+  }
+}

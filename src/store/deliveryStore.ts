@@ -1,0 +1,183 @@
+import { quoteIdent } from '../migrate.js';
+import type { DeliveryKey, NewStoredDelivery, Queryable, StoredDelivery } from './types.js';
+
+/**
+ * The durable delivery store: one function per statement, in the manner of graphile-worker's
+ * src/sql. Every function takes the schema so several bridges can share a database.
+ */
+
+function table(schema: string): string {
+  return `${quoteIdent(schema)}.deliveries`;
+}
+
+/** Idempotent: a replay after a crash inserts nothing twice (unique event_id, webhook_id). */
+export async function insertDeliveries(db: Queryable, schema: string, rows: NewStoredDelivery[], workerId: string): Promise<void> {
+  if (rows.length === 0) return;
+  await db.query(
+    `insert into ${table(schema)}
+       (webhook_id, event_id, event_name, record_key, commit_lsn, change_index, body, attempts, run_at,
+        last_error, last_status_code, locked_by, locked_until, status)
+     select w, e, n, r, l::pg_lsn, i, b, a, t, le, ls, case when lu is null then null else $12 end, lu, st
+       from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[], $8::int[],
+                   $9::timestamptz[], $10::text[], $11::int[], $13::timestamptz[], $14::text[])
+            as x(w, e, n, r, l, i, b, a, t, le, ls, lu, st)
+     on conflict (event_id, webhook_id) do nothing`,
+    [
+      rows.map((r) => r.webhookId),
+      rows.map((r) => r.eventId),
+      rows.map((r) => r.eventName),
+      rows.map((r) => r.recordKey),
+      rows.map((r) => r.commitLsn),
+      rows.map((r) => r.changeIndex),
+      rows.map((r) => r.body),
+      rows.map((r) => r.attempts),
+      rows.map((r) => r.runAt),
+      rows.map((r) => r.lastError),
+      rows.map((r) => r.lastStatusCode),
+      workerId,
+      rows.map((r) => r.lockedUntil),
+      rows.map((r) => r.status),
+    ],
+  );
+}
+
+/**
+ * Claims up to `limit` due deliveries of one webhook, each the oldest pending delivery of its record
+ * (so a failing delivery holds back later ones of the same record only), skipping rows another worker
+ * holds. The lease makes a crashed worker's claims claimable again once it expires.
+ */
+export async function claimDeliveries(db: Queryable, schema: string, webhookId: string, workerId: string, limit: number, leaseMs: number): Promise<StoredDelivery[]> {
+  const t = table(schema);
+  const { rows } = await db.query(
+    `with heads as (
+       select d.id from ${t} d
+        where d.webhook_id = $1 and d.status = 'pending' and d.run_at <= now()
+          and (d.locked_until is null or d.locked_until < now())
+          and not exists (
+            select 1 from ${t} p
+             where p.webhook_id = d.webhook_id and p.record_key = d.record_key and p.status = 'pending'
+               and (p.commit_lsn, p.change_index) < (d.commit_lsn, d.change_index))
+        order by d.commit_lsn, d.change_index
+        limit $3
+        for update skip locked)
+     update ${t} d set locked_by = $2, locked_until = now() + ($4::int * interval '1 millisecond'), updated_at = now()
+       from heads where d.id = heads.id
+     returning d.id, d.webhook_id, d.event_id, d.event_name, d.record_key, d.body, d.attempts, d.status, d.run_at,
+               d.last_error, d.last_status_code, d.created_at, d.commit_lsn, d.change_index`,
+    [webhookId, workerId, limit, leaseMs],
+  );
+  rows.sort((a, b) => (a.commit_lsn === b.commit_lsn ? a.change_index - b.change_index : compareLsnText(a.commit_lsn, b.commit_lsn)));
+  return rows.map(toStoredDelivery);
+}
+
+function compareLsnText(a: string, b: string): number {
+  const [ah, al] = a.split('/').map((x) => parseInt(x, 16));
+  const [bh, bl] = b.split('/').map((x) => parseInt(x, 16));
+  return ah !== bh ? ah - bh : al - bl;
+}
+
+/** Delivered: the row is no longer needed. */
+export async function completeDeliveries(db: Queryable, schema: string, keys: DeliveryKey[]): Promise<void> {
+  if (keys.length === 0) return;
+  await db.query(
+    `delete from ${table(schema)} d using unnest($1::text[], $2::uuid[]) as k(e, w) where d.event_id = k.e and d.webhook_id = k.w`,
+    [keys.map((k) => k.eventId), keys.map((k) => k.webhookId)],
+  );
+}
+
+/** A failed attempt: the next one at `runAt`, or dead when `runAt` is null (budget spent). */
+export async function failDelivery(
+  db: Queryable,
+  schema: string,
+  key: DeliveryKey,
+  failure: { attempts: number; runAt: Date | null; error: string; statusCode: number | null },
+): Promise<void> {
+  await db.query(
+    `update ${table(schema)}
+        set attempts = $3, status = case when $4::timestamptz is null then 'dead' else 'pending' end,
+            run_at = coalesce($4::timestamptz, run_at), last_error = $5, last_status_code = $6,
+            locked_by = null, locked_until = null, updated_at = now()
+      where event_id = $1 and webhook_id = $2`,
+    [key.eventId, key.webhookId, failure.attempts, failure.runAt, failure.error.slice(0, 1_000), failure.statusCode],
+  );
+}
+
+/** Gives claims back (shutdown): the rows become due again at once. */
+export async function releaseDeliveries(db: Queryable, schema: string, keys: DeliveryKey[]): Promise<void> {
+  if (keys.length === 0) return;
+  await db.query(
+    `update ${table(schema)} d set locked_by = null, locked_until = null, updated_at = now()
+       from unnest($1::text[], $2::uuid[]) as k(e, w) where d.event_id = k.e and d.webhook_id = k.w`,
+    [keys.map((k) => k.eventId), keys.map((k) => k.webhookId)],
+  );
+}
+
+/** Webhooks that have pending rows at all (due or not): their lanes must start in store mode. */
+export async function webhooksWithPending(db: Queryable, schema: string): Promise<Set<string>> {
+  const { rows } = await db.query(`select distinct webhook_id from ${table(schema)} where status = 'pending'`);
+  return new Set(rows.map((r) => r.webhook_id as string));
+}
+
+/** Webhooks with a pending row that is due now (e.g. after a redeliver from the CLI). */
+export async function webhooksWithDue(db: Queryable, schema: string): Promise<Set<string>> {
+  const { rows } = await db.query(
+    `select distinct webhook_id from ${table(schema)} where status = 'pending' and run_at <= now() and (locked_until is null or locked_until < now())`,
+  );
+  return new Set(rows.map((r) => r.webhook_id as string));
+}
+
+export async function hasPending(db: Queryable, schema: string, webhookId: string): Promise<boolean> {
+  const { rows } = await db.query(`select exists (select 1 from ${table(schema)} where webhook_id = $1 and status = 'pending') as p`, [webhookId]);
+  return rows[0].p === true;
+}
+
+export async function countDeliveriesByStatus(db: Queryable, schema: string): Promise<Record<string, number>> {
+  const { rows } = await db.query(`select status, count(*)::int as n from ${table(schema)} group by status`);
+  const out: Record<string, number> = { pending: 0, dead: 0 };
+  for (const r of rows) out[r.status] = r.n;
+  return out;
+}
+
+export async function listDeliveries(
+  db: Queryable,
+  schema: string,
+  filter: { status?: 'pending' | 'dead'; webhookId?: string; limit?: number },
+): Promise<StoredDelivery[]> {
+  const { rows } = await db.query(
+    `select id, webhook_id, event_id, event_name, record_key, body, attempts, status, run_at, last_error, last_status_code, created_at
+       from ${table(schema)}
+      where ($1::text is null or status = $1) and ($2::uuid is null or webhook_id = $2)
+      order by commit_lsn, change_index limit $3`,
+    [filter.status ?? null, filter.webhookId ?? null, filter.limit ?? 100],
+  );
+  return rows.map(toStoredDelivery);
+}
+
+/** Makes dead or failing deliveries due again with a fresh retry budget. Returns how many. */
+export async function redeliver(db: Queryable, schema: string, filter: { id?: string; webhookId?: string; since?: Date }): Promise<number> {
+  const { rowCount } = await db.query(
+    `update ${table(schema)}
+        set status = 'pending', attempts = 0, run_at = now(), locked_by = null, locked_until = null, updated_at = now()
+      where ($1::bigint is not null and id = $1)
+         or ($1::bigint is null and webhook_id = $2 and created_at >= $3 and (status = 'dead' or attempts > 0))`,
+    [filter.id ?? null, filter.webhookId ?? null, filter.since ?? new Date(0)],
+  );
+  return rowCount ?? 0;
+}
+
+function toStoredDelivery(r: Record<string, any>): StoredDelivery {
+  return {
+    id: String(r.id),
+    webhookId: r.webhook_id,
+    eventId: r.event_id,
+    eventName: r.event_name,
+    recordKey: r.record_key,
+    body: r.body,
+    attempts: r.attempts,
+    status: r.status,
+    runAt: r.run_at,
+    lastError: r.last_error,
+    lastStatusCode: r.last_status_code,
+    createdAt: r.created_at,
+  };
+}

@@ -1,0 +1,55 @@
+/** A delivery as kept in the durable store (`<schema>.deliveries`). */
+export interface StoredDelivery {
+  id: string;
+  webhookId: string;
+  eventId: string;
+  eventName: string;
+  recordKey: string;
+  body: string;
+  attempts: number;
+  status: 'pending' | 'dead';
+  runAt: Date;
+  lastError: string | null;
+  lastStatusCode: number | null;
+  createdAt: Date;
+}
+
+/** What is written when a delivery enters the store. */
+export interface NewStoredDelivery {
+  webhookId: string;
+  eventId: string;
+  eventName: string;
+  recordKey: string;
+  commitLsn: string;
+  changeIndex: number;
+  body: string;
+  attempts: number;
+  /** 'dead' only when the very first attempt already spent the retry budget. */
+  status: 'pending' | 'dead';
+  runAt: Date;
+  lastError: string | null;
+  lastStatusCode: number | null;
+  /** Set when the delivery is in flight right now: the lease keeps the store poller off it. */
+  lockedUntil: Date | null;
+}
+
+/** The key of a delivery everywhere: one event, one webhook. */
+export interface DeliveryKey {
+  eventId: string;
+  webhookId: string;
+}
+
+export interface WebhookStateRow {
+  webhookId: string;
+  disabledAt: Date | null;
+  disabledReason: string | null;
+  lastSuccessAt: Date | null;
+  failingSince: Date | null;
+  lastError: string | null;
+  lastErrorAt: Date | null;
+}
+
+/** Anything with pg's query(): a Pool, or a Client inside a transaction. */
+export interface Queryable {
+  query(text: string, values?: unknown[]): Promise<{ rows: any[]; rowCount: number | null }>;
+}

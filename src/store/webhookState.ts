@@ -1,0 +1,72 @@
+import { quoteIdent } from '../migrate.js';
+import type { Queryable } from './types.js';
+
+/**
+ * The bridge's own per-webhook state (`<schema>.webhook_state`). The user's webhooks table is only
+ * ever read.
+ */
+
+function table(schema: string): string {
+  return `${quoteIdent(schema)}.webhook_state`;
+}
+
+/** Rows of the webhooks table that are not soft-deleted, with the bridge's state beside them. */
+export async function loadWebhookRows(db: Queryable, schema: string, webhooksTable: string): Promise<Array<Record<string, unknown>>> {
+  const { rows } = await db.query(
+    `select w.id::text as id, w."targetUrl", w.operations, w.secret, w.description, w."deletedAt",
+            s.disabled_at, s.disabled_reason, s.last_success_at, s.failing_since, s.last_error, s.last_error_at
+       from ${webhooksTable} w left join ${table(schema)} s on s.webhook_id = w.id
+      order by w."createdAt", w.id`,
+  );
+  return rows;
+}
+
+export async function loadDisabledWebhooks(db: Queryable, schema: string): Promise<Map<string, string>> {
+  const { rows } = await db.query(`select webhook_id::text as id, disabled_reason from ${table(schema)} where disabled_at is not null`);
+  return new Map(rows.map((r) => [r.id as string, (r.disabled_reason as string) ?? 'disabled']));
+}
+
+export async function recordSuccesses(db: Queryable, schema: string, successes: Map<string, Date>): Promise<void> {
+  if (successes.size === 0) return;
+  await db.query(
+    `insert into ${table(schema)} (webhook_id, last_success_at, failing_since, updated_at)
+     select w, t, null, now() from unnest($1::uuid[], $2::timestamptz[]) as x(w, t)
+     on conflict (webhook_id) do update
+       set last_success_at = greatest(${table(schema)}.last_success_at, excluded.last_success_at),
+           failing_since = case when ${table(schema)}.failing_since <= excluded.last_success_at then null else ${table(schema)}.failing_since end,
+           updated_at = now()`,
+    [[...successes.keys()], [...successes.values()]],
+  );
+}
+
+/**
+ * Records a failure and returns how long the webhook has been failing without a success, so the
+ * caller can apply the auto-disable rule.
+ */
+export async function recordFailure(db: Queryable, schema: string, webhookId: string, error: string): Promise<{ failingForMs: number }> {
+  const { rows } = await db.query(
+    `insert into ${table(schema)} (webhook_id, failing_since, last_error, last_error_at, updated_at)
+     values ($1, now(), $2, now(), now())
+     on conflict (webhook_id) do update
+       set failing_since = coalesce(${table(schema)}.failing_since, now()), last_error = $2, last_error_at = now(), updated_at = now()
+     returning extract(epoch from (now() - failing_since)) * 1000 as failing_ms`,
+    [webhookId, error.slice(0, 1_000)],
+  );
+  return { failingForMs: Number(rows[0].failing_ms) };
+}
+
+export async function disableWebhook(db: Queryable, schema: string, webhookId: string, reason: string): Promise<void> {
+  await db.query(
+    `insert into ${table(schema)} (webhook_id, disabled_at, disabled_reason, updated_at) values ($1, now(), $2, now())
+     on conflict (webhook_id) do update set disabled_at = coalesce(${table(schema)}.disabled_at, now()), disabled_reason = $2, updated_at = now()`,
+    [webhookId, reason],
+  );
+}
+
+export async function enableWebhook(db: Queryable, schema: string, webhookId: string): Promise<void> {
+  await db.query(
+    `insert into ${table(schema)} (webhook_id, updated_at) values ($1, now())
+     on conflict (webhook_id) do update set disabled_at = null, disabled_reason = null, failing_since = null, updated_at = now()`,
+    [webhookId],
+  );
+}

@@ -1,0 +1,67 @@
+import type { Logger } from '../log.js';
+import { SubscriberIndex } from '../route/router.js';
+import { parseSubscriberRow } from '../route/subscribers.js';
+import type { Subscriber } from '../route/types.js';
+import type { Queryable } from '../store/types.js';
+import { loadWebhookRows } from '../store/webhookState.js';
+
+export interface InvalidWebhook {
+  id: string;
+  problem: string;
+}
+
+/**
+ * The current subscribers: valid, not soft-deleted, not disabled by the bridge. Reloaded whenever the
+ * stream shows a change to the webhooks table and on a timer (state changes made by the CLI).
+ */
+export class WebhookRegistry {
+  index = new SubscriberIndex([]);
+  disabled = new Set<string>();
+  invalid: InvalidWebhook[] = [];
+  private readonly reported = new Set<string>();
+
+  constructor(
+    private readonly db: Queryable,
+    private readonly schema: string,
+    private readonly webhooksTable: string,
+    private readonly log: Logger,
+  ) {}
+
+  async reload(): Promise<void> {
+    const rows = await loadWebhookRows(this.db, this.schema, this.webhooksTable);
+    const active: Subscriber[] = [];
+    const disabled = new Set<string>();
+    const invalid: InvalidWebhook[] = [];
+    for (const row of rows) {
+      if (row.deletedAt != null) continue;
+      const parsed = parseSubscriberRow(row);
+      if (!parsed.ok) {
+        invalid.push({ id: parsed.id, problem: parsed.problem });
+        const key = `${parsed.id}:${parsed.problem}`;
+        if (!this.reported.has(key)) {
+          this.reported.add(key);
+          this.log.warn({ webhookId: parsed.id, problem: parsed.problem }, `webhook ${parsed.id} skipped: ${parsed.problem}`);
+        }
+        continue;
+      }
+      if (row.disabled_at != null) {
+        disabled.add(parsed.subscriber.id);
+        continue;
+      }
+      active.push(parsed.subscriber);
+    }
+    this.index = new SubscriberIndex(active);
+    this.disabled = disabled;
+    this.invalid = invalid;
+  }
+
+  get active(): readonly Subscriber[] {
+    return this.index.subscribers;
+  }
+
+  /** The bridge disabled a webhook itself: stop routing to it before the next reload. */
+  markDisabled(webhookId: string): void {
+    this.disabled.add(webhookId);
+    this.index = new SubscriberIndex(this.index.subscribers.filter((s) => s.id !== webhookId));
+  }
+}
