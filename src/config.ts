@@ -25,24 +25,36 @@ convict.addFormat({
       throw new Error('must be a non-empty JSON array of non-negative numbers (seconds), e.g. [5,300,1800]');
     }
   },
-  coerce: (value: string) => JSON.parse(value),
+  coerce: (value: string) => safeJson(value),
 });
 
 convict.addFormat({
   name: 'table-map',
+  // Kept inside convict as [{table, object}] pairs: convict splits object keys on dots, and table
+  // names contain one. Users write (and the bridge reads) a plain {"schema.table": "object"} map.
   validate(value: unknown) {
-    if (typeof value !== 'object' || value === null || Array.isArray(value) || Object.keys(value).length === 0) {
+    if (!Array.isArray(value) || value.length === 0) {
       throw new Error('must be a non-empty object mapping "schema.table" to an object name, e.g. {"public.person":"person"}');
     }
-    for (const [table, object] of Object.entries(value)) {
-      if (!/^[^.\s]+\.[^.\s]+$/.test(table)) throw new Error(`table "${table}" must be written "schema.table"`);
+    for (const { table, object } of value as TablePair[]) {
+      if (typeof table !== 'string' || !/^[^.\s]+\.[^.\s]+$/.test(table)) throw new Error(`table "${table}" must be written "schema.table"`);
       if (typeof object !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(object)) {
         throw new Error(`object name for "${table}" must be an identifier such as "person"`);
       }
     }
   },
-  coerce: (value: string) => JSON.parse(value),
+  coerce: (value: string) => toTablePairs(safeJson(value)),
 });
+
+interface TablePair {
+  table: string;
+  object: string;
+}
+
+function toTablePairs(value: unknown): unknown {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return value;
+  return Object.entries(value).map(([table, object]) => ({ table, object }));
+}
 
 convict.addFormat({
   name: 'string-array',
@@ -51,7 +63,7 @@ convict.addFormat({
       throw new Error('must be a JSON array of strings, e.g. ["10.0.0.0/8"]');
     }
   },
-  coerce: (value: string) => (value.trim().startsWith('[') ? JSON.parse(value) : value.split(',').map((s) => s.trim()).filter(Boolean)),
+  coerce: (value: string) => (value.trim().startsWith("[") ? safeJson(value) : value.split(',').map((s) => s.trim()).filter(Boolean)),
 });
 
 convict.addFormat({
@@ -132,12 +144,12 @@ export const configSchema = {
     tables: {
       doc: 'Watched tables: "schema.table" -> object name used in event names.',
       format: 'table-map',
-      default: {
+      default: toTablePairs({
         'public.person': 'person',
         'public.company': 'company',
         'public.note': 'note',
         'public.task': 'task',
-      } as Record<string, string>,
+      }) as TablePair[],
       env: 'PG_WEBHOOK_BRIDGE_SOURCE_TABLES',
     },
     softDeleteColumn: {
@@ -250,7 +262,10 @@ export const configSchema = {
 type Schema = typeof configSchema;
 type Leaf = { default: unknown };
 type ValueOf<S> = S extends Leaf ? S['default'] : { readonly [K in keyof S]: ValueOf<S[K]> };
-export type BridgeConfig = ValueOf<Schema>;
+type RawConfig = ValueOf<Schema>;
+export type BridgeConfig = Omit<RawConfig, 'source'> & {
+  readonly source: Omit<RawConfig['source'], 'tables'> & { readonly tables: Readonly<Record<string, string>> };
+};
 
 /** Every leaf key of the schema, dotted, with its definition (for --help, flags and the README). */
 export function configKeys(): Array<{ key: string; doc: string; default: unknown; env?: string; sensitive?: boolean }> {
@@ -298,6 +313,8 @@ export function loadConfig(options: LoadConfigOptions = {}): BridgeConfig {
       throw new ConfigError([`config file ${file}: ${(cause as Error).message}`], { cause });
     }
     // Environment variables outrank the file: load the file, then re-apply the environment on top.
+    const fileTables = (parsed as { source?: { tables?: unknown } } | null)?.source;
+    if (fileTables && 'tables' in fileTables) fileTables.tables = toTablePairs(fileTables.tables);
     config.load(parsed as object);
     const known = new Set(configKeys().map((k) => k.key));
     for (const { key, env: name } of configKeys()) {
@@ -316,23 +333,29 @@ export function loadConfig(options: LoadConfigOptions = {}): BridgeConfig {
     }
   }
   try {
-    config.validate({ allowed: 'strict' });
+    // Unknown keys are found by leafKeys() above: convict's strict mode would also reject the dotted
+    // table names inside source.tables, which are data, not keys.
+    config.validate({ allowed: 'warn', output: () => undefined });
   } catch (cause) {
     problems.push(...String((cause as Error).message).split('\n').filter(Boolean).map(describeConvictProblem));
   }
   if (problems.length > 0) throw new ConfigError(problems);
-  return deepFreeze(config.getProperties() as BridgeConfig);
+  const raw = config.getProperties() as RawConfig;
+  const tables = Object.fromEntries(raw.source.tables.map(({ table, object }) => [table, object]));
+  return deepFreeze({ ...raw, source: { ...raw.source, tables } });
 }
 
 /** Values that arrive as text (env, flags) are coerced the way convict coerces env values. */
 function coerceEnv(key: string, value: unknown): unknown {
+  if (key === 'source.tables') return toTablePairs(typeof value === 'string' ? safeJson(value) : value);
   if (typeof value !== 'string') return value;
   const def = configKeys().find((k) => k.key === key);
   if (!def) return value;
   if (typeof def.default === 'number') return Number(value);
   if (typeof def.default === 'boolean') return value === 'true' || value === '1';
   if (Array.isArray(def.default)) {
-    return value.trim().startsWith('[') ? safeJson(value) : value.split(',').map((s) => s.trim()).filter(Boolean).map((s) => (typeof def.default === 'object' && typeof (def.default as unknown[])[0] === 'number' ? Number(s) : s));
+    const numeric = typeof (def.default as unknown[])[0] === 'number';
+    return value.trim().startsWith('[') ? safeJson(value) : value.split(',').map((s) => s.trim()).filter(Boolean).map((s) => (numeric ? Number(s) : s));
   }
   if (typeof def.default === 'object' && def.default !== null) return safeJson(value);
   return value;

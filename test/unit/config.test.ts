@@ -1,0 +1,81 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { flagForKey, loadConfig } from '../../src/config.js';
+import { ConfigError } from '../../src/errors.js';
+
+function fileWith(content: unknown): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'pgwb-config-'));
+  const file = path.join(dir, 'config.json');
+  writeFileSync(file, typeof content === 'string' ? content : JSON.stringify(content));
+  return file;
+}
+
+function problemsOf(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as ConfigError).problems;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('config', () => {
+  it('has the contract defaults', () => {
+    const config = loadConfig({ env: {} });
+    expect(config.schema).toBe('webhook_bridge');
+    expect(config.replication.slot).toBe('pg_webhook_bridge');
+    expect(config.delivery.timeoutMs).toBe(10_000);
+    expect(config.delivery.retrySchedule).toEqual([5, 300, 1800, 7200, 18000, 36000, 36000]);
+    expect(config.delivery.allowPrivateTargets).toBe(false);
+    expect(Object.values(config.source.tables)).toEqual(['person', 'company', 'note', 'task']);
+    expect(Object.isFrozen(config.delivery)).toBe(true);
+  });
+
+  it('precedence: flags > env > file > defaults', () => {
+    const file = fileWith({ delivery: { timeoutMs: 1_000, concurrency: 3 }, log: { level: 'debug' } });
+    const env = { PG_WEBHOOK_BRIDGE_DELIVERY_TIMEOUT_MS: '2000', DATABASE_URL: 'postgres://u:p@db:5433/crm' };
+    const config = loadConfig({ file, env, overrides: { 'delivery.timeoutMs': '3000' } });
+    expect(config.delivery.timeoutMs).toBe(3_000);
+    expect(config.delivery.concurrency).toBe(3);
+    expect(config.log.level).toBe('debug');
+    expect(config.database.url).toBe('postgres://u:p@db:5433/crm');
+    expect(loadConfig({ file, env }).delivery.timeoutMs).toBe(2_000);
+    expect(loadConfig({ file, env: {} }).delivery.timeoutMs).toBe(1_000);
+  });
+
+  it('lists every bad key with its expected form', () => {
+    const file = fileWith({ delivery: { timeoutMs: 'soon', retrySchedule: 'often' }, replication: { slot: 'Bad-Name' }, nonsense: 1 });
+    const problems = problemsOf(() => loadConfig({ file, env: {} }));
+    const text = problems.join('\n');
+    expect(text).toMatch(/delivery\.timeoutMs/);
+    expect(text).toMatch(/delivery\.retrySchedule/);
+    expect(text).toMatch(/replication\.slot: must be a lower-case identifier/);
+    expect(text).toMatch(/nonsense: unknown key/);
+  });
+
+  it('rejects a bad database URL without echoing its password', () => {
+    const problems = problemsOf(() => loadConfig({ env: { DATABASE_URL: 'mysql://root:hunter2@x/y' } }));
+    expect(problems.join('\n')).toMatch(/database\.url/);
+    expect(problems.join('\n')).not.toMatch(/hunter2/);
+  });
+
+  it('a broken config file is one clear problem', () => {
+    const file = fileWith('{ not json');
+    expect(problemsOf(() => loadConfig({ file, env: {} })).join('\n')).toMatch(/config file .* JSON|Unexpected|Expected/);
+  });
+
+  it('table maps and lists come from env as JSON', () => {
+    const config = loadConfig({ env: { PG_WEBHOOK_BRIDGE_SOURCE_TABLES: '{"crm.deal":"opportunity"}', PG_WEBHOOK_BRIDGE_ALLOWED_CIDRS: '10.1.0.0/16,192.168.0.0/24' } });
+    expect(config.source.tables).toEqual({ 'crm.deal': 'opportunity' });
+    expect(config.delivery.allowedCidrs).toEqual(['10.1.0.0/16', '192.168.0.0/24']);
+    expect(problemsOf(() => loadConfig({ env: { PG_WEBHOOK_BRIDGE_SOURCE_TABLES: '{"nodot":"x"}' } })).join()).toMatch(/source\.tables/);
+  });
+
+  it('flags are derived from keys', () => {
+    expect(flagForKey('delivery.timeoutMs')).toBe('--delivery-timeout-ms');
+    expect(flagForKey('database.url')).toBe('--database-url');
+  });
+});
