@@ -1,0 +1,124 @@
+/**
+ * Running the bridge in tests: in-process (a Daemon) or as a child process (for SIGKILL and SIGTERM),
+ * against a database made by createTestDatabase(), with intervals shortened so tests stay quick.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { loadConfig, type BridgeConfig } from '../../src/config.js';
+import { Daemon } from '../../src/daemon.js';
+import { createLogger } from '../../src/log.js';
+import { migrate } from '../../src/migrate.js';
+import type { TestDatabase } from './database.js';
+
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const CRM_SCHEMA_SQL = readFileSync(new URL('../../examples/crm-schema.sql', import.meta.url), 'utf8');
+
+/** Config overrides every test bridge gets: its own slot, loopback receivers allowed, quick timers. */
+export function testOverrides(db: TestDatabase, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    'database.url': db.url,
+    'replication.slot': `slot_${db.name}`.slice(0, 63),
+    'replication.publication': 'pgwb',
+    'replication.heartbeatIntervalMs': 500,
+    'replication.ackIntervalMs': 200,
+    'http.port': 0,
+    'delivery.allowedCidrs': ['127.0.0.0/8'],
+    'delivery.retrySchedule': [1, 1, 1],
+    'delivery.storePollMs': 100,
+    'delivery.timeoutMs': 3_000,
+    'log.level': 'info',
+    ...extra,
+  };
+}
+
+export function testConfig(db: TestDatabase, extra: Record<string, unknown> = {}): BridgeConfig {
+  return loadConfig({ env: {}, overrides: testOverrides(db, extra) });
+}
+
+/** CRM tables + bridge migrations, as a user would: `psql -f crm.sql && pg-webhook-bridge migrate`. */
+export async function prepareDatabase(db: TestDatabase, extra: Record<string, unknown> = {}, extraSql = ''): Promise<BridgeConfig> {
+  const config = testConfig(db, extra);
+  const client = await db.pool.connect();
+  try {
+    await client.query(CRM_SCHEMA_SQL + extraSql);
+    await migrate(client, config);
+  } finally {
+    client.release();
+  }
+  return config;
+}
+
+/** Log lines of an in-process daemon, kept for assertions. */
+export class LogCapture extends Writable {
+  lines: Array<Record<string, any>> = [];
+  override _write(chunk: Buffer, _enc: string, done: () => void): void {
+    for (const line of chunk.toString('utf8').split('\n')) if (line) this.lines.push(JSON.parse(line));
+    done();
+  }
+  text(): string {
+    return this.lines.map((l) => JSON.stringify(l)).join('\n');
+  }
+}
+
+export async function startDaemon(config: BridgeConfig): Promise<{ daemon: Daemon; logs: LogCapture }> {
+  const logs = new LogCapture();
+  const daemon = new Daemon(config, createLogger(config.log.level, logs));
+  await daemon.start();
+  return { daemon, logs };
+}
+
+export async function addWebhook(db: TestDatabase, url: string, operations: string[] = ['*.*'], secret = 'test-secret', schema = 'webhook_bridge'): Promise<string> {
+  const { rows } = await db.pool.query(`insert into ${schema}.webhooks ("targetUrl", operations, secret) values ($1, $2, $3) returning id::text`, [url, operations, secret]);
+  return rows[0].id;
+}
+
+export interface BridgeProcess {
+  child: ChildProcess;
+  output(): string;
+  exited: Promise<number | null>;
+}
+
+/** `pg-webhook-bridge start` in a child process, configured through the environment and flags. */
+export function spawnBridge(db: TestDatabase, extra: Record<string, unknown> = {}, command: string[] = ['start']): BridgeProcess {
+  const overrides = testOverrides(db, extra);
+  const args: string[] = [];
+  for (const [key, value] of Object.entries(overrides)) {
+    const flag = `--${key.replace(/\./g, '-').replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+    args.push(flag, typeof value === 'string' ? value : JSON.stringify(value));
+  }
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args, ...command], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: undefined } });
+  let output = '';
+  child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, output: () => output, exited };
+}
+
+/** Runs a CLI command to completion. */
+export async function runCli(args: string[], env: Record<string, string | undefined> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ['bin/pg-webhook-bridge.js', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+  return { code, stdout, stderr };
+}
+
+/** Waits until `fn` returns true, polling; fails with `what` after timeoutMs. */
+export async function eventually(fn: () => Promise<boolean> | boolean, what: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await fn()) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+export async function confirmedFlushLsn(db: TestDatabase, slot: string): Promise<bigint> {
+  const { rows } = await db.pool.query(`select confirmed_flush_lsn::text as l from pg_replication_slots where slot_name = $1`, [slot]);
+  const [hi, lo] = (rows[0]?.l ?? '0/0').split('/');
+  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+}
