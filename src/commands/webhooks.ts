@@ -92,7 +92,7 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
   for (const [name, enable] of [['enable', true], ['disable', false]] as const) {
     webhooks
       .command(`${name} <id>`)
-      .description(enable ? 're-enable a webhook the bridge or an operator disabled' : 'stop deliveries to a webhook (they are kept and resume on enable)')
+      .description(enable ? 're-enable a webhook the bridge or an operator disabled' : 'stop deliveries to a webhook: events committed while disabled are not sent; stored ones resume on enable')
       .action(async (id: string, _opts: unknown, cmd: Command) => {
         const config = configFrom(cmd);
         await withClient(config, async (client) => {

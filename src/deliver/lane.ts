@@ -60,6 +60,8 @@ export class Lane {
   private polling = false;
   private repoll = false;
   private stopping = false;
+  /** After drain(): the pool is gone, so late outcomes are left to the store's lease expiry. */
+  private closed = false;
   private readonly done = new WeakSet<MemoryDelivery>();
 
   constructor(
@@ -128,6 +130,7 @@ export class Lane {
     this.inFlight--;
     this.inFlightMemory.delete(delivery);
     this.done.add(delivery);
+    if (this.closed) return;
     if (delivery.stored) {
       // Spilled while in flight: it lives in the store now, so its outcome is recorded there.
       await delivery.stored;
@@ -252,6 +255,7 @@ export class Lane {
       void (async () => {
         const outcome = await this.attempt(row.eventId, row.body, row.eventName, row.createdAt, row.attempts);
         this.inFlight--;
+        if (this.closed) return;
         await this.recordStoredOutcome({ eventId: row.eventId, webhookId: row.webhookId }, outcome, row.attempts);
         this.poll();
       })();
@@ -304,7 +308,7 @@ export class Lane {
       const label = outcome.reason === 'blocked_address' ? 'refused' : 'retry';
       this.observer.attempt(this.webhook.id, outcome, label, { name: eventName, commitTime });
       this.log.info({ webhookId: this.webhook.id, eventId, attempt: previousAttempts + 1, reason: outcome.reason, statusCode: outcome.statusCode }, 'delivery attempt failed');
-      await this.hooks.failure(this.webhook.id, outcome);
+      if (!this.closed) await this.hooks.failure(this.webhook.id, outcome);
     }
     return outcome;
   }
@@ -344,7 +348,9 @@ export class Lane {
     if (this.mode === 'memory' && this.memoryCount > 0) await this.spill();
     while (this.storeFlush) await this.storeFlush;
     while (this.inFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    await this.writeChain;
     await this.flushCompletions();
+    this.closed = true;
   }
 }
 

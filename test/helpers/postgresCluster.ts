@@ -34,7 +34,7 @@ export interface ClusterHandle {
   adminUrl(database?: string): string;
   /** `pg_ctl restart -m <mode>` (default fast): same port, same settings; existing connections break. */
   restart(mode?: 'fast' | 'immediate'): Promise<void>;
-  /** Stops the server and removes its directory. Idempotent. */
+  /** Stops the server (immediate shutdown: the data is discarded) and removes its directory. Idempotent. */
   stop(): Promise<void>;
   dataDir: string;
   binDir: string;
@@ -283,7 +283,7 @@ async function initSystem(binDir: string, baseDir: string, dataDir: string, pass
 
 /** Starts a fresh cluster; ~1 s, mostly initdb. */
 export async function startCluster(options: StartClusterOptions = {}): Promise<ClusterHandle> {
-  const systemBinDir = options.binDir ?? process.env.PG_BIN_DIR;
+  const systemBinDir = options.binDir || process.env.PG_BIN_DIR || undefined; // PG_BIN_DIR= means unset
   const binDir = systemBinDir ?? embeddedBinDir();
   const extraFlags = options.extraFlags ?? [];
   const password = randomBytes(12).toString('hex');
@@ -328,6 +328,8 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<C
   process.on('exit', onExit);
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // Before initdb, so that even a run killed while the cluster is being created leaves nothing.
+  watchdogPid = startWatchdog(dataDir, baseDir);
 
   try {
     if (systemBinDir) {
@@ -361,7 +363,6 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<C
         throw new Error(`Postgres did not start (${binDir}, port ${port}); server log:\n${log}`, { cause: err });
       }
     }
-    watchdogPid = startWatchdog(dataDir, baseDir);
 
     const handle: ClusterHandle = {
       host: HOST,
@@ -376,7 +377,9 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<C
       stop: async () => {
         if (stopped) return;
         try {
-          await runPgTool(binDir, 'pg_ctl', ['-D', dataDir, '-m', 'fast', '-w', '-t', String(PG_CTL_TIMEOUT_S), 'stop'], baseDir);
+          // Immediate: the data is thrown away, and a fast shutdown can wait up to wal_sender_timeout
+          // for a replication client that stopped reading.
+          await runPgTool(binDir, 'pg_ctl', ['-D', dataDir, '-m', 'immediate', '-w', '-t', String(PG_CTL_TIMEOUT_S), 'stop'], baseDir);
         } catch {
           // Not running or not stopping: the synchronous path below kills it.
         }

@@ -199,9 +199,9 @@ describe('receiver', () => {
 
 describe('restarting Postgres', () => {
   // On a private cluster: restarting the shared one would break the files running beside this one.
-  it('restartCluster() and handle.restart() bring the server back on the same port', async () => {
+  it('restartCluster() and handle.restart() bring the server back on the same port and settings', async () => {
     const startedAt = Date.now();
-    const cluster = await startCluster();
+    const cluster = await startCluster({ extraFlags: ['-c', 'work_mem=12MB'] });
     const startMs = Date.now() - startedAt;
     try {
       expect(cluster.port).not.toBe(5432);
@@ -224,11 +224,11 @@ describe('restarting Postgres', () => {
       await cluster.restart('immediate');
       const afterImmediate = await startTime();
       expect(afterImmediate).toBeGreaterThan(afterFast);
-      const [{ wal_level, port }] = await queryOnce<{ wal_level: string; port: string }>(
+      const settings = await queryOnce(
         cluster.adminUrl(),
-        `select current_setting('wal_level') as wal_level, current_setting('port') as port`,
+        `select current_setting('wal_level') as wal_level, current_setting('port') as port, current_setting('work_mem') as work_mem`,
       );
-      expect({ wal_level, port }).toEqual({ wal_level: 'logical', port: String(cluster.port) });
+      expect(settings).toEqual([{ wal_level: 'logical', port: String(cluster.port), work_mem: '12MB' }]);
     } finally {
       await cluster.stop();
     }
