@@ -7,6 +7,7 @@ import { createLogger, maskDatabaseUrl } from './log.js';
 import { VERSION } from './version.js';
 import { registerDeliveryCommands } from './commands/deliveries.js';
 import { registerWebhookCommands } from './commands/webhooks.js';
+import { registerVerifyCommand } from './commands/verify.js';
 import { runStart } from './commands/start.js';
 import { migrate } from './migrate.js';
 import { preflight } from './check.js';
@@ -22,7 +23,9 @@ export function buildProgram(): Command {
     .showHelpAfterError();
   // One flag per config key, generated from the schema: flags outrank env and file.
   for (const key of configKeys()) {
-    const shown = key.sensitive ? '' : ` (default: ${JSON.stringify(key.default)})`;
+    // source.tables is kept as pairs inside convict; users write (and see) the map form.
+    const shownDefault = key.key === 'source.tables' ? Object.fromEntries((key.default as Array<{ table: string; object: string }>).map((p) => [p.table, p.object])) : key.default;
+    const shown = key.sensitive ? '' : ` (default: ${JSON.stringify(shownDefault)})`;
     program.addOption(new Option(`${flagForKey(key.key)} <value>`, `${key.doc}${shown}${key.env ? ` [env ${key.env}]` : ''}`));
   }
 
@@ -53,6 +56,7 @@ export function buildProgram(): Command {
 
   registerWebhookCommands(program, configFrom, withClient);
   registerDeliveryCommands(program, configFrom, withClient);
+  registerVerifyCommand(program);
   return program;
 }
 

@@ -20,11 +20,17 @@ const REDACT_PATHS = [
   'headers["webhook-signature"]',
 ];
 
-/** Hides the password of a postgres URL, for messages that must name the database. */
+/** Query parameters of a postgres URL that carry credentials (pg and libpq honour `password`). */
+const SECRET_URL_PARAMETER = /pass|secret|key|token/i;
+
+/** Hides the password of a postgres URL (userinfo or `?password=`), for messages that must name the database. */
 export function maskDatabaseUrl(url: string): string {
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = '***';
+    for (const name of new Set(parsed.searchParams.keys())) {
+      if (SECRET_URL_PARAMETER.test(name)) parsed.searchParams.set(name, '***');
+    }
     return parsed.toString();
   } catch {
     return '<unparsable database url>';

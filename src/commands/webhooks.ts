@@ -10,10 +10,25 @@ import { disableWebhook, enableWebhook, loadWebhookRows } from '../store/webhook
 type ConfigFrom = (cmd: Command) => BridgeConfig;
 type WithClient = <T>(config: BridgeConfig, fn: (client: pg.Client) => Promise<T>) => Promise<T>;
 
+/** Secrets shorter than this show no character at all: three of eight would be most of a guess. */
+const MASK_MIN_REVEAL_LENGTH = 16;
+
 /** Shows enough of a secret to tell two apart, never enough to use it. */
 export function maskSecret(secret: unknown): string {
   if (typeof secret !== 'string' || secret.length === 0) return '(none)';
-  return `${secret.slice(0, secret.startsWith('whsec_') ? 9 : 3)}…(${secret.length} chars)`;
+  const prefix = secret.startsWith('whsec_') ? 'whsec_' : '';
+  const key = secret.slice(prefix.length);
+  const shown = key.length >= MASK_MIN_REVEAL_LENGTH ? key.slice(0, 3) : '';
+  return `${prefix}${shown}…(${secret.length} chars)`;
+}
+
+/**
+ * Text from the webhooks table as the terminal will show it: control characters (ESC sequences can
+ * rewrite the screen) and bidirectional overrides (they reorder what is read) are written as \u escapes.
+ * Rows are user input: in Twenty, any workspace member can write a webhook URL.
+ */
+export function printable(text: unknown): string {
+  return String(text).replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 export function registerWebhookCommands(program: Command, configFrom: ConfigFrom, withClient: WithClient): void {
@@ -69,9 +84,9 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
         else if (list.length === 0) console.log('no webhooks; add one with "pg-webhook-bridge webhooks add --url <url>"');
         else {
           for (const w of list) {
-            console.log(`${w.id}  ${w.state.padEnd(8)}  ${String(w.url).slice(0, 80)}  ops=${JSON.stringify(w.operations)}  secret=${w.secret}`);
-            if (w.problem) console.log(`    ${w.state === 'disabled' ? 'disabled because' : 'problem'}: ${w.problem}`);
-            console.log(`    last success: ${w.lastSuccessAt ? new Date(w.lastSuccessAt as string).toISOString() : 'never'}; last error: ${w.lastError ?? 'none'}`);
+            console.log(`${printable(w.id)}  ${w.state.padEnd(8)}  ${printable(String(w.url).slice(0, 80))}  ops=${printable(JSON.stringify(w.operations))}  secret=${printable(w.secret)}`);
+            if (w.problem) console.log(`    ${w.state === 'disabled' ? 'disabled because' : 'problem'}: ${printable(w.problem)}`);
+            console.log(`    last success: ${w.lastSuccessAt ? new Date(w.lastSuccessAt as string).toISOString() : 'never'}; last error: ${printable(w.lastError ?? 'none')}`);
           }
         }
       });

@@ -53,10 +53,13 @@ export async function claimDeliveries(db: Queryable, schema: string, webhookId: 
        select d.id from ${t} d
         where d.webhook_id = $1 and d.status = 'pending' and d.run_at <= now()
           and (d.locked_until is null or d.locked_until < now())
-          and not exists (
-            select 1 from ${t} p
+          -- the head of its record: the oldest pending delivery of the same (webhook, record); the
+          -- ORDER BY + LIMIT 1 walks deliveries_pending_order_idx, whatever the table statistics say
+          and d.id = (
+            select p.id from ${t} p
              where p.webhook_id = d.webhook_id and p.record_key = d.record_key and p.status = 'pending'
-               and (p.commit_lsn, p.change_index) < (d.commit_lsn, d.change_index))
+             order by p.commit_lsn, p.change_index
+             limit 1)
         order by d.commit_lsn, d.change_index
         limit $3
         for update skip locked)

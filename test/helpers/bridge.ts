@@ -88,7 +88,7 @@ export function spawnBridge(db: TestDatabase, extra: Record<string, unknown> = {
     const flag = `--${key.replace(/\./g, '-').replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
     args.push(flag, typeof value === 'string' ? value : JSON.stringify(value));
   }
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args, ...command], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: undefined } });
+  const child = spawn(process.execPath, ['bin/pg-webhook-bridge.js', ...args, ...command], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: undefined } });
   let output = '';
   child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
@@ -108,13 +108,13 @@ export async function runCli(args: string[], env: Record<string, string | undefi
 }
 
 /** Waits until `fn` returns true, polling; fails with `what` after timeoutMs. */
-export async function eventually(fn: () => Promise<boolean> | boolean, what: string, timeoutMs = 20_000): Promise<void> {
+export async function eventually(fn: () => Promise<boolean> | boolean, what: string | (() => string), timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await fn()) return;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what}`);
 }
 
 export async function confirmedFlushLsn(db: TestDatabase, slot: string): Promise<bigint> {

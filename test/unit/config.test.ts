@@ -1,13 +1,16 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { flagForKey, loadConfig } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 
+const dir = mkdtempSync(path.join(tmpdir(), 'pgwb-config-'));
+let files = 0;
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
 function fileWith(content: unknown): string {
-  const dir = mkdtempSync(path.join(tmpdir(), 'pgwb-config-'));
-  const file = path.join(dir, 'config.json');
+  const file = path.join(dir, `config-${files++}.json`);
   writeFileSync(file, typeof content === 'string' ? content : JSON.stringify(content));
   return file;
 }

@@ -22,7 +22,7 @@ function change(overrides: Partial<RowChange>): RowChange {
     columnNames: ['id', 'firstName', 'deletedAt'],
     keyColumns: ['id'],
     changedColumns: null,
-    missingToastColumns: [],
+    unavailableColumns: [],
     commitLsn: 0x16b3a28n,
     indexInTransaction: 3,
     commitTime: new Date('2026-02-10T15:30:50.123Z'),
@@ -89,7 +89,7 @@ describe('buildEvent', () => {
   });
 
   it('lists unchanged TOAST values Postgres did not send instead of faking them', () => {
-    const event = buildEvent(change({ kind: 'update', newRow: { id: 'p1' }, oldRow: null, missingToastColumns: ['bio'] }), options)!;
+    const event = buildEvent(change({ kind: 'update', newRow: { id: 'p1' }, oldRow: null, unavailableColumns: ['bio'] }), options)!;
     expect(JSON.parse(event.body).unavailableFields).toEqual(['bio']);
   });
 });

@@ -1,5 +1,6 @@
 import { describe, it, expect } from 'vitest';
-import { convertValue, isBuiltinType, type PgType, type TypeLookup } from '../../src/decode/values.js';
+import { convertValue, isBuiltinType, RawJson, type PgType, type TypeLookup } from '../../src/decode/values.js';
+import { stringifyPayload } from '../../src/route/payloadJson.js';
 import { TypeCatalog } from '../../src/decode/typeCatalog.js';
 
 // Every input below is the text form a PostgreSQL 15 server printed (`select <value>::text`, or the
@@ -64,24 +65,27 @@ describe('convertValue: scalars', () => {
 });
 
 describe('convertValue: json and jsonb', () => {
+  // Kept as their text (validated), so the payload carries them exactly: see stringifyPayload.
+  const raw = (text: string): RawJson => new RawJson(text);
   runCases([
+    ['nested jsonb', '{"a": {"b": [1, 2.5, null, true]}, "c": "x"}', 3802, raw('{"a": {"b": [1, 2.5, null, true]}, "c": "x"}')],
     [
-      'nested jsonb',
-      '{"a": {"b": [1, 2.5, null, true]}, "c": "x"}',
-      3802,
-      { a: { b: [1, 2.5, null, true] }, c: 'x' },
-    ],
-    [
-      'jsonb with escapes and unicode',
+      'jsonb with escapes, unicode and a number beyond double precision',
       '{"n": 12345678901234567890, "s": "x\\"y", "u": "é", "arr": [{"k": []}]}',
       3802,
-      { n: 12345678901234567890, s: 'x"y', u: 'é', arr: [{ k: [] }] },
+      raw('{"n": 12345678901234567890, "s": "x\\"y", "u": "é", "arr": [{"k": []}]}'),
     ],
-    ['json keeps its text, parsed', '  {"b":1,  "a":[1,2]}', 114, { b: 1, a: [1, 2] }],
-    ['jsonb string', '"str"', 3802, 'str'],
-    ['jsonb null is JSON null', 'null', 3802, null],
+    ['json keeps its text', '  {"b":1,  "a":[1,2]}', 114, raw('  {"b":1,  "a":[1,2]}')],
+    ['jsonb string', '"str"', 3802, raw('"str"')],
+    ['jsonb null is JSON null, not SQL NULL', 'null', 3802, raw('null')],
     ['unparseable json stays text', '{oops', 114, '{oops'],
   ]);
+
+  it('serialises exactly as Postgres printed it; JSON.stringify still gets the parsed value', () => {
+    const value = convertValue('{"n": 12345678901234567890, "f": 0.1000000000000000055511151231257827, "e": 1e400}', 3802, noLookup);
+    expect(stringifyPayload({ data: { doc: value } })).toBe('{"data":{"doc":{"n": 12345678901234567890, "f": 0.1000000000000000055511151231257827, "e": 1e400}}}');
+    expect(JSON.stringify({ doc: convertValue('{"a": [1, {"b": null}]}', 3802, noLookup) })).toBe('{"doc":{"a":[1,{"b":null}]}}');
+  });
 });
 
 describe('convertValue: bytea', () => {
@@ -162,8 +166,8 @@ describe('convertValue: built-in arrays', () => {
     ['numeric[] keeps trailing zeros', '{1.10}', 1231, ['1.10']],
     ['bytea[]', String.raw`{"\\x00ff",NULL}`, 1001, ['AP8=', null]],
     ['bytea[] empty and non-empty', String.raw`{"\\x","\\xdeadbeef"}`, 1001, ['', '3q2+7w==']],
-    ['jsonb[]', String.raw`{"{\"a\": 1}","[1, \"x\"]"}`, 3807, [{ a: 1 }, [1, 'x']]],
-    ['json[]', String.raw`{"{\"a\": [1, {\"b\": null}]}"}`, 199, [{ a: [1, { b: null }] }]],
+    ['jsonb[]', String.raw`{"{\"a\": 1}","[1, \"x\"]"}`, 3807, [new RawJson('{"a": 1}'), new RawJson('[1, "x"]')]],
+    ['json[]', String.raw`{"{\"a\": [1, {\"b\": null}]}"}`, 199, [new RawJson('{"a": [1, {"b": null}]}')]],
     ['timestamptz[] (Asia/Kathmandu)', '{"2026-02-10 21:15:50.123456+05:45",NULL}', 1185, ['2026-02-10T15:30:50.123Z', null]],
     ['varchar[]', '{a,b}', 1015, ['a', 'b']],
     ['name[]', '{"x y"}', 1003, ['x y']],
@@ -201,6 +205,7 @@ const T = {
   unknownElementArray: 50016,
   docArray: 50017,
   semicolonArray: 50018,
+  semicolonElement: 50019,
   unknown: 59999,
 } as const;
 
@@ -227,7 +232,9 @@ const fakeTypes = new Map<number, PgType>(
     type(T.loop, 'loop', 'domain', { baseOid: T.loop }),
     type(T.unknownElementArray, '_gone', 'array', { elementOid: T.unknown }),
     type(T.docArray, '_doc', 'array', { elementOid: T.doc }),
-    type(T.semicolonArray, '_mybox', 'array', { elementOid: T.citext, delimiter: ';' }),
+    // Postgres keeps the array delimiter on the element type (typdelim of box is ';', of _box ',').
+    type(T.semicolonElement, 'mybox', 'base', { delimiter: ';' }),
+    type(T.semicolonArray, '_mybox', 'array', { elementOid: T.semicolonElement }),
   ].map((t) => [t.oid, t]),
 );
 const fakeLookup: TypeLookup = (oid) => fakeTypes.get(oid);
@@ -240,10 +247,10 @@ describe('convertValue: enums, domains and custom types through the lookup', () 
       ['domain over int4', '42', T.positiveInt, 42],
       ['domain over a domain over int4', '7', T.smallPositive, 7],
       ['domain over int4[]', '{1,2,3}', T.intList, [1, 2, 3]],
-      ['domain over jsonb', '{"a": [1, 2]}', T.doc, { a: [1, 2] }],
+      ['domain over jsonb', '{"a": [1, 2]}', T.doc, new RawJson('{"a": [1, 2]}')],
       ['domain over timestamptz', '2026-02-10 21:15:50.123456+05:45', T.eventTime, '2026-02-10T15:30:50.123Z'],
       ['array of a domain over int4', '{1,NULL,3}', T.positiveIntArray, [1, null, 3]],
-      ['array of a domain over jsonb', String.raw`{"{\"a\": 1}",NULL}`, T.docArray, [{ a: 1 }, null]],
+      ['array of a domain over jsonb', String.raw`{"{\"a\": 1}",NULL}`, T.docArray, [new RawJson('{"a": 1}'), null]],
       ['array of a domain over an array', '{"{1,2}","{3}"}', T.intListArray, [[1, 2], [3]]],
       ['composite is its text', '(1,"a b")', T.address, '(1,"a b")'],
       ['array of composite: element texts', String.raw`{"(1,\"a b\")","(2,x)"}`, T.addressArray, ['(1,"a b")', '(2,x)']],

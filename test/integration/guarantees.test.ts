@@ -1,0 +1,127 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { BridgeConfig } from '../../src/config.js';
+import type { Daemon } from '../../src/daemon.js';
+import { addWebhook, confirmedFlushLsn, eventually, prepareDatabase, startDaemon } from '../helpers/bridge.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { startReceiver, type Receiver } from '../helpers/receiver.js';
+
+/** Issue 3: isolation, idle acknowledgement, receiver down then up, back-to-back transactions. */
+describe('delivery guarantees (in-process daemon)', () => {
+  let db: TestDatabase;
+  let config: BridgeConfig;
+  let daemon: Daemon | null = null;
+  const receivers: Receiver[] = [];
+
+  beforeAll(async () => {
+    db = await createTestDatabase('guarantees');
+    config = await prepareDatabase(db, { 'delivery.retrySchedule': [1, 2, 4, 8, 10, 10, 10], 'replication.heartbeatIntervalMs': 300 });
+  });
+
+  afterAll(async () => {
+    await daemon?.stop();
+    await Promise.all(receivers.map((r) => r.close()));
+    await db?.drop();
+  });
+
+  async function receiver(): Promise<Receiver> {
+    const r = await startReceiver();
+    receivers.push(r);
+    return r;
+  }
+
+  async function clearWebhooks(): Promise<void> {
+    await db.pool.query(`update webhook_bridge.webhooks set "deletedAt" = now() where "deletedAt" is null`);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+
+  async function writePeople(count: number, tag: string): Promise<void> {
+    // 50 rows per transaction: 5,000 changes in 100 commits.
+    for (let i = 0; i < count; i += 50) {
+      await db.pool.query(`insert into person ("firstName", city) select $1 || g, $2 from generate_series($3::int, $4::int) g`, [`${tag}-`, tag, i, Math.min(i + 49, count - 1)]);
+    }
+  }
+
+  it('two back-to-back transactions with a stop and start between them are both delivered', async () => {
+    const r = await receiver();
+    await addWebhook(db, r.url, ['company.created']);
+    ({ daemon } = await startDaemon(config));
+    await db.pool.query(`insert into company (name) values ('first')`);
+    await r.waitForCount(1);
+    await daemon.stop();
+    daemon = null;
+    await db.pool.query(`insert into company (name) values ('second')`);
+    ({ daemon } = await startDaemon(config));
+    await r.waitForCount(2);
+    expect(r.requests.map((q) => q.json.data.name)).toEqual(['first', 'second']);
+    await clearWebhooks();
+  });
+
+  it('a dead webhook costs a healthy one little, and the slot keeps advancing while it fails', async () => {
+    const slot = config.replication.slot;
+    const alone = await receiver();
+    await addWebhook(db, alone.url, ['person.created']);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    let started = Date.now();
+    await writePeople(5_000, 'alone');
+    await alone.waitForCount(5_000, 60_000);
+    const aloneMs = Date.now() - started;
+    await clearWebhooks();
+
+    const healthy = await receiver();
+    const dead = await receiver();
+    await dead.stopListening(); // connection refused
+    await addWebhook(db, healthy.url, ['person.created']);
+    await addWebhook(db, dead.url, ['person.created']);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const lsnBefore = await confirmedFlushLsn(db, slot);
+    started = Date.now();
+    await writePeople(5_000, 'mixed');
+    await healthy.waitForCount(5_000, 60_000);
+    const mixedMs = Date.now() - started;
+    console.log(`isolation: 5,000 changes alone ${aloneMs} ms, beside a dead webhook ${mixedMs} ms`);
+    expect(mixedMs).toBeLessThan(Math.max(2 * aloneMs, aloneMs + 2_000));
+    const { rows: wal } = await db.pool.query('select pg_current_wal_lsn()::text as l');
+    const [hi, lo] = wal[0].l.split('/');
+    const walAfterWrites = (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+    await eventually(async () => (await confirmedFlushLsn(db, slot)) >= walAfterWrites, 'confirmed_flush_lsn to pass the burst while a webhook is dead', 20_000);
+    expect(await confirmedFlushLsn(db, slot)).toBeGreaterThan(lsnBefore);
+    const stored = await db.pool.query(`select count(*)::int as n from webhook_bridge.deliveries d join webhook_bridge.webhooks w on w.id = d.webhook_id where w."targetUrl" = $1`, [dead.url]);
+    expect(stored.rows[0].n).toBe(5_000);
+    await clearWebhooks();
+    await db.pool.query(`delete from webhook_bridge.deliveries`);
+  });
+
+  it('idle watched tables but other WAL traffic: confirmed_flush_lsn still advances', async () => {
+    await db.pool.query('create table if not exists unwatched (id serial primary key, v text)');
+    const slot = config.replication.slot;
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const before = await confirmedFlushLsn(db, slot);
+    for (let i = 0; i < 20; i++) await db.pool.query(`insert into unwatched (v) values (repeat('x', 1000))`);
+    const { rows } = await db.pool.query('select pg_current_wal_lsn()::text as l');
+    const [hi, lo] = rows[0].l.split('/');
+    const target = (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+    await eventually(async () => (await confirmedFlushLsn(db, slot)) >= target, 'the slot to pass WAL written to an unwatched table', 15_000);
+    expect(await confirmedFlushLsn(db, slot)).toBeGreaterThan(before);
+  });
+
+  it('receiver down 30 s (connection refused), then up: everything arrives, in commit order per record', async () => {
+    const r = await receiver();
+    await addWebhook(db, r.url, ['task.*']);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await r.stopListening();
+    const { rows } = await db.pool.query(`insert into task (title) select 'down ' || g from generate_series(1, 20) g returning id`);
+    const ids: string[] = rows.map((row) => row.id);
+    for (let round = 1; round <= 5; round++) {
+      for (const id of ids) await db.pool.query(`update task set status = $1 where id = $2`, [`round ${round}`, id]);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 30_000));
+    await r.listenAgain();
+    await r.waitForCount(20 * 6, 60_000);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(r.requests).toHaveLength(120);
+    for (const id of ids) {
+      const seen = r.requests.filter((q) => q.json.data.id === id).map((q) => q.json.event === 'task.created' ? 'created' : q.json.data.status);
+      expect(seen).toEqual(['created', 'round 1', 'round 2', 'round 3', 'round 4', 'round 5']);
+    }
+  });
+});
