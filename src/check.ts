@@ -79,6 +79,11 @@ export async function preflight(client: pg.ClientBase | pg.Pool, config: BridgeC
       warnings.push(`slot "${slot.slotName}" retains ${Math.round(Number(slot.lagBytes) / 1024 ** 2)} MiB of WAL: is the bridge running? ("pg-webhook-bridge status")`);
     }
   } else {
+    const stateTable = await client.query('select to_regclass($1) as t', [`${config.schema}.slot_state`]);
+    const recorded = stateTable.rows[0].t ? await client.query(`select created_at from ${config.schema}.slot_state where slot_name = $1`, [config.replication.slot]) : { rowCount: 0, rows: [] };
+    if (recorded.rowCount) {
+      problems.push(`replication slot "${config.replication.slot}" (created by this bridge at ${new Date(recorded.rows[0].created_at).toISOString()}) no longer exists: changes committed since the bridge last acknowledged are lost. Recover: "pg-webhook-bridge slot reset --yes" creates a new slot at the current position`);
+    }
     const used = await client.query('select count(*)::int as n from pg_replication_slots');
     if (used.rows[0].n >= s.max_slots) problems.push(`no free replication slot (max_replication_slots=${s.max_slots}): raise max_replication_slots and restart Postgres`);
   }

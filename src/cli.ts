@@ -7,6 +7,7 @@ import { createLogger, maskDatabaseUrl } from './log.js';
 import { VERSION } from './version.js';
 import { registerDeliveryCommands } from './commands/deliveries.js';
 import { registerWebhookCommands } from './commands/webhooks.js';
+import { registerSlotCommands } from './commands/slot.js';
 import { registerVerifyCommand } from './commands/verify.js';
 import { runStart } from './commands/start.js';
 import { migrate } from './migrate.js';
@@ -56,6 +57,7 @@ export function buildProgram(): Command {
 
   registerWebhookCommands(program, configFrom, withClient);
   registerDeliveryCommands(program, configFrom, withClient);
+  registerSlotCommands(program, configFrom, withClient);
   registerVerifyCommand(program);
   return program;
 }

@@ -1,254 +1,226 @@
-import { randomUUID } from 'node:crypto';
 import type http from 'node:http';
 import type pg from 'pg';
+import { preflight } from './check.js';
 import type { BridgeConfig } from './config.js';
-import { webhooksTable } from './config.js';
 import { clientConfig, createPool } from './database.js';
-import { Decoder, HEARTBEAT_PREFIX, type DecoderCatalog } from './decode/decoder.js';
-import { TypeCatalog } from './decode/typeCatalog.js';
-import type { Lsn, PgoutputMessage } from './decode/types.js';
 import { compileAddressPolicy } from './deliver/addressPolicy.js';
-import { DeliveryCoordinator } from './deliver/coordinator.js';
 import { createHttpSender, type HttpSender } from './deliver/httpSender.js';
+import { isRetryableDatabaseError } from './deliver/databaseRetry.js';
+import { PreflightError } from './errors.js';
 import { BridgeMetrics } from './http/metrics.js';
 import { startHttpServer, type Readiness } from './http/server.js';
 import type { Logger } from './log.js';
-import { AckTracker, type TransactionEntry } from './replication/ackTracker.js';
-import { ensureSlot } from './replication/slot.js';
-import { ReplicationStream } from './replication/stream.js';
-import { compileObjectMapping } from './route/objectMapping.js';
-import { buildEvent, type EventOptions } from './route/router.js';
-import { WebhookRegistry } from './webhooks/registry.js';
-import { VERSION } from './version.js';
+import { Pipeline } from './pipeline.js';
+import { LeaderLock } from './replication/leaderLock.js';
+import { readSlot } from './replication/slot.js';
+import { countDeliveriesByStatus } from './store/deliveryStore.js';
 
-const REGISTRY_REFRESH_MS = 2_000;
+/** How often a standby tries to take the leader lock: takeover within ~this after the leader dies. */
+const STANDBY_RETRY_MS = 2_000;
+const DATABASE_RETRY_MAX_MS = 10_000;
+/** Slot health (lag, wal_status, lost slot) and backlog gauges. */
+const SLOT_CHECK_INTERVAL_MS = 60_000;
+const GAUGE_INTERVAL_MS = 5_000;
+
+export type Role = 'starting' | 'leader' | 'standby' | 'stopped';
 
 /**
- * Wires the stages: replication -> decode -> route -> deliver (-> store), and brings the position back
- * as the safe LSN the stream acknowledges. start() returns once streaming has begun; stop() is the
+ * The process: health endpoints first (so /readyz can say why it is not ready), then the database
+ * (retried until reachable), preflight, leader election, and the pipeline while leader. stop() is the
  * graceful shutdown of contract section 7.
  */
 export class Daemon {
   readonly metrics = new BridgeMetrics();
-  private pool!: pg.Pool;
-  private sender!: HttpSender;
-  private coordinator!: DeliveryCoordinator;
-  private registry!: WebhookRegistry;
-  private stream!: ReplicationStream;
-  private decoder!: Decoder;
-  private readonly ack = new AckTracker();
+  private pool: pg.Pool | null = null;
+  private sender: HttpSender | null = null;
   private server: http.Server | null = null;
+  private lock: LeaderLock | null = null;
+  private pipeline: Pipeline | null = null;
   private timers: NodeJS.Timeout[] = [];
-  private streamDone: Promise<void> | null = null;
   private stopping = false;
-  private transaction: { entry: TransactionEntry; webhooksChanged: boolean } | null = null;
-  /** Transactions at or below this commit LSN were fully routed already (a reconnect replays them). */
-  private lastRoutedCommitLsn: Lsn = 0n;
-  private skipping = false;
-  private readonly eventOptions: EventOptions;
-  private readonly webhooksRelation: { schema: string; table: string };
-  readonly workerId = `${process.pid}-${randomUUID().slice(0, 8)}`;
+  private notReadyReason = 'starting';
+  private resolveDone!: () => void;
+  private readonly donePromise = new Promise<void>((resolve) => (this.resolveDone = resolve));
+  role: Role = 'starting';
   fatalError: Error | null = null;
 
   constructor(
     private readonly config: BridgeConfig,
     private readonly log: Logger,
-  ) {
-    this.eventOptions = {
-      resolveObject: compileObjectMapping(config.source.tables),
-      softDeleteColumn: config.source.softDeleteColumn,
-      camelCase: config.payload.camelCase,
-      maxPayloadBytes: config.delivery.maxPayloadBytes,
-    };
-    const [schema, table] = (config.webhooks.table || `${config.schema}.webhooks`).split('.');
-    this.webhooksRelation = { schema, table };
-  }
+  ) {}
 
+  /** Resolves once this replica streams the slot or stands by; throws on preflight problems. */
   async start(): Promise<void> {
     const { config, log } = this;
     if (config.http.port !== 0) {
       this.server = await startHttpServer({ port: config.http.port, host: config.http.host, metrics: this.metrics, readiness: () => this.readiness(), log: log.child({ module: 'http' }) });
     }
+    compileAddressPolicy({ allowPrivateTargets: config.delivery.allowPrivateTargets, allowedCidrs: [...config.delivery.allowedCidrs] });
     this.pool = createPool(config);
-    await ensureSlot(this.pool, config.replication.slot);
+    await this.waitForDatabase();
+    if (this.stopping) return;
     this.sender = createHttpSender({
       timeoutMs: config.delivery.timeoutMs,
       maxResponseBytes: config.delivery.maxResponseBytes,
       connectionsPerOrigin: config.delivery.concurrency,
       policy: { allowPrivateTargets: config.delivery.allowPrivateTargets, allowedCidrs: [...config.delivery.allowedCidrs] },
     });
-    compileAddressPolicy({ allowPrivateTargets: config.delivery.allowPrivateTargets, allowedCidrs: [...config.delivery.allowedCidrs] });
-    this.registry = new WebhookRegistry(this.pool, config.schema, webhooksTable(config), log.child({ module: 'webhooks' }));
-    await this.registry.reload();
-    this.coordinator = new DeliveryCoordinator(
-      this.pool,
-      this.sender,
-      {
-        schema: config.schema,
-        workerId: this.workerId,
-        userAgent: `pg-webhook-bridge/${VERSION}`,
-        concurrency: config.delivery.concurrency,
-        timeoutMs: config.delivery.timeoutMs,
-        retryScheduleS: config.delivery.retrySchedule,
-        memoryQueueLimit: config.delivery.memoryQueueLimit,
-        storeAfterMs: config.delivery.storeAfterMs,
-        disableAfterMs: config.delivery.disableAfterHours * 3_600_000,
-        storePollMs: config.delivery.storePollMs,
-      },
-      this.metrics,
-      log.child({ module: 'deliver' }),
-      (id) => this.registry.markDisabled(id),
-    );
-    await this.coordinator.start();
-    this.coordinator.updateSubscribers(this.registry.active, this.registry.disabled);
-    const types = new TypeCatalog((sql, params) => this.pool.query(sql, params));
-    const catalog: DecoderCatalog = {
-      ensureTypes: (oids) => types.ensure(oids),
-      lookupType: types.lookup,
-      primaryKey: async (relationId) => {
-        const { rows } = await this.pool.query(
-          `select a.attname from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
-            where i.indrelid = $1 and i.indisprimary order by array_position(i.indkey, a.attnum)`,
-          [relationId],
-        );
-        return rows.map((r) => r.attname as string);
-      },
-    };
-    this.decoder = new Decoder(catalog, log.child({ module: 'decode' }));
-    this.stream = new ReplicationStream({
-      clientConfig: clientConfig(config),
-      slot: config.replication.slot,
-      publication: config.replication.publication,
-      ackIntervalMs: config.replication.ackIntervalMs,
-      log: log.child({ module: 'replication' }),
-      safeLsn: this.ack,
-      onMessage: (message, lsn) => this.onMessage(message, lsn),
-      onReconnect: () => this.onReconnect(),
-    });
-    const started = new Promise<void>((resolve) => {
-      const check = setInterval(() => {
-        if (this.stream.state === 'streaming' || this.stream.state === 'failed' || this.stream.state === 'stopped') {
-          clearInterval(check);
-          resolve();
-        }
-      }, 20);
-    });
-    this.streamDone = this.stream.run().catch((error) => {
-      this.fatalError = error as Error;
-      log.fatal({ err: error }, 'replication stopped on a fatal error');
-    });
-    this.timers.push(
-      setInterval(() => void this.emitHeartbeat(), config.replication.heartbeatIntervalMs),
-      setInterval(() => void this.refreshRegistry(), REGISTRY_REFRESH_MS),
-    );
-    await started;
+    this.lock = new LeaderLock(clientConfig(config), config.replication.slot, log.child({ module: 'leader' }));
+    this.timers.push(setInterval(() => void this.updateGauges(), GAUGE_INTERVAL_MS), setInterval(() => void this.checkSlot(), SLOT_CHECK_INTERVAL_MS));
+    if (!(await this.electOnce())) void this.electLoop();
   }
 
-  /** Resolves when the stream ends (stop() or a fatal error). */
+  /** Resolves when the daemon has stopped for good (stop() or a fatal error). */
   get done(): Promise<void> {
-    return this.streamDone ?? Promise.resolve();
+    return this.donePromise;
   }
 
-  private async onMessage(message: PgoutputMessage, lsn: string): Promise<void> {
-    if (this.stopping) return; // not routed, so not acknowledged: the next start replays it
-    const item = await this.decoder.decode(message, lsn);
-    if (item === null) return;
-    switch (item.type) {
-      case 'begin':
-        this.skipping = item.commitLsn <= this.lastRoutedCommitLsn;
-        if (!this.skipping) this.transaction = { entry: this.ack.begin(item.commitLsn), webhooksChanged: false };
+  /** Preflight until the database answers; connection failures are retried, real problems thrown. */
+  private async waitForDatabase(): Promise<void> {
+    for (let attempt = 0; !this.stopping; attempt++) {
+      try {
+        const report = await preflight(this.pool!, this.config);
+        for (const warning of report.warnings) this.log.warn(warning);
+        if (report.problems.length > 0) throw new PreflightError(report.problems);
         return;
-      case 'change': {
-        if (this.skipping || !this.transaction) return;
-        const { change } = item;
-        this.metrics.changesDecoded.inc({ table: `${change.schema}.${change.table}`, kind: change.kind });
-        if (change.schema === this.webhooksRelation.schema && change.table === this.webhooksRelation.table) {
-          this.transaction.webhooksChanged = true;
-          return;
-        }
-        const event = buildEvent(change, this.eventOptions);
-        if (event === null) return;
-        const subscribers = this.registry.index.forEvent(event.object, event.action);
-        if (subscribers.length === 0) return;
-        this.metrics.eventsRouted.inc({ object: event.object, action: event.action });
-        this.coordinator.route(event, subscribers, this.transaction.entry);
-        const full = this.coordinator.waitForCapacity();
-        if (full) await full;
-        return;
+      } catch (error) {
+        if (!isRetryableDatabaseError(error)) throw error;
+        const delay = Math.min(500 * 2 ** attempt, DATABASE_RETRY_MAX_MS);
+        this.notReadyReason = `database unreachable: ${(error as Error).message}`;
+        this.log.warn({ err: error, retryInMs: delay }, 'database unreachable; retrying (check database.url / DATABASE_URL)');
+        await new Promise((resolve) => setTimeout(resolve, delay));
       }
-      case 'commit': {
-        if (this.skipping || !this.transaction) {
-          this.skipping = false;
-          return;
-        }
-        const { entry, webhooksChanged } = this.transaction;
-        this.transaction = null;
-        this.lastRoutedCommitLsn = item.commitLsn;
-        entry.close(item.endLsn);
-        // Webhook changes apply to transactions committed after them, so reload before the next one.
-        if (webhooksChanged) await this.refreshRegistry();
-        return;
-      }
-      case 'heartbeat':
-        if (!this.transaction) this.ack.heartbeat(item.lsn);
-        return;
     }
   }
 
-  /** A new connection replays from the slot position: a half-received transaction starts over. */
-  private onReconnect(): void {
-    if (this.transaction) this.ack.abandon(this.transaction.entry);
-    this.transaction = null;
-    this.skipping = false;
-    this.decoder.reset();
+  /** One election round: leads when the lock is free, otherwise stands by. */
+  private async electOnce(): Promise<boolean> {
+    try {
+      if (await this.lock!.tryAcquire(() => void this.onLeadershipLost())) {
+        await this.lead();
+        return true;
+      }
+      if (this.role !== 'standby') this.log.info('another replica streams the slot; standing by');
+      this.role = 'standby';
+    } catch (error) {
+      if (!isRetryableDatabaseError(error)) throw error;
+      this.role = 'starting';
+      this.notReadyReason = `database unreachable: ${(error as Error).message}`;
+      this.log.warn({ err: error }, 'could not reach the database for leader election; retrying');
+    }
+    this.metrics.leader.set(0);
+    return false;
   }
 
-  private async refreshRegistry(): Promise<void> {
-    try {
-      await this.registry.reload();
-      this.coordinator.updateSubscribers(this.registry.active, this.registry.disabled);
-      this.metrics.webhooks.set({ state: 'active' }, this.registry.active.length);
-      this.metrics.webhooks.set({ state: 'disabled' }, this.registry.disabled.size);
-      this.metrics.webhooks.set({ state: 'invalid' }, this.registry.invalid.length);
-    } catch (error) {
-      this.log.warn({ err: error }, 'could not reload webhooks; keeping the previous list');
+  /** Standby: retries the lock every few seconds, so a dead leader is replaced within seconds. */
+  private async electLoop(): Promise<void> {
+    while (!this.stopping) {
+      await new Promise((resolve) => setTimeout(resolve, STANDBY_RETRY_MS));
+      if (this.stopping) return;
+      try {
+        if (await this.electOnce()) return;
+      } catch (error) {
+        this.fail(error as Error);
+        return;
+      }
     }
   }
 
-  /** Writes a heartbeat into WAL so the slot position advances while watched tables are idle. */
-  private async emitHeartbeat(): Promise<void> {
+  private async lead(): Promise<void> {
+    this.role = 'leader';
+    this.metrics.leader.set(1);
+    this.log.info({ slot: this.config.replication.slot }, 'leader: streaming the slot');
+    const pipeline = new Pipeline(this.config, this.pool!, this.sender!, this.metrics, this.log);
+    this.pipeline = pipeline;
     try {
-      await this.pool.query('select pg_logical_emit_message(false, $1, $2)', [HEARTBEAT_PREFIX, '']);
+      await pipeline.start();
     } catch (error) {
-      this.log.warn({ err: error }, 'could not write a heartbeat');
+      this.fail(error as Error);
+      throw error;
+    }
+    void pipeline.done.then(() => {
+      if (pipeline.fatalError) this.fail(pipeline.fatalError);
+    });
+    void this.updateGauges();
+  }
+
+  /** The lock's session died: another replica may already lead, so stop streaming at once and re-elect. */
+  private async onLeadershipLost(): Promise<void> {
+    const pipeline = this.pipeline;
+    this.pipeline = null;
+    this.role = 'starting';
+    this.notReadyReason = 'lost leadership; re-electing';
+    this.metrics.leader.set(0);
+    await pipeline?.stop(Date.now() + 5_000).catch((error) => this.log.warn({ err: error }, 'stopping the pipeline after losing leadership failed'));
+    if (!this.stopping) void this.electLoop();
+  }
+
+  private fail(error: Error): void {
+    if (this.fatalError) return;
+    this.fatalError = error;
+    this.log.fatal({ err: error }, 'stopping: the bridge cannot go on safely');
+    void this.stop().finally(() => this.resolveDone());
+  }
+
+  /** Slot health each minute: a lost or vanished slot is loud, never silently replaced. */
+  private async checkSlot(): Promise<void> {
+    if (this.role !== 'leader' || !this.pool) return;
+    try {
+      const slot = await readSlot(this.pool, this.config.replication.slot);
+      if (!slot) {
+        this.log.error({ slot: this.config.replication.slot }, 'the replication slot disappeared while streaming: changes may be lost; see "pg-webhook-bridge check"');
+        return;
+      }
+      if (slot.walStatus === 'lost' || slot.walStatus === 'unreserved') {
+        this.log.error({ slot: slot.slotName, walStatus: slot.walStatus }, `replication slot wal_status=${slot.walStatus}: Postgres ${slot.walStatus === 'lost' ? 'has removed' : 'may remove'} WAL the slot needs; see "pg-webhook-bridge check"`);
+      }
+    } catch (error) {
+      this.log.warn({ err: error }, 'slot check failed');
+    }
+  }
+
+  private async updateGauges(): Promise<void> {
+    if (!this.pool || this.stopping) return;
+    try {
+      const slot = await readSlot(this.pool, this.config.replication.slot);
+      if (slot?.lagBytes != null) this.metrics.slotLagBytes.set(Number(slot.lagBytes));
+      this.metrics.slotWalStatus.reset();
+      if (slot?.walStatus) this.metrics.slotWalStatus.set({ status: slot.walStatus }, 1);
+      const backlog = await countDeliveriesByStatus(this.pool, this.config.schema);
+      for (const [status, count] of Object.entries(backlog)) this.metrics.storeBacklog.set({ status }, count);
+    } catch {
+      // Gauges are best effort; readiness reports connectivity.
     }
   }
 
   readiness(): Readiness {
-    if (this.fatalError) return { ready: false, reason: `replication failed: ${this.fatalError.message}` };
-    if (!this.stream) return { ready: false, reason: 'starting' };
-    if (this.stream.state === 'streaming') return { ready: true, reason: 'streaming', role: 'leader' };
-    return { ready: false, reason: `replication ${this.stream.state}` };
+    if (this.fatalError) return { ready: false, reason: `failed: ${this.fatalError.message}` };
+    if (this.stopping) return { ready: false, reason: 'shutting down' };
+    if (this.role === 'standby') return { ready: true, reason: 'standing by: another replica streams the slot', role: 'standby' };
+    if (this.role === 'leader' && this.pipeline) {
+      const state = this.pipeline.streamState;
+      if (state === 'streaming') return { ready: true, reason: 'streaming', role: 'leader' };
+      return { ready: false, reason: `replication ${state}`, role: 'leader' };
+    }
+    return { ready: false, reason: this.notReadyReason };
   }
 
-  /**
-   * Graceful shutdown: stop taking changes, store what is in memory, finish in-flight attempts until
-   * the deadline, acknowledge what is now safe, close everything.
-   */
+  laneStates() {
+    return this.pipeline?.laneStates() ?? [];
+  }
+
   async stop(graceMs = 8_000): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     const deadline = Date.now() + graceMs;
     for (const timer of this.timers) clearInterval(timer);
-    if (this.coordinator) await this.coordinator.drain(deadline);
-    if (this.stream) {
-      this.stream.sendStatus(true);
-      await this.stream.stop();
-      await this.streamDone;
-    }
+    await this.pipeline?.stop(deadline);
+    this.role = 'stopped';
+    await this.lock?.release();
     await this.sender?.close();
     await this.pool?.end().catch(() => undefined);
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.server?.closeAllConnections?.();
+    this.resolveDone();
   }
 }

@@ -1,29 +1,17 @@
 import type { BridgeConfig } from '../config.js';
-import { createPool } from '../database.js';
-import { preflight } from '../check.js';
 import { Daemon } from '../daemon.js';
+import { PreflightError } from '../errors.js';
 import { createLogger } from '../log.js';
 
 /** Shutdown grace: the contract promises exit within 10 s of SIGTERM. */
 const SHUTDOWN_GRACE_MS = 8_000;
 
-/** `start`: preflight, stream until a signal, shut down gracefully. Returns the exit code. */
+/**
+ * `start`: run until a signal, then shut down gracefully. Exit codes: 0 clean stop, 1 failure,
+ * 3 preflight problems (each logged as one line with its fix).
+ */
 export async function runStart(config: BridgeConfig): Promise<number> {
   const log = createLogger(config.log.level);
-  const pool = createPool(config, 1);
-  try {
-    const report = await preflight(pool, config);
-    for (const warning of report.warnings) log.warn(warning);
-    if (report.problems.length > 0) {
-      for (const problem of report.problems) log.error(problem);
-      return 3;
-    }
-  } catch (error) {
-    log.error({ err: error }, 'preflight could not run: check database.url (DATABASE_URL) and that Postgres is reachable');
-    return 1;
-  } finally {
-    await pool.end().catch(() => undefined);
-  }
   const daemon = new Daemon(config, log);
   let stopping: Promise<void> | null = null;
   const shutdown = (signal: string) => {
@@ -45,12 +33,16 @@ export async function runStart(config: BridgeConfig): Promise<number> {
   try {
     await daemon.start();
   } catch (error) {
-    log.fatal({ err: error }, 'could not start');
+    if (error instanceof PreflightError) {
+      for (const problem of error.problems) log.error(problem);
+    } else {
+      log.fatal({ err: error }, 'could not start');
+    }
     await daemon.stop(1_000).catch(() => undefined);
-    return 1;
+    return error instanceof PreflightError ? 3 : 1;
   }
   await daemon.done;
-  await (stopping ?? daemon.stop(SHUTDOWN_GRACE_MS));
+  await stopping;
   log.info({ clean: daemon.fatalError === null }, 'stopped');
   return daemon.fatalError ? 1 : 0;
 }

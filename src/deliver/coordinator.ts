@@ -10,6 +10,8 @@ import { Lane } from './lane.js';
 import type { DeliveryObserver, LaneSettings } from './types.js';
 
 const SUCCESS_FLUSH_INTERVAL_MS = 5_000;
+/** A failing webhook's state row is written at most this often (a dead endpoint fails a lot). */
+const FAILURE_WRITE_INTERVAL_MS = 1_000;
 
 /**
  * Fans routed events out to one Lane per webhook and runs the lanes' timers: spilling old work to the
@@ -23,6 +25,7 @@ export class DeliveryCoordinator {
   private readonly successes = new Map<string, Date>();
   private capacityWaiters: Array<() => void> = [];
   private startupPending = new Set<string>();
+  private readonly failing = new Map<string, { failingSince: number; lastWrite: number }>();
   private ticking = false;
 
   constructor(
@@ -85,7 +88,10 @@ export class DeliveryCoordinator {
     if (!lane) {
       lane = new Lane(subscriber, this.db, this.sender, this.settings, this.observer, {
         failure: (id, outcome) => this.onFailure(id, outcome),
-        success: (id) => this.successes.set(id, new Date()),
+        success: (id) => {
+          this.successes.set(id, new Date());
+          this.failing.delete(id);
+        },
         capacityFreed: () => this.releaseWaiters(),
       }, this.log.child({ webhookId: subscriber.id }));
       if (this.startupPending.has(subscriber.id)) {
@@ -131,7 +137,15 @@ export class DeliveryCoordinator {
   }
 
   private async onFailure(webhookId: string, outcome: Extract<AttemptOutcome, { ok: false }>): Promise<void> {
-    const { failingForMs } = await withDatabaseRetry(this.log, 'record a webhook failure', () => recordFailure(this.db, this.settings.schema, webhookId, `${outcome.reason}: ${outcome.message}`));
+    const now = Date.now();
+    const known = this.failing.get(webhookId);
+    let failingForMs: number;
+    if (known && outcome.reason !== 'gone' && now - known.lastWrite < FAILURE_WRITE_INTERVAL_MS) {
+      failingForMs = now - known.failingSince;
+    } else {
+      ({ failingForMs } = await withDatabaseRetry(this.log, 'record a webhook failure', () => recordFailure(this.db, this.settings.schema, webhookId, `${outcome.reason}: ${outcome.message}`)));
+      this.failing.set(webhookId, { failingSince: now - failingForMs, lastWrite: now });
+    }
     let reason: string | null = null;
     if (outcome.reason === 'gone') reason = 'target answered 410 Gone';
     else if (failingForMs > this.settings.disableAfterMs) reason = `no successful delivery for ${Math.round(failingForMs / 3_600_000)} h while failing (last: ${outcome.reason})`;

@@ -11,6 +11,11 @@ import { formatLsn } from '../replication/lsn.js';
 
 /** Margin on top of the attempt timeout for a store lease: the lease must outlive the attempt. */
 const LEASE_MARGIN_MS = 5_000;
+/** Longest pause between probes of an endpoint that is down (refused, timed out, 502/503/504/429). */
+const MAX_PROBE_INTERVAL_MS = 10_000;
+/** Failures that say the endpoint as a whole is unavailable, not that one payload is unwelcome. */
+const ENDPOINT_DOWN_REASONS = new Set(['connection_refused', 'connection_error', 'timeout', 'blocked_address']);
+const ENDPOINT_DOWN_STATUSES = new Set([429, 502, 503, 504]);
 
 export interface LaneHooks {
   /** A failed attempt: records it and applies the disable rules (410, failing too long). */
@@ -63,6 +68,12 @@ export class Lane {
   /** After drain(): the pool is gone, so late outcomes are left to the store's lease expiry. */
   private closed = false;
   private readonly done = new WeakSet<MemoryDelivery>();
+  /**
+   * Circuit breaker: while the endpoint is down, the store is probed with one delivery at a time, no
+   * sooner than `probeAt`, instead of every due record being retried at once. A success closes it.
+   */
+  private endpointDown = false;
+  private probeAt = 0;
 
   constructor(
     public webhook: Subscriber,
@@ -245,7 +256,8 @@ export class Lane {
   }
 
   private async pollOnce(): Promise<void> {
-    const free = this.settings.concurrency - this.inFlight;
+    if (this.endpointDown && (Date.now() < this.probeAt || this.inFlight > 0)) return;
+    const free = this.endpointDown ? 1 : this.settings.concurrency - this.inFlight;
     if (free <= 0 || this.pendingWrites > 0) return;
     const generation = this.storeGeneration;
     await this.flushCompletions();
@@ -302,9 +314,15 @@ export class Lane {
     const headers = signRequest(body, this.webhook.secret, eventId, Date.now(), this.settings.userAgent);
     const outcome = await this.sender.send(this.webhook.targetUrl, body, headers);
     if (outcome.ok) {
+      this.endpointDown = false;
       this.hooks.success(this.webhook.id);
       this.observer.attempt(this.webhook.id, outcome, 'success', { name: eventName, commitTime });
     } else {
+      if (ENDPOINT_DOWN_REASONS.has(outcome.reason) || ENDPOINT_DOWN_STATUSES.has(outcome.statusCode ?? 0)) {
+        this.endpointDown = true;
+        const delay = nextRetryDelayMs(Math.max(1, previousAttempts + 1), this.settings.retryScheduleS, this.random, outcome.retryAfterMs) ?? MAX_PROBE_INTERVAL_MS;
+        this.probeAt = Date.now() + Math.min(delay, MAX_PROBE_INTERVAL_MS);
+      }
       const label = outcome.reason === 'blocked_address' ? 'refused' : 'retry';
       this.observer.attempt(this.webhook.id, outcome, label, { name: eventName, commitTime });
       this.log.info({ webhookId: this.webhook.id, eventId, attempt: previousAttempts + 1, reason: outcome.reason, statusCode: outcome.statusCode }, 'delivery attempt failed');

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { ReplicationError } from '../errors.js';
+import { quoteIdent } from '../migrate.js';
 
 export interface SlotInfo {
   slotName: string;
@@ -41,12 +42,22 @@ export async function readSlot(client: pg.ClientBase | pg.Pool, slot: string): P
 }
 
 /**
- * Creates the permanent pgoutput slot when it is missing. An existing slot of another plugin or
- * database, or one that Postgres invalidated, is an error: never dropped, never silently replaced,
- * because a new slot would start at the current position and lose the changes in between.
+ * Creates the permanent pgoutput slot when it is missing, the first time only. An existing slot of
+ * another plugin or database, one that Postgres invalidated, or one this bridge created that has since
+ * disappeared, is an error: never dropped, never silently replaced, because a new slot would start at
+ * the current position and lose the changes in between.
  */
-export async function ensureSlot(client: pg.ClientBase | pg.Pool, slot: string): Promise<SlotInfo> {
+export async function ensureSlot(client: pg.ClientBase | pg.Pool, slot: string, schema: string): Promise<SlotInfo> {
+  const state = `${quoteIdent(schema)}.slot_state`;
   let info = await readSlot(client, slot);
+  const recorded = await client.query(`select created_at, created_lsn::text as lsn from ${state} where slot_name = $1`, [slot]);
+  if (!info && recorded.rowCount) {
+    const { created_at: createdAt } = recorded.rows[0];
+    throw new ReplicationError(
+      'ERR_SLOT_DROPPED',
+      `replication slot "${slot}" (created by this bridge at ${new Date(createdAt).toISOString()}) no longer exists: it was dropped or removed, and changes committed since the bridge last acknowledged are lost. Recover: "pg-webhook-bridge slot reset" creates a new slot at the current position (the gap cannot be recovered)`,
+    );
+  }
   if (!info) {
     try {
       await client.query(`select pg_create_logical_replication_slot($1, 'pgoutput', false)`, [slot]);
@@ -58,10 +69,20 @@ export async function ensureSlot(client: pg.ClientBase | pg.Pool, slot: string):
     }
     info = await readSlot(client, slot);
   }
-  const { rows } = await client.query('select current_database() as db');
   if (!info) throw new ReplicationError('ERR_SLOT_MISSING', `replication slot "${slot}" vanished right after creation`);
+  await client.query(`insert into ${state} (slot_name, created_lsn) values ($1, $2::pg_lsn) on conflict (slot_name) do nothing`, [slot, info.confirmedFlushLsn ?? info.restartLsn]);
+  const { rows } = await client.query('select current_database() as db');
   assertSlotUsable(info, rows[0].db);
   return info;
+}
+
+/** `slot reset`: forget the old slot (dropping it if it still exists) and create a new one now. */
+export async function resetSlot(client: pg.ClientBase | pg.Pool, slot: string, schema: string): Promise<SlotInfo> {
+  const info = await readSlot(client, slot);
+  if (info?.active) throw new ReplicationError('ERR_SLOT_ACTIVE', `replication slot "${slot}" is in use by PID ${info.activePid}: stop the bridge first`);
+  if (info) await client.query('select pg_drop_replication_slot($1)', [slot]);
+  await client.query(`delete from ${quoteIdent(schema)}.slot_state where slot_name = $1`, [slot]);
+  return ensureSlot(client, slot, schema);
 }
 
 export function assertSlotUsable(info: SlotInfo, database: string): void {
@@ -74,7 +95,7 @@ export function assertSlotUsable(info: SlotInfo, database: string): void {
   if (info.walStatus === 'lost') {
     throw new ReplicationError(
       'ERR_SLOT_LOST',
-      `replication slot "${info.slotName}" was invalidated by Postgres (wal_status=lost): the WAL it needed is gone and changes in the gap cannot be recovered. Recover: run "select pg_drop_replication_slot('${info.slotName}')" and restart the bridge to create a new slot at the current position (raise max_slot_wal_keep_size to avoid a repeat)`,
+      `replication slot "${info.slotName}" was invalidated by Postgres (wal_status=lost): the WAL it needed is gone and changes in the gap cannot be recovered. Recover: "pg-webhook-bridge slot reset" creates a new slot at the current position (raise max_slot_wal_keep_size to avoid a repeat)`,
     );
   }
 }

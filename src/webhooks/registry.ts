@@ -19,6 +19,8 @@ export class WebhookRegistry {
   disabled = new Set<string>();
   invalid: InvalidWebhook[] = [];
   private readonly reported = new Set<string>();
+  /** Disabled by this process, by time: a reload that started earlier may not have seen it yet. */
+  private readonly disabledHere = new Map<string, number>();
 
   constructor(
     private readonly db: Queryable,
@@ -28,6 +30,7 @@ export class WebhookRegistry {
   ) {}
 
   async reload(): Promise<void> {
+    const startedAt = Date.now();
     const rows = await loadWebhookRows(this.db, this.schema, this.webhooksTable);
     const active: Subscriber[] = [];
     const disabled = new Set<string>();
@@ -44,12 +47,14 @@ export class WebhookRegistry {
         }
         continue;
       }
-      if (row.disabled_at != null) {
+      const disabledHereAt = this.disabledHere.get(parsed.subscriber.id);
+      if (row.disabled_at != null || (disabledHereAt !== undefined && disabledHereAt >= startedAt)) {
         disabled.add(parsed.subscriber.id);
         continue;
       }
       active.push(parsed.subscriber);
     }
+    for (const [id, at] of this.disabledHere) if (at < startedAt) this.disabledHere.delete(id);
     this.index = new SubscriberIndex(active);
     this.disabled = disabled;
     this.invalid = invalid;
@@ -61,6 +66,7 @@ export class WebhookRegistry {
 
   /** The bridge disabled a webhook itself: stop routing to it before the next reload. */
   markDisabled(webhookId: string): void {
+    this.disabledHere.set(webhookId, Date.now());
     this.disabled.add(webhookId);
     this.index = new SubscriberIndex(this.index.subscribers.filter((s) => s.id !== webhookId));
   }

@@ -1,0 +1,236 @@
+import { randomUUID } from 'node:crypto';
+import type pg from 'pg';
+import type { BridgeConfig } from './config.js';
+import { webhooksTable } from './config.js';
+import { clientConfig } from './database.js';
+import { Decoder, HEARTBEAT_PREFIX, type DecoderCatalog } from './decode/decoder.js';
+import { TypeCatalog } from './decode/typeCatalog.js';
+import type { Lsn, PgoutputMessage } from './decode/types.js';
+import { DeliveryCoordinator } from './deliver/coordinator.js';
+import type { HttpSender } from './deliver/httpSender.js';
+import type { BridgeMetrics } from './http/metrics.js';
+import type { Logger } from './log.js';
+import { AckTracker, type TransactionEntry } from './replication/ackTracker.js';
+import { ensureSlot } from './replication/slot.js';
+import { ReplicationStream } from './replication/stream.js';
+import type { StreamState } from './replication/types.js';
+import { compileObjectMapping } from './route/objectMapping.js';
+import { buildEvent, type EventOptions } from './route/router.js';
+import { VERSION } from './version.js';
+import { WebhookRegistry } from './webhooks/registry.js';
+
+const REGISTRY_REFRESH_MS = 2_000;
+
+/**
+ * What the leader runs: replication -> decode -> route -> deliver (-> store), with the position coming
+ * back as the safe LSN the stream acknowledges. One instance per leadership term.
+ */
+export class Pipeline {
+  private coordinator!: DeliveryCoordinator;
+  private registry!: WebhookRegistry;
+  private stream!: ReplicationStream;
+  private decoder!: Decoder;
+  private readonly ack = new AckTracker();
+  private timers: NodeJS.Timeout[] = [];
+  private streamDone: Promise<void> | null = null;
+  private stopping = false;
+  private transaction: { entry: TransactionEntry; webhooksChanged: boolean } | null = null;
+  /** Transactions at or below this commit LSN were fully routed already (a reconnect replays them). */
+  private lastRoutedCommitLsn: Lsn = 0n;
+  private skipping = false;
+  private readonly eventOptions: EventOptions;
+  private readonly webhooksRelation: { schema: string; table: string };
+  readonly workerId = `${process.pid}-${randomUUID().slice(0, 8)}`;
+  fatalError: Error | null = null;
+
+  constructor(
+    private readonly config: BridgeConfig,
+    private readonly pool: pg.Pool,
+    private readonly sender: HttpSender,
+    private readonly metrics: BridgeMetrics,
+    private readonly log: Logger,
+  ) {
+    this.eventOptions = {
+      resolveObject: compileObjectMapping(config.source.tables),
+      softDeleteColumn: config.source.softDeleteColumn,
+      camelCase: config.payload.camelCase,
+      maxPayloadBytes: config.delivery.maxPayloadBytes,
+    };
+    const [schema, table] = (config.webhooks.table || `${config.schema}.webhooks`).split('.');
+    this.webhooksRelation = { schema, table };
+  }
+
+  get streamState(): StreamState {
+    return this.stream?.state ?? 'connecting';
+  }
+
+  /** Resolves once the stream is streaming (or failed); `done` resolves when it ends. */
+  async start(): Promise<void> {
+    const { config, log, pool } = this;
+    await ensureSlot(pool, config.replication.slot, config.schema);
+    this.registry = new WebhookRegistry(pool, config.schema, webhooksTable(config), log.child({ module: 'webhooks' }));
+    await this.registry.reload();
+    this.coordinator = new DeliveryCoordinator(
+      pool,
+      this.sender,
+      {
+        schema: config.schema,
+        workerId: this.workerId,
+        userAgent: `pg-webhook-bridge/${VERSION}`,
+        concurrency: config.delivery.concurrency,
+        timeoutMs: config.delivery.timeoutMs,
+        retryScheduleS: config.delivery.retrySchedule,
+        memoryQueueLimit: config.delivery.memoryQueueLimit,
+        storeAfterMs: config.delivery.storeAfterMs,
+        disableAfterMs: config.delivery.disableAfterHours * 3_600_000,
+        storePollMs: config.delivery.storePollMs,
+      },
+      this.metrics,
+      log.child({ module: 'deliver' }),
+      (id) => this.registry.markDisabled(id),
+    );
+    await this.coordinator.start();
+    this.coordinator.updateSubscribers(this.registry.active, this.registry.disabled);
+    const types = new TypeCatalog((sql, params) => pool.query(sql, params));
+    const catalog: DecoderCatalog = {
+      ensureTypes: (oids) => types.ensure(oids),
+      lookupType: types.lookup,
+      primaryKey: async (relationId) => {
+        const { rows } = await pool.query(
+          `select a.attname from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
+            where i.indrelid = $1 and i.indisprimary order by array_position(i.indkey, a.attnum)`,
+          [relationId],
+        );
+        return rows.map((r) => r.attname as string);
+      },
+    };
+    this.decoder = new Decoder(catalog, log.child({ module: 'decode' }));
+    this.stream = new ReplicationStream({
+      clientConfig: clientConfig(config),
+      slot: config.replication.slot,
+      publication: config.replication.publication,
+      ackIntervalMs: config.replication.ackIntervalMs,
+      log: log.child({ module: 'replication' }),
+      safeLsn: this.ack,
+      onMessage: (message, lsn) => this.onMessage(message, lsn),
+      onReconnect: () => this.onReconnect(),
+    });
+    const started = new Promise<void>((resolve) => {
+      const check = setInterval(() => {
+        if (this.stream.state === 'streaming' || this.stream.state === 'failed' || this.stream.state === 'stopped') {
+          clearInterval(check);
+          resolve();
+        }
+      }, 20);
+    });
+    this.streamDone = this.stream.run().catch((error) => {
+      this.fatalError = error as Error;
+      log.fatal({ err: error }, 'replication stopped on a fatal error');
+    });
+    this.timers.push(
+      setInterval(() => void this.emitHeartbeat(), config.replication.heartbeatIntervalMs),
+      setInterval(() => void this.refreshRegistry(), REGISTRY_REFRESH_MS),
+    );
+    await started;
+  }
+
+  /** Resolves when the stream ends (stop() or a fatal error). */
+  get done(): Promise<void> {
+    return this.streamDone ?? Promise.resolve();
+  }
+
+  private async onMessage(message: PgoutputMessage, lsn: string): Promise<void> {
+    if (this.stopping) return; // not routed, so not acknowledged: the next start replays it
+    const item = await this.decoder.decode(message, lsn);
+    if (item === null) return;
+    switch (item.type) {
+      case 'begin':
+        this.skipping = item.commitLsn <= this.lastRoutedCommitLsn;
+        if (!this.skipping) this.transaction = { entry: this.ack.begin(item.commitLsn), webhooksChanged: false };
+        return;
+      case 'change': {
+        if (this.skipping || !this.transaction) return;
+        const { change } = item;
+        this.metrics.changesDecoded.inc({ table: `${change.schema}.${change.table}`, kind: change.kind });
+        if (change.schema === this.webhooksRelation.schema && change.table === this.webhooksRelation.table) {
+          this.transaction.webhooksChanged = true;
+          return;
+        }
+        const event = buildEvent(change, this.eventOptions);
+        if (event === null) return;
+        const subscribers = this.registry.index.forEvent(event.object, event.action);
+        if (subscribers.length === 0) return;
+        this.metrics.eventsRouted.inc({ object: event.object, action: event.action });
+        this.coordinator.route(event, subscribers, this.transaction.entry);
+        const full = this.coordinator.waitForCapacity();
+        if (full) await full;
+        return;
+      }
+      case 'commit': {
+        if (this.skipping || !this.transaction) {
+          this.skipping = false;
+          return;
+        }
+        const { entry, webhooksChanged } = this.transaction;
+        this.transaction = null;
+        this.lastRoutedCommitLsn = item.commitLsn;
+        entry.close(item.endLsn);
+        // Webhook changes apply to transactions committed after them, so reload before the next one.
+        if (webhooksChanged) await this.refreshRegistry();
+        return;
+      }
+      case 'heartbeat':
+        if (!this.transaction) this.ack.heartbeat(item.lsn);
+        return;
+    }
+  }
+
+  /** A new connection replays from the slot position: a half-received transaction starts over. */
+  private onReconnect(): void {
+    if (this.transaction) this.ack.abandon(this.transaction.entry);
+    this.transaction = null;
+    this.skipping = false;
+    this.decoder.reset();
+  }
+
+  private async refreshRegistry(): Promise<void> {
+    try {
+      await this.registry.reload();
+      this.coordinator.updateSubscribers(this.registry.active, this.registry.disabled);
+      this.metrics.webhooks.set({ state: 'active' }, this.registry.active.length);
+      this.metrics.webhooks.set({ state: 'disabled' }, this.registry.disabled.size);
+      this.metrics.webhooks.set({ state: 'invalid' }, this.registry.invalid.length);
+    } catch (error) {
+      this.log.warn({ err: error }, 'could not reload webhooks; keeping the previous list');
+    }
+  }
+
+  /** Writes a heartbeat into WAL so the slot position advances while watched tables are idle. */
+  private async emitHeartbeat(): Promise<void> {
+    try {
+      await this.pool.query('select pg_logical_emit_message(false, $1, $2)', [HEARTBEAT_PREFIX, '']);
+    } catch (error) {
+      this.log.warn({ err: error }, 'could not write a heartbeat');
+    }
+  }
+
+  laneStates() {
+    return this.coordinator?.laneStates() ?? [];
+  }
+
+  /**
+   * Stop taking changes, store what is in memory, finish in-flight attempts until the deadline,
+   * acknowledge what is now safe, close the stream.
+   */
+  async stop(deadline: number): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    for (const timer of this.timers) clearInterval(timer);
+    if (this.coordinator) await this.coordinator.drain(deadline);
+    if (this.stream) {
+      this.stream.sendStatus(true);
+      await this.stream.stop();
+      await this.streamDone;
+    }
+  }
+}
