@@ -8,6 +8,7 @@ import { VERSION } from './version.js';
 import { registerDeliveryCommands } from './commands/deliveries.js';
 import { registerWebhookCommands } from './commands/webhooks.js';
 import { registerSlotCommands } from './commands/slot.js';
+import { registerStatusCommand } from './commands/status.js';
 import { registerVerifyCommand } from './commands/verify.js';
 import { runStart } from './commands/start.js';
 import { migrate } from './migrate.js';
@@ -58,6 +59,7 @@ export function buildProgram(): Command {
   registerWebhookCommands(program, configFrom, withClient);
   registerDeliveryCommands(program, configFrom, withClient);
   registerSlotCommands(program, configFrom, withClient);
+  registerStatusCommand(program, configFrom, withClient);
   registerVerifyCommand(program);
   return program;
 }

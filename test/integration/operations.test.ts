@@ -1,0 +1,211 @@
+import net from 'node:net';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Daemon } from '../../src/daemon.js';
+import { createLogger } from '../../src/log.js';
+import { addWebhook, eventually, LogCapture, prepareDatabase, runCli, spawnBridge, testConfig, type BridgeProcess } from '../helpers/bridge.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { startCluster, type ClusterHandle } from '../helpers/postgresCluster.js';
+import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { ChangeWriter, receivedKey } from '../helpers/writer.js';
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function getJson(port: number, path: string): Promise<{ status: number; body: any; text: string }> {
+  const response = await fetch(`http://127.0.0.1:${port}${path}`);
+  const text = await response.text();
+  let body: any;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = undefined;
+  }
+  return { status: response.status, body, text };
+}
+
+function metricValue(text: string, name: string, labels = ''): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels}`) && !l.startsWith('#'));
+  return line ? Number(line.split(' ').pop()) : Number.NaN;
+}
+
+/** Issue 5: health, metrics, high availability, slot health. */
+describe('operations', () => {
+  let db: TestDatabase;
+  let receiver: Receiver;
+  const children: BridgeProcess[] = [];
+
+  beforeAll(async () => {
+    db = await createTestDatabase('ops');
+    await prepareDatabase(db);
+    receiver = await startReceiver();
+  });
+
+  afterAll(async () => {
+    for (const child of children) child.child.kill('SIGKILL');
+    await Promise.all(children.map((c) => c.exited));
+    await receiver?.close();
+    await db?.drop();
+  });
+
+  it('/readyz is 503 while the database is unreachable and 200 once it is; /metrics counts what was delivered', async () => {
+    // A door to the database that opens later: the daemon starts while nothing listens there.
+    const port = await freePort();
+    const realPort = Number(new URL(db.url).port);
+    const door = net.createServer((socket) => {
+      const upstream = net.connect(realPort, '127.0.0.1');
+      socket.pipe(upstream).pipe(socket);
+      socket.on('error', () => upstream.destroy());
+      upstream.on('error', () => socket.destroy());
+    });
+    const url = new URL(db.url);
+    url.port = String(port);
+    const httpPort = await freePort();
+    const config = testConfig(db, { 'database.url': url.toString(), 'http.port': httpPort, 'http.host': '127.0.0.1', 'replication.slot': 'ops_metrics' });
+    const daemon = new Daemon(config, createLogger('silent', new LogCapture()));
+    const started = daemon.start();
+    try {
+      await eventually(async () => (await getJson(httpPort, '/healthz').catch(() => ({ status: 0 }))).status === 200, '/healthz to answer');
+      const before = await getJson(httpPort, '/readyz');
+      expect(before.status).toBe(503);
+      expect(before.body.reason).toMatch(/database unreachable/);
+      await new Promise<void>((resolve) => door.listen(port, '127.0.0.1', resolve));
+      await started;
+      await eventually(async () => (await getJson(httpPort, '/readyz')).status === 200, '/readyz to turn 200', 30_000);
+      expect((await getJson(httpPort, '/readyz')).body).toMatchObject({ ready: true, role: 'leader' });
+
+      receiver.requests.length = 0;
+      receiver.script((_req, i) => (i === 0 ? { status: 500 } : { status: 200 }));
+      await addWebhook(db, receiver.url, ['person.*', 'company.created']);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await db.pool.query(`insert into person ("firstName") select 'm' || g from generate_series(1, 20) g`);
+      await db.pool.query(`update person set city = 'Paris' where "firstName" = 'm1'`);
+      await db.pool.query(`insert into company (name) values ('MetricsCo')`);
+      await receiver.waitForCount(23, 20_000); // 22 events, one of them retried once
+      await new Promise((resolve) => setTimeout(resolve, 6_000)); // gauges refresh every 5 s
+      const { text } = await getJson(httpPort, '/metrics');
+      expect(metricValue(text, 'pgwb_events_routed_total', '{object="person",action="created"}')).toBe(20);
+      expect(metricValue(text, 'pgwb_events_routed_total', '{object="person",action="updated"}')).toBe(1);
+      expect(metricValue(text, 'pgwb_events_routed_total', '{object="company",action="created"}')).toBe(1);
+      expect(metricValue(text, 'pgwb_changes_decoded_total', '{table="public.person",kind="insert"}')).toBe(20);
+      expect(metricValue(text, 'pgwb_delivery_attempts_total', '{outcome="success"}')).toBe(22);
+      expect(metricValue(text, 'pgwb_delivery_attempts_total', '{outcome="retry"}')).toBe(1);
+      expect(metricValue(text, 'pgwb_delivery_attempt_duration_seconds_count', '{outcome="success"}')).toBe(22);
+      expect(metricValue(text, 'pgwb_commit_to_delivery_seconds_count')).toBe(22);
+      expect(metricValue(text, 'pgwb_commit_to_delivery_seconds_sum')).toBeGreaterThan(0);
+      expect(metricValue(text, 'pgwb_slot_lag_bytes')).toBeGreaterThanOrEqual(0);
+      expect(metricValue(text, 'pgwb_slot_wal_status', '{status="reserved"}')).toBe(1);
+      expect(metricValue(text, 'pgwb_store_backlog', '{status="pending"}')).toBe(0);
+      expect(metricValue(text, 'pgwb_store_backlog', '{status="dead"}')).toBe(0);
+      expect(metricValue(text, 'pgwb_webhooks', '{state="active"}')).toBe(1);
+      expect(metricValue(text, 'pgwb_leader')).toBe(1);
+      expect(text).toMatch(/process_resident_memory_bytes \d+/);
+    } finally {
+      await daemon.stop();
+      await new Promise((resolve) => door.close(resolve));
+      await db.pool.query(`update webhook_bridge.webhooks set "deletedAt" = now()`);
+    }
+  });
+
+  it('two daemons on one database: one streams, the other stands by, takes over within 10 s of a SIGKILL, and together they deliver everything', async () => {
+    receiver.requests.length = 0;
+    receiver.script(() => ({ status: 200 }));
+    await addWebhook(db, receiver.url, ['*.*']);
+    const portA = await freePort();
+    const portB = await freePort();
+    const a = spawnBridge(db, { 'http.port': portA, 'http.host': '127.0.0.1', 'log.level': 'warn' });
+    children.push(a);
+    await eventually(async () => (await getJson(portA, '/readyz').catch(() => ({ status: 0, body: null }))).body?.role === 'leader', () => `replica A to lead: ${a.output()}`, 30_000);
+    const b = spawnBridge(db, { 'http.port': portB, 'http.host': '127.0.0.1', 'log.level': 'warn' });
+    children.push(b);
+    await eventually(async () => (await getJson(portB, '/readyz').catch(() => ({ status: 0, body: null }))).body?.role === 'standby', () => `replica B to stand by: ${b.output()}`, 30_000);
+    expect((await getJson(portB, '/readyz')).status).toBe(200);
+
+    // A standby never delivers what the leader delivers: each change arrives exactly once.
+    const first = new ChangeWriter(db.pool);
+    await first.write(1_000);
+    await eventually(() => [...first.expected].every((k) => receiver.requests.some((q) => receivedKey(q) === k)), 'the first 1,000 changes', 30_000);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const counts = new Map<string, number>();
+    for (const q of receiver.requests) counts.set(receivedKey(q), (counts.get(receivedKey(q)) ?? 0) + 1);
+    expect([...counts.values()].filter((n) => n > 1)).toEqual([]);
+    const status = await runCli(['--database-url', db.url, '--replication-slot', `slot_${db.name}`.slice(0, 63), 'status', '--json']);
+    expect(JSON.parse(status.stdout)).toMatchObject({ slot: { exists: true, streaming: true }, replicas: { leader: 1, standby: 1 } });
+
+    const burst = new ChangeWriter(db.pool);
+    let killedAt = 0;
+    await burst.write(5_000, async (done) => {
+      if (!killedAt && done >= 1_500) {
+        a.child.kill('SIGKILL');
+        killedAt = Date.now();
+      }
+    });
+    await a.exited;
+    await eventually(async () => (await getJson(portB, '/readyz')).body?.role === 'leader', 'replica B to take over', 10_000);
+    console.log(`takeover: replica B leads ${Date.now() - killedAt} ms after the SIGKILL`);
+    const missing = () => {
+      const got = new Set(receiver.requests.map(receivedKey));
+      return [...burst.expected].filter((k) => !got.has(k));
+    };
+    await eventually(() => missing().length === 0, () => `all 5,000 changes after the takeover (missing ${missing().length})`, 60_000);
+    b.child.kill('SIGTERM');
+    expect(await b.exited).toBe(0);
+  });
+});
+
+describe('slot health (private cluster)', () => {
+  let cluster: ClusterHandle;
+
+  beforeAll(async () => {
+    cluster = await startCluster({ extraFlags: ['-c', 'max_slot_wal_keep_size=1MB', '-c', 'wal_keep_size=0'] });
+  });
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('an invalidated slot and a dropped slot are reported clearly by check and by the daemon', async () => {
+    const url = cluster.adminUrl('postgres');
+    const pool = new pg.Pool({ connectionString: url, max: 3 });
+    const db: TestDatabase = { url, name: 'postgres', pool, drop: () => pool.end() };
+    try {
+      await prepareDatabase(db);
+      const flags = ['--database-url', url, '--replication-slot', 'health_slot', '--replication-publication', 'pgwb', '--http-port', '0'];
+      // Create the slot by running the daemon once.
+      const first = spawnBridge(db, { 'replication.slot': 'health_slot' });
+      await eventually(async () => (await pool.query(`select active from pg_replication_slots where slot_name = 'health_slot'`)).rows[0]?.active === true, 'the first run to stream', 30_000);
+      first.child.kill('SIGTERM');
+      expect(await first.exited).toBe(0);
+      // Push the slot past max_slot_wal_keep_size: it is invalidated at the next checkpoint.
+      await eventually(async () => {
+        await pool.query(`create table if not exists filler (v text); insert into filler select repeat('x', 2000) from generate_series(1, 2000); select pg_switch_wal(); checkpoint;`);
+        return (await pool.query(`select wal_status from pg_replication_slots where slot_name = 'health_slot'`)).rows[0]?.wal_status === 'lost';
+      }, 'the slot to be invalidated', 60_000);
+      const check = await runCli([...flags, 'check']);
+      expect(check.code).not.toBe(0);
+      expect(check.stdout).toMatch(/problem: replication slot "health_slot" was invalidated by Postgres \(wal_status=lost\).*slot reset/);
+      const lost = spawnBridge(db, { 'replication.slot': 'health_slot' });
+      expect(await lost.exited).not.toBe(0);
+      expect(lost.output()).toMatch(/invalidated by Postgres \(wal_status=lost\)/);
+
+      const reset = await runCli([...flags, 'slot', 'reset', '--yes']);
+      expect(reset.code).toBe(0);
+      expect((await runCli([...flags, 'check'])).code).toBe(0);
+      await pool.query(`select pg_drop_replication_slot('health_slot')`);
+      const dropped = await runCli([...flags, 'check']);
+      expect(dropped.code).not.toBe(0);
+      expect(dropped.stdout).toMatch(/replication slot "health_slot" \(created by this bridge at .*\) no longer exists.*slot reset --yes/);
+      const again = spawnBridge(db, { 'replication.slot': 'health_slot' });
+      expect(await again.exited).not.toBe(0);
+      expect(again.output()).toMatch(/no longer exists/);
+      expect((await pool.query(`select count(*)::int as n from pg_replication_slots where slot_name = 'health_slot'`)).rows[0].n).toBe(0);
+    } finally {
+      await pool.end();
+    }
+  });
+});
