@@ -1,0 +1,123 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { migrate } from '../../src/migrate.js';
+import { CRM_SCHEMA_SQL, ROOT, runCli } from '../helpers/bridge.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+
+/** Issue 2: the CLI as users meet it — migrate, check, webhooks, bad config — and `npm run demo`. */
+describe('command line', () => {
+  let db: TestDatabase;
+  const dir = mkdtempSync(path.join(tmpdir(), 'pgwb-cli-'));
+  const base = () => ['--database-url', db.url, '--replication-slot', 'cli_slot'];
+
+  beforeAll(async () => {
+    db = await createTestDatabase('cli');
+    await db.pool.query(CRM_SCHEMA_SQL);
+  });
+
+  afterAll(async () => {
+    rmSync(dir, { recursive: true, force: true });
+    await db?.drop();
+  });
+
+  it('npx pg-webhook-bridge --help lists the commands and the config flags', async () => {
+    const help = await runCli(['--help']);
+    expect(help.code).toBe(0);
+    for (const word of ['start', 'migrate', 'check', 'webhooks', 'deliveries', 'status', '--database-url', '--delivery-timeout-ms', 'DATABASE_URL']) {
+      expect(help.stdout).toContain(word);
+    }
+  });
+
+  it('check names each problem with its fix before migrate, and passes after it', async () => {
+    const before = await runCli([...base(), 'check']);
+    expect(before.code).toBe(3);
+    expect(before.stdout).toMatch(/problem: schema "webhook_bridge" does not exist: run "pg-webhook-bridge migrate"/);
+    const migrated = await runCli([...base(), 'migrate']);
+    expect(migrated.code).toBe(0);
+    expect(migrated.stdout).toMatch(/migrations applied: 000001_schema.sql, 000002_delivery_store.sql/);
+    expect(migrated.stdout).toMatch(/publication "pg_webhook_bridge" covers: public.company, public.note, public.person, public.task/);
+    const after = await runCli([...base(), 'check']);
+    expect(after.code).toBe(0);
+    expect(after.stdout).toMatch(/ok: ready to stream/);
+    const identity = await db.pool.query(`select relname, relreplident from pg_class where relname in ('person','company','note','task') order by 1`);
+    expect(identity.rows.every((r) => r.relreplident === 'f')).toBe(true);
+  });
+
+  it('migrate is harmless twice and when run concurrently', async () => {
+    const again = await runCli([...base(), 'migrate']);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toMatch(/migrations applied: none \(up to date\)/);
+    const other = await createTestDatabase('cli_concurrent');
+    try {
+      await other.pool.query(CRM_SCHEMA_SQL);
+      const config = loadConfig({ env: {}, overrides: { 'database.url': other.url } });
+      const clients = await Promise.all(Array.from({ length: 4 }, async () => {
+        const client = new pg.Client({ connectionString: other.url });
+        await client.connect();
+        return client;
+      }));
+      const results = await Promise.all(clients.map((client) => migrate(client, config)));
+      await Promise.all(clients.map((client) => client.end()));
+      expect(results.filter((r) => r.applied.length > 0)).toHaveLength(1);
+      const { rows } = await other.pool.query(`select count(*)::int as n from webhook_bridge.migrations`);
+      expect(rows[0].n).toBe(results.find((r) => r.applied.length > 0)!.applied.length);
+    } finally {
+      await other.drop();
+    }
+  });
+
+  it('webhooks add prints a generated secret once; list masks it; remove soft-deletes', async () => {
+    const added = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/hook', '--operations', 'person.*,*.deleted']);
+    expect(added.code).toBe(0);
+    const id = added.stdout.match(/added webhook ([0-9a-f-]{36})/)![1];
+    const secret = added.stdout.match(/secret \(shown once, keep it for your receiver\): ([0-9a-f]{64})/)![1];
+    const { rows } = await db.pool.query(`select secret, operations from webhook_bridge.webhooks where id = $1`, [id]);
+    expect(rows[0]).toEqual({ secret, operations: ['person.*', '*.deleted'] });
+    const list = await runCli([...base(), 'webhooks', 'list']);
+    expect(list.stdout).toMatch(new RegExp(`${id}\\s+active`));
+    expect(list.stdout).not.toContain(secret);
+    const withSecret = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/2', '--secret', 'whsec_c2VjcmV0']);
+    expect(withSecret.stdout).not.toMatch(/shown once/);
+    const removed = await runCli([...base(), 'webhooks', 'remove', id]);
+    expect(removed.code).toBe(0);
+    expect((await runCli([...base(), 'webhooks', 'list'])).stdout).toMatch(new RegExp(`${id}\\s+deleted`));
+    const bad = await runCli([...base(), 'webhooks', 'add', '--url', 'ftp://example.com']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/not http or https/);
+  });
+
+  it('bad config exits non-zero naming the key or the fix', async () => {
+    const file = path.join(dir, 'bad.json');
+    writeFileSync(file, JSON.stringify({ delivery: { timeoutMs: 'soon' }, nonsense: true }));
+    const bad = await runCli(['--config', file, 'check']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/delivery\.timeoutMs/);
+    expect(bad.stderr).toMatch(/nonsense: unknown key/);
+    const wrongType = await runCli(['--delivery-concurrency', 'many', '--database-url', db.url, 'check']);
+    expect(wrongType.code).toBe(2);
+    expect(wrongType.stderr).toMatch(/delivery\.concurrency/);
+    const unreachable = await runCli(['--database-url', 'postgres://nobody:hunter2@127.0.0.1:1/none', 'check']);
+    expect(unreachable.code).toBe(1);
+    expect(unreachable.stderr).toMatch(/cannot connect to postgres:\/\/nobody:\*\*\*@127\.0\.0\.1:1\/none.*check database\.url \(DATABASE_URL\)/);
+    expect(unreachable.stderr).not.toContain('hunter2');
+    const badEnv = await runCli(['check'], { DATABASE_URL: 'mysql://x' });
+    expect(badEnv.code).toBe(2);
+    expect(badEnv.stderr).toMatch(/database\.url: must be a postgres:\/\//);
+  });
+
+  it('npm run demo -- --exit-after 8 exits 0 after eight verified events', async () => {
+    const child = spawn('npm', ['run', 'demo', '--', '--exit-after', '8'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(code, output).toBe(0);
+    expect(output.match(/verified \((twenty|standard)\)/g)?.length).toBeGreaterThanOrEqual(8);
+    expect(output).toMatch(/8 verified events/);
+  });
+});
