@@ -34,7 +34,10 @@ const receiver = http.createServer((req, res) => {
   req.on('data', (c: Buffer) => chunks.push(c));
   req.on('end', () => {
     const body = Buffer.concat(chunks).toString('utf8');
-    const check = verifySignature(body, req.headers, SECRET);
+    // Both schemes are checked on their own: the Twenty headers, then the Standard Webhooks ones.
+    const twenty = verifySignature(body, pick(req.headers, /^x-twenty-webhook-/), SECRET);
+    const standard = verifySignature(body, pick(req.headers, /^webhook-/), SECRET);
+    const check = !twenty.valid ? twenty : !standard.valid ? standard : { valid: true as const, scheme: 'twenty + standard webhooks' };
     res.writeHead(check.valid ? 200 : 401).end();
     const event = JSON.parse(body) as { event: string; id: string; data: Record<string, unknown> };
     const label = 'name' in event.data ? event.data.name : (event.data.firstName ?? event.data.title);
@@ -73,6 +76,10 @@ const timeout = setTimeout(() => {
   console.error(`demo: only ${received} verified events after ${DEMO_TIMEOUT_MS / 1000} s`);
   void finish(1);
 }, exitAfter !== null ? DEMO_TIMEOUT_MS : 2 ** 31 - 1);
+
+function pick(headers: http.IncomingHttpHeaders, pattern: RegExp): http.IncomingHttpHeaders {
+  return Object.fromEntries(Object.entries(headers).filter(([name]) => pattern.test(name)));
+}
 
 async function writeSomeChanges(round: number): Promise<void> {
   const company = await db.query(`insert into company (name, "domainName", employees) values ($1, $2, $3) returning id`, [`Acme ${round}`, `acme${round}.example`, 10 + round]);

@@ -117,7 +117,7 @@ describe('command line', () => {
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
     expect(code, output).toBe(0);
-    expect(output.match(/verified \((twenty|standard)\)/g)?.length).toBeGreaterThanOrEqual(8);
+    expect(output.match(/verified \(twenty \+ standard webhooks\)/g)?.length).toBeGreaterThanOrEqual(8);
     expect(output).toMatch(/8 verified events/);
   });
 });
