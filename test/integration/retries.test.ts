@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Daemon } from '../../src/daemon.js';
-import { addWebhook, prepareDatabase, runCli, startDaemon, testOverrides } from '../helpers/bridge.js';
+import { addWebhook, eventually, prepareDatabase, runCli, startDaemon, testOverrides } from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 
@@ -115,5 +115,48 @@ describe('retries', () => {
     await new Promise((resolve) => setTimeout(resolve, 500));
     const after = await cli(['deliveries', 'list', '--webhook', id, '--json']);
     expect(JSON.parse(after.stdout)).toEqual([]);
+  });
+
+  it('redeliver --webhook --since replays every dead delivery of that webhook since then', async () => {
+    const { r, id } = await hook(['company.updated']);
+    r.script(() => ({ status: 500 }));
+    const since = new Date(Date.now() - 1_000).toISOString();
+    const { rows } = await db.pool.query(`insert into company (name) values ('a'), ('b') returning id`);
+    for (const row of rows) await db.pool.query(`update company set employees = 1 where id = $1`, [row.id]);
+    await r.waitForCount(8, 30_000); // 2 deliveries x 4 attempts
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const dead = JSON.parse((await cli(['deliveries', 'list', '--status', 'dead', '--webhook', id, '--json'])).stdout);
+    expect(dead).toHaveLength(2);
+    r.script(() => ({ status: 200 }));
+    const replay = await cli(['deliveries', 'redeliver', '--webhook', id, '--since', since]);
+    expect(replay.stdout).toMatch(/2 deliveries scheduled/);
+    await r.waitForCount(10, 15_000);
+    expect(new Set(r.requests.slice(8).map((q) => q.json.id))).toEqual(new Set(dead.map((d: { eventId: string }) => d.eventId)));
+  });
+});
+
+describe('auto-disable', () => {
+  it('a webhook failing with no success for delivery.disableAfterHours is disabled with a reason', async () => {
+    const db = await createTestDatabase('autodisable');
+    // 0.001 h = 3.6 s of failures without a success.
+    const config = await prepareDatabase(db, { 'delivery.retrySchedule': [1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 'delivery.disableAfterHours': 0.001 });
+    const { daemon } = await startDaemon(config);
+    const r = await startReceiver();
+    try {
+      r.script(() => ({ status: 500 }));
+      const id = await addWebhook(db, r.url, ['task.created']);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await db.pool.query(`insert into task (title) values ('fails for ever')`);
+      await eventually(async () => (await db.pool.query(`select disabled_reason from webhook_bridge.webhook_state where webhook_id = $1 and disabled_at is not null`, [id])).rowCount === 1, 'the webhook to be disabled', 30_000);
+      const { rows } = await db.pool.query(`select disabled_reason from webhook_bridge.webhook_state where webhook_id = $1`, [id]);
+      expect(rows[0].disabled_reason).toMatch(/no successful delivery for .* while failing \(last: http_status\)/);
+      const attempts = r.requests.length;
+      await new Promise((resolve) => setTimeout(resolve, 2_500));
+      expect(r.requests.length).toBe(attempts);
+    } finally {
+      await daemon.stop();
+      await r.close();
+      await db.drop();
+    }
   });
 });
