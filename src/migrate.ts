@@ -71,44 +71,83 @@ export async function migrate(client: pg.ClientBase, config: BridgeConfig, log?:
   }
 }
 
+export interface WatchedTable {
+  schema: string;
+  table: string;
+  object: string;
+  /** pg_class.relreplident: 'f' FULL, 'd' default, 'i' index, 'n' nothing. */
+  replicaIdentity: string;
+  /** Partitioned (relkind 'p'): its rows live in partitions, published under this root's name. */
+  partitioned: boolean;
+}
+
 /** Existing tables that `source.tables` selects (exact names and schema patterns). */
-export async function findWatchedTables(client: pg.ClientBase, config: BridgeConfig): Promise<Array<{ schema: string; table: string; object: string; replicaIdentity: string }>> {
+export async function findWatchedTables(client: pg.ClientBase, config: BridgeConfig): Promise<WatchedTable[]> {
   const resolve = compileObjectMapping(config.source.tables);
+  // Partitions are left out: with publish_via_partition_root their changes arrive as the root's.
   const { rows } = await client.query(
-    `select n.nspname as schema, c.relname as "table", c.relreplident as ident
+    `select n.nspname as schema, c.relname as "table", c.relreplident as ident, c.relkind = 'p' as partitioned
        from pg_class c join pg_namespace n on n.oid = c.relnamespace
       where c.relkind in ('r', 'p') and not c.relispartition
         and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname <> $1
       order by 1, 2`,
     [config.schema],
   );
-  const out = [];
+  const out: WatchedTable[] = [];
   for (const row of rows) {
     const object = resolve(row.schema, row.table);
-    if (object) out.push({ schema: row.schema as string, table: row.table as string, object, replicaIdentity: row.ident as string });
+    if (object) out.push({ schema: row.schema, table: row.table, object, replicaIdentity: row.ident, partitioned: row.partitioned === true });
   }
   return out;
 }
 
-async function syncPublication(client: pg.ClientBase, config: BridgeConfig) {
+/**
+ * Every partition (at any depth) of a partitioned table that is not REPLICA IDENTITY FULL. Postgres
+ * does not carry the setting down from the root, and the old row image is written by the partition
+ * the row lives in: without FULL there, updates have no old values (no updatedFields, no soft-delete
+ * transitions, unchanged TOAST values unavailable) and no-op updates cannot be recognised.
+ */
+export async function partitionsNotFull(client: pg.ClientBase, root: WatchedTable): Promise<Array<{ schema: string; table: string }>> {
+  const { rows } = await client.query(
+    `select n.nspname as schema, c.relname as "table"
+       from pg_partition_tree($1::regclass) t
+       join pg_class c on c.oid = t.relid join pg_namespace n on n.oid = c.relnamespace
+      where t.level > 0 and c.relreplident <> 'f'
+      order by t.level, 1, 2`,
+    [quoteQualified(root.schema, root.table)],
+  );
+  return rows;
+}
+
+/**
+ * Makes the publication cover exactly the watched tables that exist now, with REPLICA IDENTITY FULL on
+ * them and on their partitions. `migrate` runs it; run it again (`pg-webhook-bridge migrate`) after
+ * creating tables that a pattern should cover, such as a new `workspace_*` schema, or new partitions.
+ * A running stream picks the change up without a restart.
+ */
+export async function syncPublication(client: pg.ClientBase, config: BridgeConfig): Promise<{ publicationTables: string[]; replicaIdentityChanged: string[] }> {
   const watched = await findWatchedTables(client, config);
   const replicaIdentityChanged: string[] = [];
+  const setFull = async (schema: string, table: string): Promise<void> => {
+    // FULL gives old row images: updatedFields, soft-delete transitions and unchanged TOAST values.
+    await client.query(`alter table ${quoteQualified(schema, table)} replica identity full`);
+    replicaIdentityChanged.push(`${schema}.${table}`);
+  };
   for (const t of watched) {
-    if (t.replicaIdentity !== 'f') {
-      // FULL gives old row images: updatedFields, soft-delete transitions and unchanged TOAST values.
-      await client.query(`alter table ${quoteQualified(t.schema, t.table)} replica identity full`);
-      replicaIdentityChanged.push(`${t.schema}.${t.table}`);
-    }
+    if (t.replicaIdentity !== 'f') await setFull(t.schema, t.table);
+    if (t.partitioned) for (const p of await partitionsNotFull(client, t)) await setFull(p.schema, p.table);
   }
   // The subscribers table rides the same stream, so webhook changes apply in commit order.
   const tables = [...watched.map((t) => quoteQualified(t.schema, t.table)), webhooksTable(config)];
   const publication = quoteIdent(config.replication.publication);
   const exists = await client.query('select 1 from pg_publication where pubname = $1', [config.replication.publication]);
-  // publish_via_partition_root: partitioned tables emit changes under their root's name.
   if (exists.rowCount === 0) {
     await client.query(`create publication ${publication} for table ${tables.join(', ')} with (publish_via_partition_root = true)`);
   } else {
     await client.query(`alter publication ${publication} set table ${tables.join(', ')}`);
+    // Also for a publication made by hand or by an older version: partitioned tables must emit changes
+    // under their root's name, which is the name source.tables maps.
+    await client.query(`alter publication ${publication} set (publish_via_partition_root = true)`);
   }
   return { publicationTables: watched.map((t) => `${t.schema}.${t.table}`), replicaIdentityChanged };
 }

@@ -79,15 +79,18 @@ export class Decoder {
     await this.catalog.ensureTypes(relation.columns.map((c) => c.typeOid));
     let keyColumns = await this.catalog.primaryKey(relation.id);
     if (keyColumns.length === 0) {
-      // No primary key: fall back to an "id" column, then to whatever the replica identity marks.
-      keyColumns = relation.columns.some((c) => c.name === 'id') ? ['id'] : relation.columns.filter((c) => c.isKey).map((c) => c.name);
+      // No primary key: the replica identity index (unique by definition), else an "id" column. Under
+      // FULL every column is flagged as key, and a key that changes with every update would break
+      // per-record ordering: [] makes the whole table one record, delivered in commit order.
+      if (relation.replicaIdentity === 'index') keyColumns = relation.columns.filter((c) => c.isKey).map((c) => c.name);
+      else if (relation.columns.some((c) => c.name === 'id')) keyColumns = ['id'];
     }
     this.relations.set(relation.id, { relation, columnNames: relation.columns.map((c) => c.name), keyColumns });
     if (relation.replicaIdentity !== 'full' && !this.warnedNotFull.has(relation.id)) {
       this.warnedNotFull.add(relation.id);
       this.log.warn(
         { table: `${relation.schema}.${relation.table}`, replicaIdentity: relation.replicaIdentity },
-        `table is not REPLICA IDENTITY FULL: updates carry no old values, so updatedFields and soft-delete transitions cannot be computed and unchanged large values are reported in "unavailableFields"; fix: ALTER TABLE ${relation.schema}.${relation.table} REPLICA IDENTITY FULL (or run "pg-webhook-bridge migrate")`,
+        `table is not REPLICA IDENTITY FULL: updates carry no old values, so updatedFields and soft-delete transitions cannot be computed and unchanged large values and the non-key columns of deleted rows are reported in "unavailableFields"; fix: ALTER TABLE ${relation.schema}.${relation.table} REPLICA IDENTITY FULL (or run "pg-webhook-bridge migrate")`,
       );
     }
   }
@@ -103,17 +106,19 @@ export class Decoder {
     if (!this.transaction) throw new DecodeError('row change outside a transaction', lsn);
     const { relation } = known;
     const lookup = this.catalog.lookupType;
-    const missingToastColumns: string[] = [];
+    const unavailable: string[] = [];
     let newRow: Row | null = null;
     let oldRow: Row | null = null;
     let changedColumns: string[] | null = null;
 
     if (message.tag === 'insert') {
-      newRow = this.toRow(relation, message.newTuple, null, lookup, missingToastColumns);
+      newRow = toRow(relation, message.newTuple, null, false, lookup, unavailable);
     } else if (message.tag === 'update') {
+      // A key-only old image ('K': the key changed on a table that is not FULL) says nothing about the
+      // other columns, so it can neither fill TOAST values nor tell what changed.
       const oldTuple = message.oldTuple && !message.keyOnly ? message.oldTuple : null;
       if (oldTuple) {
-        oldRow = this.toRow(relation, oldTuple, null, lookup, []);
+        oldRow = toRow(relation, oldTuple, null, false, lookup, []);
         changedColumns = [];
         for (let i = 0; i < relation.columns.length; i++) {
           const after = message.newTuple[i];
@@ -121,9 +126,9 @@ export class Decoder {
           if (after !== UNCHANGED_TOAST && after !== oldTuple[i]) changedColumns.push(relation.columns[i].name);
         }
       }
-      newRow = this.toRow(relation, message.newTuple, oldTuple, lookup, missingToastColumns);
+      newRow = toRow(relation, message.newTuple, oldTuple, false, lookup, unavailable);
     } else {
-      oldRow = this.toRow(relation, message.oldTuple, null, lookup, missingToastColumns);
+      oldRow = toRow(relation, message.oldTuple, null, message.keyOnly, lookup, unavailable);
     }
 
     return {
@@ -135,29 +140,37 @@ export class Decoder {
       columnNames: known.columnNames,
       keyColumns: known.keyColumns,
       changedColumns,
-      missingToastColumns,
+      unavailableColumns: unavailable,
       commitLsn: this.transaction.commitLsn,
       indexInTransaction: this.transaction.nextIndex++,
       commitTime: this.transaction.commitTime,
     };
   }
+}
 
-  /** Converts a tuple; an unchanged TOAST value is taken from `fallback` (the old image) when it has it. */
-  private toRow(relation: Relation, tuple: TupleValue[], fallback: TupleValue[] | null, lookup: TypeLookup, missingToast: string[]): Row {
-    const row: Row = {};
-    const columns = relation.columns;
-    for (let i = 0; i < columns.length; i++) {
-      let value = tuple[i];
-      if (value === UNCHANGED_TOAST) {
-        const old = fallback?.[i];
-        if (old === undefined || old === UNCHANGED_TOAST) {
-          missingToast.push(columns[i].name);
-          continue; // never faked as null: the key is left out and listed in unavailableFields
-        }
-        value = old;
-      }
-      row[columns[i].name] = value === null || value === undefined ? null : convertValue(value, columns[i].typeOid, lookup);
+/**
+ * Converts a tuple. An unchanged TOAST value is taken from `fallback` (the old image) when it has it;
+ * with `keyOnly`, only replica identity key columns were sent (the others arrive as 'n', which must not
+ * be read as SQL NULL). Whatever is missing is left out of the row and listed in `unavailable`.
+ */
+function toRow(relation: Relation, tuple: TupleValue[], fallback: TupleValue[] | null, keyOnly: boolean, lookup: TypeLookup, unavailable: string[]): Row {
+  const row: Row = {};
+  const columns = relation.columns;
+  for (let i = 0; i < columns.length; i++) {
+    let value = tuple[i];
+    if (keyOnly && !columns[i].isKey) {
+      unavailable.push(columns[i].name);
+      continue;
     }
-    return row;
+    if (value === UNCHANGED_TOAST) {
+      const old = fallback?.[i];
+      if (old === undefined || old === UNCHANGED_TOAST) {
+        unavailable.push(columns[i].name);
+        continue;
+      }
+      value = old;
+    }
+    row[columns[i].name] = value === null || value === undefined ? null : convertValue(value, columns[i].typeOid, lookup);
   }
+  return row;
 }

@@ -7,12 +7,33 @@ import { UNCHANGED_TOAST, type PgoutputMessage, type ReplicaIdentity, type Relat
  * Values stay in their text form here; values.ts converts them once the column type is known.
  */
 export function parsePgoutputMessage(buf: Buffer): PgoutputMessage {
-  const reader = new Reader(buf);
-  const tag = reader.byte();
+  if (buf.length === 0) throw new DecodeError('pgoutput: empty message (expected at least a message type byte)');
+  const reader = new Reader(buf, MESSAGE_NAMES[buf[0]] ?? `message 0x${buf[0].toString(16).padStart(2, '0')}`);
+  const message = parseBody(reader, reader.byte());
+  // Protocol 1 messages have no optional tail: leftover bytes mean we read the fields wrongly.
+  reader.end();
+  return message;
+}
+
+/** For error messages: which message a problem was found in. */
+const MESSAGE_NAMES: Record<number, string> = {
+  0x42: "Begin ('B')",
+  0x43: "Commit ('C')",
+  0x4f: "Origin ('O')",
+  0x52: "Relation ('R')",
+  0x59: "Type ('Y')",
+  0x49: "Insert ('I')",
+  0x55: "Update ('U')",
+  0x44: "Delete ('D')",
+  0x54: "Truncate ('T')",
+  0x4d: "Message ('M')",
+};
+
+function parseBody(reader: Reader, tag: number): PgoutputMessage {
   switch (tag) {
     case 0x42: // 'B' Begin: Int64 final (commit) LSN, Int64 commit time (µs since 2000-01-01), Int32 xid
       return { tag: 'begin', finalLsn: reader.uint64(), commitTimeMicros: reader.int64(), xid: reader.uint32() };
-    case 0x43: // 'C' Commit: Int8 flags, Int64 commit LSN, Int64 end LSN, Int64 commit time
+    case 0x43: // 'C' Commit: Int8 flags (unused, 0), Int64 commit LSN, Int64 end LSN, Int64 commit time
       return {
         tag: 'commit',
         flags: reader.byte(),
@@ -29,7 +50,7 @@ export function parsePgoutputMessage(buf: Buffer): PgoutputMessage {
       const schema = reader.cstring() || 'pg_catalog';
       const table = reader.cstring();
       const replicaIdentity = replicaIdentityOf(reader.byte());
-      const count = reader.int16();
+      const count = reader.count();
       const columns: RelationColumn[] = [];
       for (let i = 0; i < count; i++) {
         const flags = reader.byte();
@@ -42,7 +63,7 @@ export function parsePgoutputMessage(buf: Buffer): PgoutputMessage {
     case 0x49: {
       // 'I' Insert: Int32 relation id, Byte1 'N', TupleData
       const relationId = reader.uint32();
-      reader.expect(0x4e, 'N');
+      reader.expect(0x4e, "'N' (new tuple)");
       return { tag: 'insert', relationId, newTuple: reader.tuple() };
     }
     case 0x55: {
@@ -56,20 +77,22 @@ export function parsePgoutputMessage(buf: Buffer): PgoutputMessage {
         oldTuple = reader.tuple();
         kind = reader.byte();
       }
-      if (kind !== 0x4e) throw new DecodeError(`pgoutput Update: expected 'N', got 0x${kind.toString(16)}`);
+      if (kind !== 0x4e) reader.fail(`expected 'K', 'O' or 'N' (new tuple), got 0x${kind.toString(16)}`);
       return { tag: 'update', relationId, oldTuple, keyOnly, newTuple: reader.tuple() };
     }
     case 0x44: {
       // 'D' Delete: Int32 relation id, 'K' key | 'O' old, TupleData
       const relationId = reader.uint32();
       const kind = reader.byte();
-      if (kind !== 0x4b && kind !== 0x4f) throw new DecodeError(`pgoutput Delete: expected 'K' or 'O', got 0x${kind.toString(16)}`);
+      if (kind !== 0x4b && kind !== 0x4f) reader.fail(`expected 'K' (key) or 'O' (old tuple), got 0x${kind.toString(16)}`);
       return { tag: 'delete', relationId, keyOnly: kind === 0x4b, oldTuple: reader.tuple() };
     }
     case 0x54: {
       // 'T' Truncate: Int32 relation count, Int8 options (1 cascade, 2 restart identity), Int32 ids
       const count = reader.uint32();
       const options = reader.byte();
+      // Each id takes 4 bytes: checked before the loop so a corrupt count cannot allocate gigabytes.
+      reader.need(count * 4);
       const relationIds: number[] = [];
       for (let i = 0; i < count; i++) relationIds.push(reader.uint32());
       return { tag: 'truncate', relationIds, cascade: (options & 1) === 1, restartIdentity: (options & 2) === 2 };
@@ -80,10 +103,12 @@ export function parsePgoutputMessage(buf: Buffer): PgoutputMessage {
       const lsn = reader.uint64();
       const prefix = reader.cstring();
       const length = reader.uint32();
+      // Copied: the buffer belongs to the connection and is reused for the next frame.
       return { tag: 'message', transactional, lsn, prefix, content: Buffer.from(reader.bytes(length)) };
     }
     default:
-      throw new DecodeError(`unknown pgoutput message type 0x${tag.toString(16)}`);
+      // Stream ('S' 'E' 'c' 'A') and two-phase messages need protocol >= 2, which we never request.
+      return reader.fail(`unknown pgoutput message type 0x${tag.toString(16)}: the bridge speaks protocol version 1 only`);
   }
 }
 
@@ -98,19 +123,29 @@ function replicaIdentityOf(byte: number): ReplicaIdentity {
     case 0x69: // 'i'
       return 'index';
     default:
-      throw new DecodeError(`unknown replica identity 0x${byte.toString(16)}`);
+      throw new DecodeError(`pgoutput Relation ('R'): unknown replica identity 0x${byte.toString(16)}`);
   }
 }
 
+/** Bounds-checked big-endian reads over one message; every failure names the message and offset. */
 class Reader {
   private offset = 0;
 
-  constructor(private readonly buf: Buffer) {}
+  constructor(
+    private readonly buf: Buffer,
+    private readonly what: string,
+  ) {}
 
-  private need(n: number): void {
-    if (this.offset + n > this.buf.length) {
-      throw new DecodeError(`pgoutput message truncated: need ${n} bytes at offset ${this.offset} of ${this.buf.length}`);
-    }
+  fail(problem: string): never {
+    throw new DecodeError(`pgoutput ${this.what}: ${problem} (offset ${this.offset} of ${this.buf.length} bytes)`);
+  }
+
+  need(n: number): void {
+    if (this.offset + n > this.buf.length) this.fail(`message truncated: ${n} more bytes needed`);
+  }
+
+  end(): void {
+    if (this.offset !== this.buf.length) this.fail(`${this.buf.length - this.offset} unexpected trailing bytes`);
   }
 
   byte(): number {
@@ -120,12 +155,13 @@ class Reader {
 
   expect(byte: number, name: string): void {
     const got = this.byte();
-    if (got !== byte) throw new DecodeError(`pgoutput: expected '${name}', got 0x${got.toString(16)}`);
+    if (got !== byte) this.fail(`expected ${name}, got 0x${got.toString(16)}`);
   }
 
-  int16(): number {
+  /** Int16 column counts: never negative in practice (at most 1664 columns), so read unsigned. */
+  count(): number {
     this.need(2);
-    const v = this.buf.readInt16BE(this.offset);
+    const v = this.buf.readUInt16BE(this.offset);
     this.offset += 2;
     return v;
   }
@@ -160,7 +196,7 @@ class Reader {
 
   cstring(): string {
     const end = this.buf.indexOf(0, this.offset);
-    if (end < 0) throw new DecodeError('pgoutput: unterminated string');
+    if (end < 0) this.fail('message truncated: string without its terminating zero byte');
     const s = this.buf.toString('utf8', this.offset, end);
     this.offset = end + 1;
     return s;
@@ -175,19 +211,21 @@ class Reader {
 
   /** TupleData: Int16 column count, then per column 'n' null | 'u' unchanged TOAST | 't' Int32 len + text. */
   tuple(): TupleValue[] {
-    const count = this.int16();
+    const count = this.count();
+    // At least one byte per column: a corrupt count fails here instead of allocating a huge array.
+    this.need(count);
     const values: TupleValue[] = new Array(count);
     for (let i = 0; i < count; i++) {
       const kind = this.byte();
       switch (kind) {
-        case 0x6e: // 'n'
+        case 0x6e: // 'n' null
           values[i] = null;
           break;
-        case 0x75: // 'u'
+        case 0x75: // 'u' unchanged TOASTed value, not sent
           values[i] = UNCHANGED_TOAST;
           break;
         case 0x74: {
-          // 't'
+          // 't' text: Int32 length, then the value's text output
           const len = this.uint32();
           this.need(len);
           values[i] = this.buf.toString('utf8', this.offset, this.offset + len);
@@ -196,7 +234,7 @@ class Reader {
         }
         default:
           // 'b' (binary) is only sent when the binary option is requested, which we never do.
-          throw new DecodeError(`pgoutput: unsupported tuple value kind 0x${kind.toString(16)}`);
+          this.fail(`column ${i + 1}: unsupported tuple value kind 0x${kind.toString(16)} (expected 'n', 'u' or 't')`);
       }
     }
     return values;

@@ -64,8 +64,12 @@ export interface RowChange {
   keyColumns: string[];
   /** Columns whose value differs between the old and new image; null when there is no old image. */
   changedColumns: string[] | null;
-  /** Columns whose value was an unchanged TOAST datum that the old image could not supply. */
-  missingToastColumns: string[];
+  /**
+   * Columns whose value Postgres did not send, so they are absent from the row (never faked as null):
+   * an unchanged TOASTed value with no old image to take it from, or, for a DELETE on a table that is
+   * not REPLICA IDENTITY FULL, every column outside the replica identity key.
+   */
+  unavailableColumns: string[];
   commitLsn: Lsn;
   indexInTransaction: number;
   commitTime: Date;

@@ -1,6 +1,7 @@
 import type { RowChange, Row } from '../decode/types.js';
 import { lsnToSortableHex } from '../replication/lsn.js';
 import type { ObjectResolver } from './objectMapping.js';
+import { stringifyPayload } from './payloadJson.js';
 import { subscriberMatches } from './subscribers.js';
 import type { EventAction, Subscriber, WebhookEvent } from './types.js';
 
@@ -36,11 +37,11 @@ export function buildEvent(change: RowChange, options: EventOptions): WebhookEve
   if (change.kind === 'update' && change.changedColumns) {
     payload.updatedFields = options.camelCase ? change.changedColumns.map(toCamelCase) : change.changedColumns;
   }
-  if (change.missingToastColumns.length > 0) {
+  if (change.unavailableColumns.length > 0) {
     // Not a silent drop: the receiver is told which values Postgres did not send (table not FULL).
-    payload.unavailableFields = options.camelCase ? change.missingToastColumns.map(toCamelCase) : change.missingToastColumns;
+    payload.unavailableFields = options.camelCase ? change.unavailableColumns.map(toCamelCase) : change.unavailableColumns;
   }
-  let body = JSON.stringify(payload);
+  let body = stringifyPayload(payload);
   if (Buffer.byteLength(body) > options.maxPayloadBytes) body = truncatedBody(name, id, timestamp, row, change.keyColumns, options.camelCase);
   return { id, name, object, action, recordKey: `${object}:${key}`, body, commitLsn: change.commitLsn, changeIndex: change.indexInTransaction, commitTime: change.commitTime };
 }
@@ -53,7 +54,7 @@ function truncatedBody(event: string, id: string, timestamp: string, row: Row, k
   const data: Row = {};
   for (const column of keyColumns) data[camelCase ? toCamelCase(column) : column] = row[column];
   data.truncated = true;
-  return JSON.stringify({ event, data, timestamp, id, truncated: true });
+  return stringifyPayload({ event, data, timestamp, id, truncated: true });
 }
 
 function actionFor(change: RowChange, softDeleteColumn: string): EventAction | null {
