@@ -236,6 +236,12 @@ export const configSchema = {
       default: 2_000,
       env: 'PG_WEBHOOK_BRIDGE_MEMORY_QUEUE_LIMIT',
     },
+    memoryQueueBytes: {
+      doc: 'Payload bytes held in memory per webhook before the stream waits and new work goes to the durable store.',
+      format: 'nat',
+      default: 64 * 1024 * 1024,
+      env: 'PG_WEBHOOK_BRIDGE_MEMORY_QUEUE_BYTES',
+    },
     storeAfterMs: {
       doc: 'A delivery not done this long after its transaction arrived is written to the durable store, so the slot can advance.',
       format: 'nat',

@@ -81,6 +81,7 @@ export class Pipeline {
         timeoutMs: config.delivery.timeoutMs,
         retryScheduleS: config.delivery.retrySchedule,
         memoryQueueLimit: config.delivery.memoryQueueLimit,
+        memoryQueueBytes: config.delivery.memoryQueueBytes,
         storeAfterMs: config.delivery.storeAfterMs,
         disableAfterMs: config.delivery.disableAfterHours * 3_600_000,
         storePollMs: config.delivery.storePollMs,

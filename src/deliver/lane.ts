@@ -16,6 +16,9 @@ const MAX_PROBE_INTERVAL_MS = 10_000;
 /** Failures that say the endpoint as a whole is unavailable, not that one payload is unwelcome. */
 const ENDPOINT_DOWN_REASONS = new Set(['connection_refused', 'connection_error', 'timeout', 'blocked_address']);
 const ENDPOINT_DOWN_STATUSES = new Set([429, 502, 503, 504]);
+/** One store insert carries at most this many deliveries and about this many payload bytes. */
+const STORE_BATCH_ROWS = 1_000;
+const STORE_BATCH_BYTES = 16 * 1024 * 1024;
 
 export interface LaneHooks {
   /** A failed attempt: records it and applies the disable rules (410, failing too long). */
@@ -92,7 +95,14 @@ export class Lane {
   }
 
   get isFull(): boolean {
-    return this.memoryCount >= this.settings.memoryQueueLimit;
+    return this.memoryCount >= this.settings.memoryQueueLimit || this.memoryBytes >= this.settings.memoryQueueBytes;
+  }
+
+  /** Payload bytes held by this lane: bodies are shared between webhooks, so this over-counts, safely. */
+  private memoryBytes = 0;
+
+  private track(delivery: MemoryDelivery, sign: 1 | -1): void {
+    this.memoryBytes += sign * delivery.event.body.length;
   }
 
   get inFlightCount(): number {
@@ -101,6 +111,7 @@ export class Lane {
 
   enqueue(delivery: MemoryDelivery): void {
     delivery.hold.hold();
+    this.track(delivery, 1);
     if (this.mode === 'store' || this.disabled || this.stopping) {
       this.storeBuffer.push(delivery);
       this.scheduleStoreFlush();
@@ -148,6 +159,7 @@ export class Lane {
       await this.recordStoredOutcome({ eventId: delivery.event.id, webhookId: this.webhook.id }, outcome, 0);
     } else if (outcome.ok) {
       delivery.hold.release();
+      this.track(delivery, -1);
       const key = delivery.event.recordKey;
       const queue = this.queues.get(key);
       if (queue && queue[0] === delivery) {
@@ -198,7 +210,10 @@ export class Lane {
     const written = this.write('store spilled deliveries', rows);
     for (const delivery of this.inFlightMemory) delivery.stored = written;
     await written;
-    for (const delivery of spilled) delivery.hold.release();
+    for (const delivery of spilled) {
+      delivery.hold.release();
+      this.track(delivery, -1);
+    }
     this.log.debug({ webhookId: this.webhook.id, stored: rows.length, reason: failed ? failed.outcome.reason : 'backlog' }, 'deliveries moved to the store');
     if (failed && this.dead(1, failed.outcome)) this.observer.attempt(this.webhook.id, failed.outcome, 'dead', failed.delivery.event);
     this.poll();
@@ -210,10 +225,16 @@ export class Lane {
       // One tick of batching: a transaction's deliveries to this webhook land in one insert.
       await new Promise((resolve) => setImmediate(resolve));
       while (this.storeBuffer.length > 0) {
-        const batch = this.storeBuffer.splice(0, 1_000);
+        let count = 0;
+        let bytes = 0;
+        while (count < this.storeBuffer.length && count < STORE_BATCH_ROWS && bytes < STORE_BATCH_BYTES) bytes += this.storeBuffer[count++].event.body.length;
+        const batch = this.storeBuffer.splice(0, count);
         const now = new Date();
         await this.write('store new deliveries', batch.map((d) => this.toRow(d, 0, now, null, null)));
-        for (const delivery of batch) delivery.hold.release();
+        for (const delivery of batch) {
+          delivery.hold.release();
+          this.track(delivery, -1);
+        }
         this.hooks.capacityFreed();
       }
       this.storeFlush = null;

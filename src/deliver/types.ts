@@ -29,6 +29,7 @@ export interface LaneSettings {
   timeoutMs: number;
   retryScheduleS: readonly number[];
   memoryQueueLimit: number;
+  memoryQueueBytes: number;
   storeAfterMs: number;
   disableAfterMs: number;
 }

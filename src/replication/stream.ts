@@ -1,10 +1,13 @@
 import { LogicalReplicationService } from 'pg-logical-replication';
 import type pg from 'pg';
-import type { Lsn } from '../decode/types.js';
+import type { Lsn, PgoutputMessage } from '../decode/types.js';
+import { DecodeError } from '../errors.js';
 import { parsePgoutputMessage } from '../decode/pgoutput.js';
 import type { Logger } from '../log.js';
 import { formatLsn } from './lsn.js';
 import type { MessageHandler, SafeLsnSource, StreamState } from './types.js';
+
+type ParsedFrame = PgoutputMessage | { tag: 'unparsable'; error: Error };
 
 /** Reconnect delays after a lost stream: quick first, capped so a down database is not hammered. */
 const RECONNECT_DELAYS_MS = [250, 500, 1_000, 2_000, 5_000];
@@ -28,9 +31,15 @@ class BridgePgoutputPlugin {
     );
   }
 
-  parse(buffer: Buffer) {
+  parse(buffer: Buffer): ParsedFrame {
     // Parsed synchronously: the buffer belongs to the connection and is reused after this returns.
-    return parsePgoutputMessage(buffer);
+    // A throw here would escape the library's socket listener and kill the process without the
+    // orderly stop, so it is handed on as a value instead.
+    try {
+      return parsePgoutputMessage(buffer);
+    } catch (error) {
+      return { tag: 'unparsable', error: error as Error };
+    }
   }
 }
 
@@ -100,9 +109,10 @@ export class ReplicationStream {
     });
     this.service = service;
     this.lastSentLsn = 0n;
-    service.on('data', async (lsn: string, message: ReturnType<typeof parsePgoutputMessage>) => {
+    service.on('data', async (lsn: string, message: ParsedFrame) => {
       if (this.fatal || this.stopped) return;
       try {
+        if (message.tag === 'unparsable') throw new DecodeError(`cannot parse a pgoutput message: ${message.error.message}`, lsn, { cause: message.error });
         await this.options.onMessage(message, lsn);
       } catch (error) {
         // A message we cannot handle must not be skipped: stop without acknowledging past it.
