@@ -1,11 +1,10 @@
 import type { Command } from 'commander';
+import type { ConfigFrom, WithClient } from './types.js';
 import type pg from 'pg';
 import type { BridgeConfig } from '../config.js';
 import { BridgeError } from '../errors.js';
 import { resetSlot } from '../replication/slot.js';
 
-type ConfigFrom = (cmd: Command) => BridgeConfig;
-type WithClient = <T>(config: BridgeConfig, fn: (client: pg.Client) => Promise<T>) => Promise<T>;
 
 export function registerSlotCommands(program: Command, configFrom: ConfigFrom, withClient: WithClient): void {
   const slot = program.command('slot').description('the replication slot');

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import type { ConfigFrom, WithClient } from './types.js';
 import type pg from 'pg';
 import type { BridgeConfig } from '../config.js';
 import { webhooksTable } from '../config.js';
@@ -7,8 +8,6 @@ import { parseSubscriberRow } from '../route/subscribers.js';
 import { countDeliveriesByStatus } from '../store/deliveryStore.js';
 import { loadWebhookRows } from '../store/webhookState.js';
 
-type ConfigFrom = (cmd: Command) => BridgeConfig;
-type WithClient = <T>(config: BridgeConfig, fn: (client: pg.Client) => Promise<T>) => Promise<T>;
 
 export interface BridgeStatus {
   slot: { name: string; exists: boolean; streaming: boolean; lagBytes: number | null; walStatus: string | null; confirmedFlushLsn: string | null };

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
+import type { ConfigFrom, WithClient } from './types.js';
 import type pg from 'pg';
 import type { BridgeConfig } from '../config.js';
 import { webhooksTable } from '../config.js';
@@ -7,8 +8,6 @@ import { BridgeError } from '../errors.js';
 import { parseSubscriberRow } from '../route/subscribers.js';
 import { disableWebhook, enableWebhook, loadWebhookRows } from '../store/webhookState.js';
 
-type ConfigFrom = (cmd: Command) => BridgeConfig;
-type WithClient = <T>(config: BridgeConfig, fn: (client: pg.Client) => Promise<T>) => Promise<T>;
 
 /** Secrets shorter than this show no character at all: three of eight would be most of a guess. */
 const MASK_MIN_REVEAL_LENGTH = 16;

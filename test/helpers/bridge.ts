@@ -3,6 +3,7 @@
  * against a database made by createTestDatabase(), with intervals shortened so tests stay quick.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -121,4 +122,13 @@ export async function confirmedFlushLsn(db: TestDatabase, slot: string): Promise
   const { rows } = await db.pool.query(`select confirmed_flush_lsn::text as l from pg_replication_slots where slot_name = $1`, [slot]);
   const [hi, lo] = (rows[0]?.l ?? '0/0').split('/');
   return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+}
+
+/** A port nothing listens on right now (listen on 0, close). */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }

@@ -3,19 +3,12 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
-import { addWebhook, eventually, LogCapture, prepareDatabase, runCli, spawnBridge, testConfig, type BridgeProcess } from '../helpers/bridge.js';
+import { addWebhook, eventually, freePort, LogCapture, prepareDatabase, runCli, spawnBridge, testConfig, type BridgeProcess } from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startCluster, type ClusterHandle } from '../helpers/postgresCluster.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { ChangeWriter, receivedKey } from '../helpers/writer.js';
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function getJson(port: number, path: string): Promise<{ status: number; body: any; text: string }> {
   const response = await fetch(`http://127.0.0.1:${port}${path}`);
