@@ -36,6 +36,11 @@ export async function preflight(client: pg.ClientBase | pg.Pool, config: BridgeC
     problems.push(`schema "${config.schema}" does not exist: run "pg-webhook-bridge migrate"`);
     return { problems, warnings };
   }
+  const usage = await client.query(`select has_schema_privilege(current_user, $1, 'USAGE') as ok`, [config.schema]);
+  if (!usage.rows[0].ok) {
+    problems.push(`role "${s.role}" may not use schema "${config.schema}": as an admin run psql -v role=${s.role} -f sql/least_privilege_role.sql (see docs/configuration.md)`);
+    return { problems, warnings };
+  }
   const table = webhooksTable(config);
   const webhooks = await client.query('select to_regclass($1) as t', [table]);
   if (webhooks.rows[0].t === null) problems.push(`webhooks table ${table} does not exist: run "pg-webhook-bridge migrate" or set webhooks.table`);

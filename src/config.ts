@@ -1,5 +1,5 @@
 import convict from 'convict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { ConfigError } from './errors.js';
 
 /**
@@ -345,6 +345,8 @@ export function loadConfig(options: LoadConfigOptions = {}): BridgeConfig {
   } catch (cause) {
     problems.push(...String((cause as Error).message).split('\n').filter(Boolean).map(describeConvictProblem));
   }
+  const caFile = config.get('database.ssl.caFile' as never) as string;
+  if (caFile && !existsSync(caFile)) problems.push(`database.ssl.caFile: ${caFile} does not exist (a PEM file with the CA certificate)`);
   if (problems.length > 0) throw new ConfigError(problems);
   const raw = config.getProperties() as RawConfig;
   const tables = Object.fromEntries(raw.source.tables.map(({ table, object }) => [table, object]));

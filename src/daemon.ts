@@ -40,6 +40,8 @@ export class Daemon {
   private stopping = false;
   private notReadyReason = 'starting';
   private resolveDone!: () => void;
+  /** Timers of sleeps that stop() cuts short, so a signal never waits out a retry delay. */
+  private readonly sleeps = new Set<() => void>();
   private readonly donePromise = new Promise<void>((resolve) => (this.resolveDone = resolve));
   role: Role = 'starting';
   fatalError: Error | null = null;
@@ -88,7 +90,7 @@ export class Daemon {
         const delay = Math.min(500 * 2 ** attempt, DATABASE_RETRY_MAX_MS);
         this.notReadyReason = `database unreachable: ${(error as Error).message}`;
         this.log.warn({ err: error, retryInMs: delay }, 'database unreachable; retrying (check database.url / DATABASE_URL)');
-        await new Promise((resolve) => setTimeout(resolve, delay));
+        await this.sleep(delay);
       }
     }
   }
@@ -115,7 +117,7 @@ export class Daemon {
   /** Standby: retries the lock every few seconds, so a dead leader is replaced within seconds. */
   private async electLoop(): Promise<void> {
     while (!this.stopping) {
-      await new Promise((resolve) => setTimeout(resolve, STANDBY_RETRY_MS));
+      await this.sleep(STANDBY_RETRY_MS);
       if (this.stopping) return;
       try {
         if (await this.electOnce()) return;
@@ -209,9 +211,22 @@ export class Daemon {
     return this.pipeline?.laneStates() ?? [];
   }
 
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.sleeps.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.sleeps.add(wake);
+    });
+  }
+
   async stop(graceMs = 8_000): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    for (const wake of [...this.sleeps]) wake();
     const deadline = Date.now() + graceMs;
     for (const timer of this.timers) clearInterval(timer);
     await this.pipeline?.stop(deadline);

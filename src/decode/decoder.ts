@@ -154,7 +154,8 @@ export class Decoder {
  * be read as SQL NULL). Whatever is missing is left out of the row and listed in `unavailable`.
  */
 function toRow(relation: Relation, tuple: TupleValue[], fallback: TupleValue[] | null, keyOnly: boolean, lookup: TypeLookup, unavailable: string[]): Row {
-  const row: Row = {};
+  // No prototype: a column named "__proto__" must become a key, not replace the prototype.
+  const row: Row = Object.create(null) as Row;
   const columns = relation.columns;
   for (let i = 0; i < columns.length; i++) {
     let value = tuple[i];

@@ -51,7 +51,7 @@ export function buildEvent(change: RowChange, options: EventOptions): WebhookEve
  * can fetch the row itself.
  */
 function truncatedBody(event: string, id: string, timestamp: string, row: Row, keyColumns: string[], camelCase: boolean): string {
-  const data: Row = {};
+  const data: Row = Object.create(null) as Row;
   for (const column of keyColumns) data[camelCase ? toCamelCase(column) : column] = row[column];
   data.truncated = true;
   return stringifyPayload({ event, data, timestamp, id, truncated: true });
@@ -94,7 +94,7 @@ export function toCamelCase(name: string): string {
 }
 
 function camelCaseKeys(row: Row): Row {
-  const out: Row = {};
+  const out: Row = Object.create(null) as Row;
   for (const key of Object.keys(row)) out[toCamelCase(key)] = row[key];
   return out;
 }
