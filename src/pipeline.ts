@@ -152,7 +152,7 @@ export class Pipeline {
       case 'change': {
         if (this.skipping || !this.transaction) return;
         const { change } = item;
-        this.metrics.changesDecoded.inc({ table: `${change.schema}.${change.table}`, kind: change.kind });
+        this.metrics.changeDecoded(`${change.schema}.${change.table}`, change.kind);
         if (change.schema === this.webhooksRelation.schema && change.table === this.webhooksRelation.table) {
           this.transaction.webhooksChanged = true;
           return;
@@ -161,7 +161,7 @@ export class Pipeline {
         if (event === null) return;
         const subscribers = this.registry.index.forEvent(event.object, event.action);
         if (subscribers.length === 0) return;
-        this.metrics.eventsRouted.inc({ object: event.object, action: event.action });
+        this.metrics.eventRouted(event.object, event.action);
         this.coordinator.route(event, subscribers, this.transaction.entry);
         const full = this.coordinator.waitForCapacity();
         if (full) await full;

@@ -39,10 +39,17 @@ export type TypeLookup = (oid: number) => PgType | undefined;
  * the parsed value to anyone who serialises a row with JSON.stringify.
  */
 export class RawJson {
+  /** Set by stringifyPayload while it runs: toJSON() then hands out placeholders for the raw text. */
+  static collector: string[] | null = null;
+
   constructor(readonly text: string) {}
 
   toJSON(): unknown {
-    return JSON.parse(this.text);
+    const collector = RawJson.collector;
+    if (collector === null) return JSON.parse(this.text);
+    collector.push(this.text);
+    // NUL cannot occur in Postgres text, names or jsonb strings, so this placeholder cannot collide.
+    return `\u0000${collector.length - 1}\u0000`;
   }
 
   toString(): string {

@@ -27,14 +27,38 @@ export class BridgeMetrics implements DeliveryObserver {
   readonly webhooks = new Gauge({ name: 'pgwb_webhooks', help: 'Webhooks by state (active, disabled, invalid)', labelNames: ['state'], registers: [this.registry] });
   readonly leader = new Gauge({ name: 'pgwb_leader', help: '1 when this replica streams the slot', registers: [this.registry] });
 
+  // Labelled children looked up once: prom-client hashes the label object on every inc() otherwise,
+  // and these run once or twice per event.
+  private readonly attemptsBy = new Map<string, Counter.Internal>();
+  private readonly durationBy = new Map<string, Histogram.Internal<string>>();
+  private readonly decodedBy = new Map<string, Counter.Internal>();
+  private readonly routedBy = new Map<string, Counter.Internal>();
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }
 
   attempt(_webhookId: string, outcome: AttemptOutcome, label: DeliveryOutcomeLabel, event: { name: string; commitTime: Date }): void {
-    this.deliveryAttempts.inc({ outcome: label });
+    child(this.attemptsBy, label, () => this.deliveryAttempts.labels(label)).inc();
     if (label === 'dead') return; // 'dead' follows the failed attempt already counted as 'retry'
-    this.attemptDuration.observe({ outcome: label }, outcome.durationMs / 1_000);
+    child(this.durationBy, label, () => this.attemptDuration.labels(label)).observe(outcome.durationMs / 1_000);
     if (outcome.ok) this.commitToDelivery.observe(Math.max(0, Date.now() - event.commitTime.getTime()) / 1_000);
   }
+
+  changeDecoded(table: string, kind: string): void {
+    child(this.decodedBy, `${table}\u0000${kind}`, () => this.changesDecoded.labels(table, kind)).inc();
+  }
+
+  eventRouted(object: string, action: string): void {
+    child(this.routedBy, `${object}\u0000${action}`, () => this.eventsRouted.labels(object, action)).inc();
+  }
+}
+
+function child<T>(cache: Map<string, T>, key: string, make: () => T): T {
+  let found = cache.get(key);
+  if (found === undefined) {
+    found = make();
+    cache.set(key, found);
+  }
+  return found;
 }
