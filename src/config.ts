@@ -245,7 +245,7 @@ export const configSchema = {
     storeAfterMs: {
       doc: 'A delivery not done this long after its transaction arrived is written to the durable store, so the slot can advance.',
       format: 'nat',
-      default: 2_000,
+      default: 10_000,
       env: 'PG_WEBHOOK_BRIDGE_STORE_AFTER_MS',
     },
     storePollMs: {

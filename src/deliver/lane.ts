@@ -1,7 +1,7 @@
 import type { Logger } from '../log.js';
 import type { Subscriber } from '../route/types.js';
-import { claimDeliveries, completeDeliveries, failDelivery, hasPending, insertDeliveries } from '../store/deliveryStore.js';
-import type { DeliveryKey, NewStoredDelivery, Queryable } from '../store/types.js';
+import { claimDeliveries, completeDeliveries, failDelivery, hasPending, insertDeliveries, releaseDeliveries } from '../store/deliveryStore.js';
+import type { DeliveryKey, NewStoredDelivery, Queryable, StoredDelivery } from '../store/types.js';
 import { nextRetryDelayMs } from './backoff.js';
 import type { AttemptOutcome, HttpSender } from './httpSender.js';
 import { signRequest } from './sign.js';
@@ -19,6 +19,12 @@ const ENDPOINT_DOWN_STATUSES = new Set([429, 502, 503, 504]);
 /** One store insert carries at most this many deliveries and about this many payload bytes. */
 const STORE_BATCH_ROWS = 1_000;
 const STORE_BATCH_BYTES = 16 * 1024 * 1024;
+/** A claim fetches this many times the webhook's concurrency, to amortise the round trip. */
+const CLAIM_BATCH_FACTOR = 4;
+/** Extra lease for claimed rows waiting in the local queue (also how long a crashed worker's claims wait). */
+const CLAIM_QUEUE_LEASE_MS = 30_000;
+/** Consecutive endpoint-level failures (refused, timed out, 502/503/504/429) that open the breaker. */
+const BREAKER_THRESHOLD = 3;
 
 export interface LaneHooks {
   /** A failed attempt: records it and applies the disable rules (410, failing too long). */
@@ -76,7 +82,10 @@ export class Lane {
    * sooner than `probeAt`, instead of every due record being retried at once. A success closes it.
    */
   private endpointDown = false;
+  private endpointFailures = 0;
   private probeAt = 0;
+  /** Claimed store rows waiting for a free slot. */
+  private claimed: StoredDelivery[] = [];
 
   constructor(
     public webhook: Subscriber,
@@ -278,12 +287,34 @@ export class Lane {
 
   private async pollOnce(): Promise<void> {
     if (this.endpointDown && (Date.now() < this.probeAt || this.inFlight > 0)) return;
-    const free = this.endpointDown ? 1 : this.settings.concurrency - this.inFlight;
-    if (free <= 0 || this.pendingWrites > 0) return;
+    const limit = this.endpointDown ? 1 : this.settings.concurrency;
+    this.dispatchClaimed(limit);
+    if (this.claimed.length > 0 || this.inFlight >= limit || this.pendingWrites > 0) return;
     const generation = this.storeGeneration;
     await this.flushCompletions();
-    const claimed = await claimDeliveries(this.db, this.settings.schema, this.webhook.id, this.settings.workerId, free, this.settings.timeoutMs + LEASE_MARGIN_MS);
-    for (const row of claimed) {
+    // Claims fetch more than the free slots: one round trip then feeds many attempts. The lease covers
+    // the wait in the local queue as well as the attempt.
+    const batch = this.endpointDown ? 1 : this.settings.concurrency * CLAIM_BATCH_FACTOR;
+    const rows = await claimDeliveries(this.db, this.settings.schema, this.webhook.id, this.settings.workerId, batch, this.settings.timeoutMs + LEASE_MARGIN_MS + CLAIM_QUEUE_LEASE_MS);
+    this.claimed.push(...rows);
+    this.dispatchClaimed(limit);
+    if (rows.length === batch) {
+      this.repoll = true;
+      return;
+    }
+    if (rows.length > 0 || this.mode !== 'store') return;
+    if (this.inFlight > 0 || this.storeBuffer.length > 0 || this.storeFlush) return;
+    if (await hasPending(this.db, this.settings.schema, this.webhook.id)) return;
+    if (generation === this.storeGeneration && this.storeBuffer.length === 0 && !this.storeFlush && this.inFlight === 0 && this.claimed.length === 0) {
+      this.mode = 'memory';
+      this.log.debug({ webhookId: this.webhook.id }, 'store drained; back on the fast path');
+    }
+  }
+
+  /** Sends claimed rows while there are free slots; each completion polls again. */
+  private dispatchClaimed(limit: number): void {
+    while (this.claimed.length > 0 && this.inFlight < limit && !this.stopping && !this.disabled) {
+      const row = this.claimed.shift()!;
       this.inFlight++;
       void (async () => {
         const outcome = await this.attempt(row.eventId, row.body, row.eventName, row.createdAt, row.attempts);
@@ -292,17 +323,6 @@ export class Lane {
         await this.recordStoredOutcome({ eventId: row.eventId, webhookId: row.webhookId }, outcome, row.attempts);
         this.poll();
       })();
-    }
-    if (claimed.length === free) {
-      this.repoll = true;
-      return;
-    }
-    if (claimed.length > 0 || this.mode !== 'store') return;
-    if (this.inFlight > 0 || this.storeBuffer.length > 0 || this.storeFlush) return;
-    if (await hasPending(this.db, this.settings.schema, this.webhook.id)) return;
-    if (generation === this.storeGeneration && this.storeBuffer.length === 0 && !this.storeFlush && this.inFlight === 0) {
-      this.mode = 'memory';
-      this.log.debug({ webhookId: this.webhook.id }, 'store drained; back on the fast path');
     }
   }
 
@@ -336,10 +356,12 @@ export class Lane {
     const outcome = await this.sender.send(this.webhook.targetUrl, body, headers);
     if (outcome.ok) {
       this.endpointDown = false;
+      this.endpointFailures = 0;
       this.hooks.success(this.webhook.id);
       this.observer.attempt(this.webhook.id, outcome, 'success', { name: eventName, commitTime });
     } else {
-      if (ENDPOINT_DOWN_REASONS.has(outcome.reason) || ENDPOINT_DOWN_STATUSES.has(outcome.statusCode ?? 0)) {
+      // One slow or refused request is not an outage: only a run of them opens the breaker.
+      if ((ENDPOINT_DOWN_REASONS.has(outcome.reason) || ENDPOINT_DOWN_STATUSES.has(outcome.statusCode ?? 0)) && ++this.endpointFailures >= BREAKER_THRESHOLD) {
         this.endpointDown = true;
         const delay = nextRetryDelayMs(Math.max(1, previousAttempts + 1), this.settings.retryScheduleS, this.random, outcome.retryAfterMs) ?? MAX_PROBE_INTERVAL_MS;
         this.probeAt = Date.now() + Math.min(delay, MAX_PROBE_INTERVAL_MS);
@@ -386,6 +408,9 @@ export class Lane {
     this.stopping = true;
     if (this.mode === 'memory' && this.memoryCount > 0) await this.spill();
     while (this.storeFlush) await this.storeFlush;
+    // Claimed rows never sent go back at once, not after their lease.
+    const unsent = this.claimed.splice(0);
+    if (unsent.length > 0) await withDatabaseRetry(this.log, 'release claims', () => releaseDeliveries(this.db, this.settings.schema, unsent.map((r) => ({ eventId: r.eventId, webhookId: r.webhookId }))));
     while (this.inFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
     await this.writeChain;
     await this.flushCompletions();

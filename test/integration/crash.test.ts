@@ -75,6 +75,10 @@ describe('crash safety (daemon as a child process)', () => {
   });
 
   it('SIGTERM during a burst exits 0 within 10 s, and a restart delivers the rest', async () => {
+    if (!bridge) {
+      await addWebhook(db, receiver.url, ['*.*']);
+      bridge = await startBridge();
+    }
     receiver.requests.length = 0;
     // Some requests hang until the attempt timeout, so attempts are in flight when the signal lands.
     receiver.script((_req, i) => (i % 97 === 0 ? 'hang' : { status: 200 }));
