@@ -137,6 +137,8 @@ export class DeliveryCoordinator {
   }
 
   private async onFailure(webhookId: string, outcome: Extract<AttemptOutcome, { ok: false }>): Promise<void> {
+    // Before any await: a registry reload already under way must not route to a gone webhook again.
+    if (outcome.reason === 'gone') this.onDisabled(webhookId, 'target answered 410 Gone');
     const now = Date.now();
     const known = this.failing.get(webhookId);
     let failingForMs: number;

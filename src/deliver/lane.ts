@@ -119,9 +119,12 @@ export class Lane {
   }
 
   enqueue(delivery: MemoryDelivery): void {
+    // Routed in the moment between the bridge disabling this webhook and the registry knowing it:
+    // events committed while a webhook is disabled are not sent to it.
+    if (this.disabled) return;
     delivery.hold.hold();
     this.track(delivery, 1);
-    if (this.mode === 'store' || this.disabled || this.stopping) {
+    if (this.mode === 'store' || this.stopping) {
       this.storeBuffer.push(delivery);
       this.scheduleStoreFlush();
       return;
@@ -360,6 +363,8 @@ export class Lane {
       this.hooks.success(this.webhook.id);
       this.observer.attempt(this.webhook.id, outcome, 'success', { name: eventName, commitTime });
     } else {
+      // 410 Gone: no further attempts, from this very moment (the state write follows).
+      if (outcome.reason === 'gone') this.disabled = true;
       // One slow or refused request is not an outage: only a run of them opens the breaker.
       if ((ENDPOINT_DOWN_REASONS.has(outcome.reason) || ENDPOINT_DOWN_STATUSES.has(outcome.statusCode ?? 0)) && ++this.endpointFailures >= BREAKER_THRESHOLD) {
         this.endpointDown = true;
