@@ -1,0 +1,1219 @@
+/**
+ * `npm run bench`: the daemon's speed beside this machine's ceilings, measured in one run (issue 7).
+ *
+ *   npm run bench                         full run (10-20 min)
+ *   npm run bench -- --quick              scaled down, under 2 minutes
+ *   npm run bench -- --json FILE          also write every figure as JSON
+ *   npm run bench -- --profile DIR        keep the drain's CPU profile (.cpuprofile) in DIR
+ *   npm run bench -- --only drain,latency run some phases only (names below); --keep keeps logs
+ *   npm run bench -- --daemon-config '{"delivery.storeAfterMs":10000}'   extra config for every daemon
+ *
+ * Everything runs on this machine, on loopback: a throwaway Postgres (startCluster, own port, never
+ * 5432), the receiver (test/bench/receiver.ts) in its own process, and each daemon as its own child
+ * process started through the real CLI (`node bin/pg-webhook-bridge.js ... start`), with its own
+ * schema, publication and slot. Phases:
+ *
+ *   ceilingB   rows/s a bare pg-logical-replication consumer that only counts (and pg_recvlogical,
+ *              when one is installed) streams for the backlog
+ *   drain      the backlog (changes committed BEFORE the daemon starts) delivered to one webhook
+ *   profile    the same drain again under --cpu-prof: the profile's top frames
+ *   ceilingA   signed POSTs/s from a plain undici loop at the daemon's concurrency, same body bytes
+ *   fanout     the backlog to 10 webhooks (10 origins); fanoutSameOrigin: 10 webhooks, one origin
+ *   isolation  the backlog to a healthy webhook while a second one is dead (connection refused)
+ *   latency    commit-to-receipt p50/p95/p99 at a steady 1,000 and 5,000 changes/s
+ *   memory     daemon peak RSS while a large backlog piles up behind a dead receiver, then while it
+ *              drains once the receiver is back
+ *
+ * Every phase is bounded in time; the cluster, the receiver and every daemon are stopped at the end,
+ * on failure and on Ctrl-C (and by a watchdog process if the bench itself is killed).
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { loadConfig } from '../../src/config.js';
+import { migrate } from '../../src/migrate.js';
+import { startCluster, type ClusterHandle } from '../helpers/postgresCluster.js';
+import type { CeilingAOptions, CeilingAResult } from './ceilingA.js';
+import { formatProfile, summariseProfile, type ProfileSummary } from './cpuProfile.js';
+import { CrmWriter, seed, seededRandom, writeBacklog, writePaced } from './crmWriter.js';
+import { spawnDaemon, type DaemonProcess } from './daemonProcess.js';
+import { CpuWindow, MemorySampler, readMemory, resetPeak, type CpuUse } from './procStats.js';
+import type { LatencySummary, PortStats, ReceiverRequest } from './receiver.js';
+import type { ReplicationCeilingOptions, ReplicationCeilingResult } from './replicationCeiling.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const HERE = fileURLToPath(new URL('./', import.meta.url));
+const CRM_SCHEMA_SQL = readFileSync(path.join(ROOT, 'examples/crm-schema.sql'), 'utf8');
+const HOST = '127.0.0.1';
+const DATABASE = 'bench';
+const SECRET = 'bench-secret-2f9c1e7a5b';
+/** The daemon's default `delivery.concurrency`, used by ceiling A. */
+const DAEMON_CONCURRENCY = 16;
+const FANOUT_WEBHOOKS = 10;
+const POLL_MS = 100;
+const READY_TIMEOUT_MS = 90_000;
+const DEFAULT_LATENCY_RATES = [1_000, 5_000];
+const LATENCY_WARMUP_MS = 2_000;
+const PACED_CONNECTIONS = 4;
+const DEFAULT_PACED_MAX_TRANSACTION = 10;
+const BACKLOG_MAX_TRANSACTION = 1_000;
+/** Retries every ~1 s (100 of them) in the memory phase, so the drain is not waiting on 5-minute backoffs. */
+const MEMORY_RETRY_SCHEDULE_S = Array.from({ length: 100 }, () => 1);
+
+// Postgres for benchmarking (on top of the test cluster's wal_level=logical, fsync=off,
+// synchronous_commit=on): room in memory, no checkpoints in the middle of a phase.
+const CLUSTER_FLAGS = [
+  '-c', 'shared_buffers=1GB',
+  '-c', 'wal_buffers=64MB',
+  '-c', 'max_wal_size=16GB',
+  '-c', 'min_wal_size=2GB',
+  '-c', 'checkpoint_timeout=1h',
+  '-c', 'logical_decoding_work_mem=256MB',
+  '-c', 'work_mem=16MB',
+  '-c', 'log_min_messages=warning',
+];
+
+const PHASES = ['ceilingB', 'drain', 'profile', 'ceilingA', 'fanout', 'fanoutSameOrigin', 'isolation', 'latency', 'memory'] as const;
+type Phase = (typeof PHASES)[number];
+
+interface Scale {
+  backlog: number;
+  seedPerTable: number;
+  latencyMs: number;
+  memoryBacklog: number;
+  ceilingAMs: number;
+  drainTimeoutMs: number;
+  fanoutTimeoutMs: number;
+  memoryStoreTimeoutMs: number;
+  memoryDrainTimeoutMs: number;
+}
+
+const SCALES: Record<'full' | 'quick', Scale> = {
+  full: {
+    backlog: 100_000,
+    seedPerTable: 20_000,
+    latencyMs: 30_000,
+    memoryBacklog: 1_000_000,
+    ceilingAMs: 10_000,
+    drainTimeoutMs: 300_000,
+    fanoutTimeoutMs: 420_000,
+    memoryStoreTimeoutMs: 1_200_000,
+    memoryDrainTimeoutMs: 900_000,
+  },
+  quick: {
+    backlog: 10_000,
+    seedPerTable: 2_000,
+    latencyMs: 5_000,
+    memoryBacklog: 50_000,
+    ceilingAMs: 2_000,
+    drainTimeoutMs: 60_000,
+    // A slow fan-out is cut here and its rate taken over what arrived: keeps --quick under 2 minutes.
+    fanoutTimeoutMs: 20_000,
+    memoryStoreTimeoutMs: 120_000,
+    memoryDrainTimeoutMs: 120_000,
+  },
+};
+
+interface Args {
+  quick: boolean;
+  json: string | null;
+  profile: string | null;
+  keep: boolean;
+  only: Set<Phase>;
+  /** Extra config keys for every daemon (experiments: `--daemon-config '{"delivery.memoryQueueLimit":256}'`). */
+  daemonConfig: Record<string, unknown>;
+  /** Overrides the backlog size (changes) of the scale. */
+  backlog: number | null;
+  latencyRates: number[];
+  /** Largest transaction of the paced writer (changes); sizes are uniform in 1..N. */
+  latencyMaxTransaction: number;
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { quick: false, json: null, profile: null, keep: false, only: new Set(PHASES), daemonConfig: {}, backlog: null, latencyRates: DEFAULT_LATENCY_RATES, latencyMaxTransaction: DEFAULT_PACED_MAX_TRANSACTION };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--quick') args.quick = true;
+    else if (arg === '--keep') args.keep = true;
+    else if (arg === '--json') args.json = path.resolve(argv[++i] ?? '');
+    else if (arg === '--profile') args.profile = path.resolve(argv[++i] ?? '');
+    else if (arg === '--backlog') args.backlog = Number(argv[++i]);
+    else if (arg === '--latency-max-transaction') args.latencyMaxTransaction = Number(argv[++i]);
+    else if (arg === '--latency-rates') args.latencyRates = (argv[++i] ?? '').split(',').map(Number).filter((n) => n > 0);
+    else if (arg === '--daemon-config') args.daemonConfig = JSON.parse(argv[++i] ?? '{}') as Record<string, unknown>;
+    else if (arg === '--only') {
+      const names = (argv[++i] ?? '').split(',').filter(Boolean);
+      for (const name of names) if (!PHASES.includes(name as Phase)) throw new Error(`--only: unknown phase ${name} (phases: ${PHASES.join(', ')})`);
+      args.only = new Set(names as Phase[]);
+    } else if (arg === '--help' || arg === '-h') {
+      console.log("usage: npm run bench -- [--quick] [--json FILE] [--profile DIR] [--only PHASE,...] [--keep] [--backlog N] [--latency-rates 1000,5000] [--latency-max-transaction 10] [--daemon-config '{\"key\":value}']");
+      console.log(`phases: ${PHASES.join(', ')}`);
+      process.exit(0);
+    } else throw new Error(`unknown argument ${arg} (try --help)`);
+  }
+  return args;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Child processes: tracked for cleanup, and listed in a file a watchdog reads if the bench is killed.
+
+const children = new Set<ChildProcess>();
+let pidFile = '';
+
+function track(child: ChildProcess): ChildProcess {
+  children.add(child);
+  writePids();
+  child.on('exit', () => {
+    children.delete(child);
+    writePids();
+  });
+  return child;
+}
+
+function writePids(): void {
+  if (!pidFile) return;
+  try {
+    writeFileSync(pidFile, [...children].map((c) => c.pid).filter(Boolean).join('\n'));
+  } catch {
+    // the work directory is being removed
+  }
+}
+
+function killChildrenSync(): void {
+  for (const child of children) {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+}
+
+// Detached: if the bench dies by SIGKILL, kill the daemons and the receiver it left behind.
+const WATCHDOG_SOURCE = `
+const fs = require('node:fs');
+const [owner, pidFile] = process.argv.slice(1);
+const alive = (pid) => { try { process.kill(pid, 0); return true; } catch (e) { return e.code === 'EPERM'; } };
+setInterval(() => {
+  if (!fs.existsSync(pidFile)) process.exit(0);
+  if (alive(Number(owner))) return;
+  for (const pid of fs.readFileSync(pidFile, 'utf8').split('\\n').filter(Boolean)) { try { process.kill(Number(pid), 'SIGKILL'); } catch {} }
+  try { fs.rmSync(pidFile); } catch {}
+  process.exit(0);
+}, 500);
+`;
+
+function startWatchdog(file: string): void {
+  const child = spawn(process.execPath, ['-e', WATCHDOG_SOURCE, String(process.pid), file], { detached: true, stdio: 'ignore' });
+  child.unref();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The receiver process.
+
+interface ReceiverStats {
+  ports: Record<number, PortStats>;
+  latency: LatencySummary;
+  bodies: string[];
+  cpuUs: number;
+}
+
+class ReceiverProcess {
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
+
+  private constructor(readonly child: ChildProcess) {
+    child.on('message', (message: { id: number; ok: boolean; error?: string }) => {
+      const waiter = this.pending.get(message.id);
+      if (!waiter) return;
+      this.pending.delete(message.id);
+      if (message.ok) waiter.resolve(message);
+      else waiter.reject(new Error(`receiver: ${message.error}`));
+    });
+    child.on('exit', () => {
+      for (const waiter of this.pending.values()) waiter.reject(new Error('receiver exited'));
+      this.pending.clear();
+    });
+  }
+
+  static async start(): Promise<ReceiverProcess> {
+    const child = track(spawn(process.execPath, ['--import', 'tsx', path.join(HERE, 'receiver.ts')], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+    await new Promise<void>((resolve, reject) => {
+      child.once('message', () => resolve());
+      child.once('exit', (code) => reject(new Error(`receiver exited with ${code} before it was ready`)));
+    });
+    return new ReceiverProcess(child);
+  }
+
+  private request<T>(message: ReceiverRequest extends infer R ? (R extends ReceiverRequest ? Omit<R, 'id'> : never) : never): Promise<T> {
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.child.send({ ...message, id });
+    });
+  }
+
+  async listen(port = 0): Promise<number> {
+    return (await this.request<{ port: number }>({ cmd: 'listen', port })).port;
+  }
+
+  close(port: number): Promise<void> {
+    return this.request({ cmd: 'close', port });
+  }
+
+  reset(): Promise<void> {
+    return this.request({ cmd: 'reset' });
+  }
+
+  stats(): Promise<ReceiverStats> {
+    return this.request<ReceiverStats>({ cmd: 'stats' });
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null) return;
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    this.child.send({ id: this.nextId++, cmd: 'exit' });
+    await Promise.race([exited, sleep(2_000)]);
+    this.child.kill('SIGKILL');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Helpers.
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function wallNow(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+function parseLsn(text: string): bigint {
+  const [hi, lo] = text.split('/');
+  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+}
+
+/** A loopback port nobody listens on (bind, read, close): a target that refuses connections. */
+async function deadPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, HOST, () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Runs a bench helper script (tsx) to completion; parses the last stdout line as JSON. */
+function runScript<T>(script: string, input: unknown, timeoutMs: number, onSpawn?: (child: ChildProcess) => void): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const child = track(spawn(process.execPath, ['--import', 'tsx', path.join(HERE, script), JSON.stringify(input)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
+    onSpawn?.(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      const line = stdout.trim().split('\n').pop() ?? '';
+      if (code === 0 && line.startsWith('{')) resolve(JSON.parse(line) as T);
+      else reject(new Error(`${script} exited with ${code}: ${stderr.slice(-2_000)}`));
+    });
+  });
+}
+
+function findPgRecvlogical(binDir: string): string | null {
+  const candidates = [path.join(binDir, 'pg_recvlogical'), ...(process.env.PATH ?? '').split(':').map((dir) => path.join(dir, 'pg_recvlogical'))];
+  try {
+    for (const dir of readdirSync('/usr/lib/postgresql')) candidates.push(path.join('/usr/lib/postgresql', dir, 'bin', 'pg_recvlogical'));
+  } catch {
+    // none installed there
+  }
+  return candidates.find((file) => existsSync(file)) ?? null;
+}
+
+/**
+ * Busy cores not accounted for by the processes of the phase: other work on the machine (another test
+ * run, say) competing for the two cores. Much above ~0.1 means the phase's figures are disturbed.
+ */
+function otherCores(c: CpuUse): number {
+  return Math.max(0, c.machineBusyCores - c.daemonCores - c.postgresCores - c.receiverCores - c.benchCores);
+}
+
+const fmt = {
+  int: (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '-' : Math.round(n).toLocaleString('en-US')),
+  rate: (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '-' : `${Math.round(n).toLocaleString('en-US')}/s`),
+  pct: (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '-' : `${(n * 100).toFixed(1)}%`),
+  ms: (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '-' : `${n.toFixed(1)} ms`),
+  mb: (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '-' : `${n.toFixed(0)} MB`),
+  cores: (c: CpuUse | undefined, first = 'daemon'): string =>
+    c ? `cores: ${first} ${c.daemonCores.toFixed(2)}, postgres ${c.postgresCores.toFixed(2)}, receiver ${c.receiverCores.toFixed(2)}, bench ${c.benchCores.toFixed(2)}, other ${otherCores(c).toFixed(2)}, machine ${c.machineBusyCores.toFixed(2)}` : '',
+};
+
+function log(message: string): void {
+  const t = new Date().toISOString().slice(11, 19);
+  process.stderr.write(`[bench ${t}] ${message}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Results.
+
+interface DeliveryMeasure {
+  /** Deliveries counted (distinct per webhook and event) at the ports that were waited for. */
+  delivered: number;
+  expected: number;
+  complete: boolean;
+  duplicates: number;
+  /** First to last receipt, over all awaited ports. */
+  seconds: number;
+  perSecond: number;
+  /** From spawning the daemon to its first delivery (process start, tsx, preflight, slot). */
+  startupSeconds: number;
+  perPort?: Array<{ port: number; delivered: number; perSecond: number }>;
+  cpu?: CpuUse;
+  peakRssMb?: number;
+  /** Rows the daemon inserted into its delivery store during the phase (0: all on the memory fast path). */
+  storeInserts?: number;
+  /** The phase hit its time bound before every delivery arrived: the rate is over what did. */
+  capped?: boolean;
+}
+
+type CeilingAEntry = CeilingAResult & { targets: number; concurrency: number; bodyBytes: number; cpu?: CpuUse };
+
+interface Results {
+  startedAt: string;
+  mode: 'full' | 'quick';
+  machine: Record<string, unknown>;
+  settings: Record<string, unknown>;
+  backlog?: { changes: number; transactions: number; seconds: number; perSecond: number; meanBodyBytes?: number };
+  /** The ceiling: `agent.dispatch` loop, 1 target x 16 in flight. */
+  ceilingA?: CeilingAEntry;
+  /** The same to the 10 fan-out targets (10 origins x 16). */
+  ceilingA10?: CeilingAEntry;
+  /** undici `request()` loop, 1 target x 16: for scale. */
+  ceilingARequest?: CeilingAEntry;
+  ceilingB?: { library?: ReplicationCeilingResult; pgRecvlogical?: { rows: number; seconds: number; rowsPerSecond: number; version: string } };
+  drain?: DeliveryMeasure & { ratioToCeilingA?: number };
+  drainProfiled?: DeliveryMeasure & { profile?: ProfileSummary; profileFile?: string };
+  fanout?: DeliveryMeasure & { ratioToCeilingA?: number };
+  fanoutSameOrigin?: DeliveryMeasure & { ratioToCeilingA?: number };
+  isolation?: { healthy: DeliveryMeasure; alonePerSecond?: number; ratio?: number; deadStoredRows?: number };
+  latency?: Record<string, { rate: number; written: number; achievedRate: number; delivered: number; latency: LatencySummary; cpu?: CpuUse; walsenderLagKb?: { max: number; mean: number }; storeInserts?: number }>;
+  memory?: {
+    events: number;
+    backlogged?: { writeSeconds: number; writeRate: number; storedSeconds: number; storedPerSecond: number; peakRssMb: number; hwmMb: number; storeRows: number; storeMb: number; maxSlotLagMb: number; complete: boolean; cpu?: CpuUse };
+    draining?: { delivered: number; seconds: number; perSecond: number; peakRssMb: number; hwmMb: number; complete: boolean; cpu?: CpuUse };
+    retrySchedule: string;
+  };
+  targets?: Array<{ figure: string; value: string; target: string; met: boolean | null }>;
+  errors: Record<string, string>;
+  totalSeconds?: number;
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+class Bench {
+  cluster!: ClusterHandle;
+  receiver!: ReceiverProcess;
+  admin!: pg.Pool;
+  ports: number[] = [];
+  postmasterPid: number | null = null;
+  writer!: CrmWriter;
+  writerRandom = seededRandom(7);
+  /** The isolation phase's dead webhook: nothing listens there. */
+  deadPortIsolation = 0;
+  /** WAL position right after the backlog's last commit (pg_recvlogical's --endpos). */
+  backlogEndLsn = 0n;
+  /** A real event body of the drain, of about the mean size: what ceiling A sends. */
+  sampleBody: string | null = null;
+  readonly results: Results;
+  readonly scale: Scale;
+
+  constructor(
+    readonly args: Args,
+    readonly workdir: string,
+  ) {
+    this.scale = { ...SCALES[args.quick ? 'quick' : 'full'] };
+    if (args.backlog) this.scale.backlog = args.backlog;
+    this.results = {
+      startedAt: new Date().toISOString(),
+      mode: args.quick ? 'quick' : 'full',
+      machine: {
+        cpus: os.cpus().length,
+        cpuModel: os.cpus()[0]?.model,
+        memoryGb: Math.round(os.totalmem() / 1024 ** 3),
+        kernel: os.release(),
+        node: process.version,
+      },
+      settings: { ...this.scale, daemonConfig: args.daemonConfig, daemonConcurrency: DAEMON_CONCURRENCY, fanoutWebhooks: FANOUT_WEBHOOKS, latencyRates: args.latencyRates, latencyMaxTransaction: args.latencyMaxTransaction, clusterFlags: CLUSTER_FLAGS.filter((f) => f !== '-c') },
+      errors: {},
+    };
+  }
+
+  url(database = DATABASE): string {
+    return this.cluster.adminUrl(database);
+  }
+
+  has(phase: Phase): boolean {
+    return this.args.only.has(phase);
+  }
+
+  daemonConfig(name: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+    return {
+      'database.url': this.url(),
+      schema: `bench_${name}`,
+      'replication.slot': `bench_${name}`,
+      'replication.publication': `bench_${name}`,
+      'http.port': 0,
+      'delivery.allowedCidrs': ['127.0.0.0/8'],
+      'log.level': 'info',
+      ...this.args.daemonConfig,
+      ...extra,
+    };
+  }
+
+  /** The bridge's schema, webhooks table and publication for one daemon, as `pg-webhook-bridge migrate` would. */
+  async prepareDaemon(name: string, targets: string[]): Promise<void> {
+    const config = loadConfig({ env: {}, overrides: this.daemonConfig(name) });
+    const client = await this.admin.connect();
+    try {
+      await migrate(client, config);
+      for (const url of targets) await client.query(`insert into bench_${name}.webhooks ("targetUrl", operations, secret) values ($1, '{*.*}', $2)`, [url, SECRET]);
+    } finally {
+      client.release();
+    }
+  }
+
+  async createSlot(name: string): Promise<void> {
+    await this.admin.query(`select pg_create_logical_replication_slot($1, 'pgoutput')`, [name]);
+  }
+
+  async dropSlot(name: string): Promise<void> {
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const { rows } = await this.admin.query('select active from pg_replication_slots where slot_name = $1', [name]);
+      if (rows.length === 0) return;
+      if (!rows[0].active) {
+        await this.admin.query('select pg_drop_replication_slot($1)', [name]).catch(() => undefined);
+        return;
+      }
+      await sleep(100);
+    }
+  }
+
+  async slotState(name: string): Promise<{ active: boolean; confirmed: bigint; lagBytes: number } | null> {
+    const { rows } = await this.admin.query(
+      `select active, confirmed_flush_lsn::text as c, (pg_current_wal_lsn() - confirmed_flush_lsn)::float8 as lag from pg_replication_slots where slot_name = $1`,
+      [name],
+    );
+    if (rows.length === 0) return null;
+    return { active: rows[0].active, confirmed: rows[0].c ? parseLsn(rows[0].c) : 0n, lagBytes: Number(rows[0].lag ?? 0) };
+  }
+
+  async currentLsn(): Promise<bigint> {
+    const { rows } = await this.admin.query('select pg_current_wal_lsn()::text as l');
+    return parseLsn(rows[0].l);
+  }
+
+  startDaemon(name: string, extra: Record<string, unknown> = {}, profileDir?: string): DaemonProcess {
+    const daemon = spawnDaemon({ root: ROOT, config: this.daemonConfig(name, extra), logFile: path.join(this.workdir, `daemon-${name}.log`), profileDir });
+    track(daemon.child);
+    return daemon;
+  }
+
+  logTail(name: string, lines = 15): string {
+    try {
+      return readFileSync(path.join(this.workdir, `daemon-${name}.log`), 'utf8').trim().split('\n').slice(-lines).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  }
+
+  /** Waits until the daemon streams its slot (the slot is active). */
+  async waitStreaming(name: string, daemon: DaemonProcess): Promise<void> {
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      if (daemon.child.exitCode !== null) throw new Error(`daemon ${name} exited with ${daemon.child.exitCode}:\n${this.logTail(name)}`);
+      const state = await this.slotState(`bench_${name}`);
+      if (state?.active) return;
+      await sleep(50);
+    }
+    throw new Error(`daemon ${name} did not stream within ${READY_TIMEOUT_MS} ms:\n${this.logTail(name)}`);
+  }
+
+  /**
+   * Waits until every awaited port has `expected` distinct deliveries (or the deadline), then measures
+   * first-to-last receipt over those ports.
+   */
+  async waitDeliveries(expected: Map<number, number>, timeoutMs: number, daemon: DaemonProcess | null, spawnedAt: number, name: string): Promise<DeliveryMeasure> {
+    const deadline = Date.now() + timeoutMs;
+    let stats = await this.receiver.stats();
+    const total = (s: ReceiverStats): number => [...expected.keys()].reduce((sum, port) => sum + Math.min(s.ports[port]?.unique ?? 0, expected.get(port)!), 0);
+    const want = [...expected.values()].reduce((a, b) => a + b, 0);
+    let lastProgress = Date.now();
+    let lastTotal = 0;
+    while (total(stats) < want && Date.now() < deadline) {
+      if (daemon && daemon.child.exitCode !== null) throw new Error(`daemon ${name} exited with ${daemon.child.exitCode}:\n${this.logTail(name)}`);
+      await sleep(POLL_MS);
+      stats = await this.receiver.stats();
+      const now = total(stats);
+      if (now !== lastTotal) {
+        lastTotal = now;
+        lastProgress = Date.now();
+      } else if (Date.now() - lastProgress > 10_000 && Date.now() - lastProgress < 10_000 + POLL_MS * 2) {
+        log(`  ${name}: no progress for 10 s at ${fmt.int(now)}/${fmt.int(want)}`);
+      }
+    }
+    return this.measure(stats, expected, spawnedAt);
+  }
+
+  measure(stats: ReceiverStats, expected: Map<number, number>, spawnedAt: number): DeliveryMeasure {
+    let delivered = 0;
+    let count = 0;
+    let first = Infinity;
+    let last = 0;
+    const perPort: DeliveryMeasure['perPort'] = [];
+    for (const [port] of expected) {
+      const s = stats.ports[port];
+      if (!s || s.unique === 0) {
+        perPort.push({ port, delivered: 0, perSecond: 0 });
+        continue;
+      }
+      delivered += s.unique;
+      count += s.count;
+      first = Math.min(first, s.firstAt);
+      last = Math.max(last, s.lastAt);
+      perPort.push({ port, delivered: s.unique, perSecond: s.unique > 1 ? (s.unique - 1) / ((s.lastAt - s.firstAt) / 1000) : 0 });
+    }
+    const want = [...expected.values()].reduce((a, b) => a + b, 0);
+    const seconds = delivered > 0 ? (last - first) / 1000 : 0;
+    return {
+      delivered,
+      expected: want,
+      complete: delivered >= want,
+      duplicates: count - delivered,
+      seconds,
+      perSecond: seconds > 0 ? (delivered - 1) / seconds : 0,
+      startupSeconds: delivered > 0 ? (first - spawnedAt) / 1000 : 0,
+      perPort: perPort.length > 1 ? perPort : undefined,
+    };
+  }
+
+  // -------------------------------------------------------------------------------------------------
+
+  async setup(): Promise<void> {
+    log(`starting Postgres (${this.args.quick ? 'quick' : 'full'} run; work directory ${this.workdir})`);
+    this.cluster = await startCluster({ extraFlags: CLUSTER_FLAGS });
+    this.postmasterPid = Number(readFileSync(path.join(this.cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]) || null;
+    const bootstrap = new pg.Client({ connectionString: this.url('postgres') });
+    await bootstrap.connect();
+    const { rows } = await bootstrap.query('show server_version');
+    this.results.machine.postgres = rows[0].server_version;
+    await bootstrap.query(`create database ${DATABASE}`);
+    await bootstrap.end();
+    this.admin = new pg.Pool({ connectionString: this.url(), max: 6 });
+    this.admin.on('error', () => undefined);
+    await this.admin.query(CRM_SCHEMA_SQL);
+    this.receiver = await ReceiverProcess.start();
+    for (let i = 0; i < FANOUT_WEBHOOKS; i++) this.ports.push(await this.receiver.listen(0));
+    this.writer = new CrmWriter(this.writerRandom);
+  }
+
+  /** Seeds rows, creates every backlog phase's slot, then commits the backlog: all of it is waiting in WAL. */
+  async prepareBacklog(): Promise<void> {
+    const hook = (port: number, suffix = ''): string => `http://${HOST}:${port}/hook${suffix}`;
+    this.deadPortIsolation = await deadPort();
+    const daemons: Array<[string, string[]]> = [];
+    if (this.has('drain') || this.has('ceilingA')) daemons.push(['drain', [hook(this.ports[0])]]);
+    if (this.has('profile')) daemons.push(['profile', [hook(this.ports[0])]]);
+    if (this.has('fanout')) daemons.push(['fanout', this.ports.map((p) => hook(p))]);
+    if (this.has('fanoutSameOrigin')) daemons.push(['fanoutsame', this.ports.map((_, i) => hook(this.ports[0], `/${i}`))]);
+    if (this.has('isolation')) daemons.push(['isolation', [hook(this.ports[0]), hook(this.deadPortIsolation)]]);
+    for (const [name, targets] of daemons) await this.prepareDaemon(name, targets);
+    await this.admin.query(`create publication bench_ceiling for table public.person, public.company, public.note, public.task`);
+
+    log(`seeding ${fmt.int(this.scale.seedPerTable * 4)} rows (not part of the backlog)`);
+    const client = await this.admin.connect();
+    try {
+      await seed(client, this.writer, this.scale.seedPerTable * 4);
+      for (const [name] of daemons) await this.createSlot(`bench_${name}`);
+      if (this.has('ceilingB')) {
+        await this.createSlot('bench_ceiling_lib');
+        await this.createSlot('bench_ceiling_recv');
+      }
+      log(`writing the backlog: ${fmt.int(this.scale.backlog)} changes in transactions of 1-${BACKLOG_MAX_TRANSACTION}`);
+      const written = await writeBacklog(client, this.writer, this.writerRandom, this.scale.backlog, BACKLOG_MAX_TRANSACTION);
+      this.backlogEndLsn = await this.currentLsn();
+      this.results.backlog = { ...written, perSecond: written.changes / written.seconds };
+      log(`  ${fmt.int(written.changes)} changes in ${fmt.int(written.transactions)} transactions, ${written.seconds.toFixed(1)} s`);
+    } finally {
+      client.release();
+    }
+  }
+
+  async runCeilingB(): Promise<void> {
+    log('ceiling B: bare pg-logical-replication consumer (counts rows, parses nothing)');
+    const library = await runScript<ReplicationCeilingResult>(
+      'replicationCeiling.ts',
+      { url: this.url(), slot: 'bench_ceiling_lib', publication: 'bench_ceiling', expectedRows: this.scale.backlog, timeoutMs: 300_000 } satisfies ReplicationCeilingOptions,
+      320_000,
+    );
+    this.results.ceilingB = { library };
+    log(`  ${fmt.int(library.rows)} rows in ${library.seconds.toFixed(2)} s: ${fmt.rate(library.rowsPerSecond)}`);
+    await this.dropSlot('bench_ceiling_lib');
+
+    const recvlogical = findPgRecvlogical(this.cluster.binDir);
+    if (!recvlogical) {
+      log('  pg_recvlogical not found: skipped');
+    } else {
+      const version = execFileSync(recvlogical, ['--version'], { encoding: 'utf8' }).trim();
+      const started = performance.now();
+      await new Promise<void>((resolve, reject) => {
+        const child = track(
+          spawn(
+            recvlogical,
+            ['-d', `host=${HOST} port=${this.cluster.port} user=${this.cluster.user} dbname=${DATABASE}`, '--slot', 'bench_ceiling_recv', '--start', '--no-loop', '-o', 'proto_version=1', '-o', 'publication_names=bench_ceiling', '--endpos', formatLsn(this.backlogEndLsn), '-F', '0', '-f', '/dev/null'],
+            { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, PGPASSWORD: this.cluster.password } },
+          ),
+        );
+        let stderr = '';
+        child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+        const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
+        child.on('exit', (code) => {
+          clearTimeout(timer);
+          if (code === 0) resolve();
+          else reject(new Error(`pg_recvlogical exited with ${code}: ${stderr}`));
+        });
+      });
+      const seconds = (performance.now() - started) / 1000;
+      this.results.ceilingB!.pgRecvlogical = { rows: this.scale.backlog, seconds, rowsPerSecond: this.scale.backlog / seconds, version };
+      log(`  pg_recvlogical (${version}): ${seconds.toFixed(2)} s: ${fmt.rate(this.scale.backlog / seconds)}`);
+    }
+    await this.dropSlot('bench_ceiling_recv');
+  }
+
+  /** One daemon drains the prepared backlog; `expected` deliveries per receiver port. */
+  async runDrain(name: string, expected: Map<number, number>, timeoutMs: number, profileDir?: string): Promise<DeliveryMeasure & { streamingAfterMs: number }> {
+    await this.receiver.reset();
+    const spawnedAt = wallNow();
+    const daemon = this.startDaemon(name, {}, profileDir);
+    const memory = new MemorySampler(daemon.pid).start(100);
+    let measure: (DeliveryMeasure & { streamingAfterMs: number }) | null = null;
+    try {
+      await this.waitStreaming(name, daemon);
+      const streamingAfterMs = wallNow() - spawnedAt;
+      const cpu = new CpuWindow(daemon.pid, this.postmasterPid);
+      cpu.start((await this.receiver.stats()).cpuUs);
+      measure = { ...(await this.waitDeliveries(expected, timeoutMs, daemon, spawnedAt, name)), streamingAfterMs };
+      measure.cpu = cpu.stop((await this.receiver.stats()).cpuUs);
+      measure.peakRssMb = memory.stop().hwmMb;
+      measure.capped = !measure.complete;
+      return measure;
+    } finally {
+      memory.stop();
+      const code = await daemon.stop();
+      if (code !== 0) log(`  daemon ${name} exited with ${code}`);
+      if (measure) measure.storeInserts = await this.storeInserts(name);
+      await this.dropSlot(`bench_${name}`);
+    }
+  }
+
+  /** Rows inserted into a daemon's delivery store so far (statistics are flushed when its backends exit). */
+  async storeInserts(name: string): Promise<number> {
+    const { rows } = await this.admin.query(`select coalesce(sum(n_tup_ins), 0)::float8 as n from pg_stat_user_tables where schemaname = $1 and relname = 'deliveries'`, [`bench_${name}`]);
+    return Number(rows[0].n);
+  }
+
+  async runDrainPhase(): Promise<void> {
+    log(`drain: ${fmt.int(this.scale.backlog)} backlogged changes to one webhook`);
+    const measure = await this.runDrain('drain', new Map([[this.ports[0], this.scale.backlog]]), this.scale.drainTimeoutMs);
+    const stats = await this.receiver.stats();
+    const port = stats.ports[this.ports[0]];
+    if (port && port.count > 0 && this.results.backlog) this.results.backlog.meanBodyBytes = port.bytes / port.count;
+    this.sampleBody = pickBody(stats.bodies, port ? port.bytes / port.count : 0);
+    this.results.drain = measure;
+    log(`  ${describe(measure)}`);
+  }
+
+  async runProfilePhase(): Promise<void> {
+    const dir = this.args.profile ?? path.join(this.workdir, 'profile');
+    mkdirSync(dir, { recursive: true });
+    const before = new Set(readdirSync(dir));
+    log(`drain under --cpu-prof (profile into ${dir})`);
+    const measure: NonNullable<Results['drainProfiled']> & { streamingAfterMs: number } = await this.runDrain('profile', new Map([[this.ports[0], this.scale.backlog]]), this.scale.drainTimeoutMs, dir);
+    // One file per thread (tsx runs its module hooks in a second one): the main thread is thread 0.
+    const written = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile') && !before.has(f));
+    const file = written.find((f) => /\.0\.\d+\.cpuprofile$/.test(f)) ?? written[0];
+    if (file) {
+      measure.profileFile = path.join(dir, file);
+      measure.profile = summariseProfile(measure.profileFile, 30, measure.streamingAfterMs);
+    } else log('  no .cpuprofile written (did the daemon exit cleanly?)');
+    this.results.drainProfiled = measure;
+    log(`  ${describe(measure)}`);
+  }
+
+  async runCeilingA(): Promise<void> {
+    const body = this.sampleBody ?? syntheticBody();
+    const runs: Array<{ key: 'ceilingA' | 'ceilingA10' | 'ceilingARequest'; targets: number; mode: CeilingAOptions['mode'] }> = [
+      { key: 'ceilingA', targets: 1, mode: 'dispatch' },
+      { key: 'ceilingA10', targets: FANOUT_WEBHOOKS, mode: 'dispatch' },
+      // Only for scale, so --quick leaves it out.
+      ...(this.args.quick ? [] : [{ key: 'ceilingARequest' as const, targets: 1, mode: 'request' as const }]),
+    ];
+    for (const { key, targets, mode } of runs) {
+      log(`ceiling A: undici ${mode} loop, ${targets} target(s) x ${DAEMON_CONCURRENCY} in flight, ${Buffer.byteLength(body)}-byte signed bodies`);
+      await this.receiver.reset();
+      const cpu = new CpuWindow(null, this.postmasterPid);
+      cpu.start((await this.receiver.stats()).cpuUs);
+      const result = await runScript<CeilingAResult>(
+        'ceilingA.ts',
+        {
+          targets: this.ports.slice(0, targets).map((p) => `http://${HOST}:${p}/ceiling`),
+          concurrency: DAEMON_CONCURRENCY,
+          warmupMs: 1_000,
+          durationMs: this.scale.ceilingAMs,
+          body,
+          secret: SECRET,
+          mode,
+        } satisfies CeilingAOptions,
+        this.scale.ceilingAMs + 60_000,
+      );
+      const usage = cpu.stop((await this.receiver.stats()).cpuUs);
+      // The window also covers the client's start-up; its own figure is over the measured seconds only.
+      usage.daemonCores = result.clientCores;
+      this.results[key] = { ...result, targets, concurrency: DAEMON_CONCURRENCY, bodyBytes: Buffer.byteLength(body), cpu: usage };
+      log(`  ${fmt.rate(result.perSecond)} (${fmt.int(result.requests)} in ${result.seconds.toFixed(1)} s, ${result.failures} failures; client ${result.clientCores.toFixed(2)} cores)`);
+    }
+  }
+
+  async runFanout(sameOrigin: boolean): Promise<void> {
+    const name = sameOrigin ? 'fanoutsame' : 'fanout';
+    log(`fan-out: ${fmt.int(this.scale.backlog)} changes to ${FANOUT_WEBHOOKS} webhooks (${sameOrigin ? 'one origin' : `${FANOUT_WEBHOOKS} origins`})`);
+    const expected = sameOrigin ? new Map([[this.ports[0], this.scale.backlog * FANOUT_WEBHOOKS]]) : new Map(this.ports.map((p) => [p, this.scale.backlog]));
+    const measure = await this.runDrain(name, expected, this.scale.fanoutTimeoutMs);
+    if (sameOrigin) this.results.fanoutSameOrigin = measure;
+    else this.results.fanout = measure;
+    log(`  ${describe(measure)}`);
+  }
+
+  async runIsolation(): Promise<void> {
+    log(`isolation: ${fmt.int(this.scale.backlog)} changes to a healthy webhook and a dead one (connection refused)`);
+    const healthy = await this.runDrain('isolation', new Map([[this.ports[0], this.scale.backlog]]), this.scale.drainTimeoutMs);
+    const { rows } = await this.admin.query(`select count(*)::int as n from bench_isolation.deliveries`);
+    this.results.isolation = { healthy, deadStoredRows: rows[0].n };
+    log(`  healthy: ${describe(healthy)}; dead webhook's deliveries in the store: ${fmt.int(rows[0].n)}`);
+  }
+
+  async runLatency(): Promise<void> {
+    const name = 'latency';
+    await this.prepareDaemon(name, [`http://${HOST}:${this.ports[0]}/hook`]);
+    const daemon = this.startDaemon(name);
+    const pool = new pg.Pool({ connectionString: this.url(), max: PACED_CONNECTIONS });
+    pool.on('error', () => undefined);
+    const latency: NonNullable<Results['latency']> = {};
+    this.results.latency = latency;
+    try {
+      await this.waitStreaming(name, daemon);
+      for (const rate of this.args.latencyRates) {
+        const key = `r${rate}`;
+        try {
+          log(`latency: steady ${fmt.int(rate)} changes/s for ${(this.scale.latencyMs / 1000).toFixed(0)} s (after ${LATENCY_WARMUP_MS / 1000} s warm-up)`);
+          await this.receiver.reset();
+          const warm = await writePaced(pool, rate, LATENCY_WARMUP_MS, { connections: PACED_CONNECTIONS, maxTransaction: this.args.latencyMaxTransaction, seed: rate });
+          await this.waitDeliveries(new Map([[this.ports[0], warm.changes]]), 30_000, daemon, wallNow(), name);
+          await this.receiver.reset();
+          const cpu = new CpuWindow(daemon.pid, this.postmasterPid);
+          cpu.start((await this.receiver.stats()).cpuUs);
+          const lag = this.sampleWalsenderLag(`bench_${name}`);
+          const written = await writePaced(pool, rate, this.scale.latencyMs, { connections: PACED_CONNECTIONS, maxTransaction: this.args.latencyMaxTransaction, seed: rate * 7 });
+          const walsenderLagKb = await lag.stop();
+          const measure = await this.waitDeliveries(new Map([[this.ports[0], written.changes]]), 60_000, daemon, wallNow(), name);
+          const usage = cpu.stop((await this.receiver.stats()).cpuUs);
+          const stats = await this.receiver.stats();
+          latency[key] = { rate, written: written.changes, achievedRate: written.achievedRate, delivered: measure.delivered, latency: stats.latency, cpu: usage, walsenderLagKb };
+          log(
+            `  wrote ${fmt.rate(written.achievedRate)}, delivered ${fmt.int(measure.delivered)}/${fmt.int(written.changes)}: p50 ${fmt.ms(stats.latency.p50)}, p95 ${fmt.ms(stats.latency.p95)}, p99 ${fmt.ms(stats.latency.p99)}, max ${fmt.ms(stats.latency.max)}; ` +
+              `WAL not yet sent to the daemon: max ${fmt.int(walsenderLagKb.max)} kB, mean ${fmt.int(walsenderLagKb.mean)} kB; ${fmt.cores(usage)}`,
+          );
+        } catch (error) {
+          this.results.errors[`latency ${rate}`] = (error as Error).message;
+          log(`  failed: ${(error as Error).message}`);
+        }
+      }
+    } finally {
+      await pool.end().catch(() => undefined);
+      await daemon.stop();
+      const inserts = await this.storeInserts(name).catch(() => 0);
+      for (const entry of Object.values(latency)) entry.storeInserts = inserts;
+      await this.dropSlot(`bench_${name}`);
+    }
+  }
+
+  /**
+   * Samples, every 100 ms, how much WAL the walsender of `slot` has not yet sent (current WAL position
+   * minus pg_stat_replication.sent_lsn): large means Postgres-side decoding (or a daemon not reading) is
+   * where latency builds up; small means the delay is inside the daemon.
+   */
+  sampleWalsenderLag(slot: string): { stop(): Promise<{ max: number; mean: number }> } {
+    let running = true;
+    let max = 0;
+    let sum = 0;
+    let n = 0;
+    const loop = (async () => {
+      while (running) {
+        const { rows } = await this.admin
+          .query(
+            `select (pg_current_wal_lsn() - r.sent_lsn)::float8 as lag from pg_stat_replication r join pg_replication_slots s on s.active_pid = r.pid where s.slot_name = $1`,
+            [slot],
+          )
+          .catch(() => ({ rows: [] as Array<{ lag: number }> }));
+        if (rows.length > 0) {
+          const lag = Math.max(0, Number(rows[0].lag)) / 1024;
+          max = Math.max(max, lag);
+          sum += lag;
+          n++;
+        }
+        await sleep(100);
+      }
+    })();
+    return {
+      async stop() {
+        running = false;
+        await loop;
+        return { max, mean: n > 0 ? sum / n : 0 };
+      },
+    };
+  }
+
+  async runMemory(): Promise<void> {
+    const name = 'memory';
+    const events = this.scale.memoryBacklog;
+    const port = await deadPort();
+    await this.prepareDaemon(name, [`http://${HOST}:${port}/hook`]);
+    const result: NonNullable<Results['memory']> = { events, retrySchedule: `${MEMORY_RETRY_SCHEDULE_S.length} retries, ${MEMORY_RETRY_SCHEDULE_S[0]} s apart` };
+    this.results.memory = result;
+    // Heartbeats every second: the slot position tells within ~2 s when the whole backlog is stored.
+    const daemon = this.startDaemon(name, { 'delivery.retrySchedule': MEMORY_RETRY_SCHEDULE_S, 'replication.heartbeatIntervalMs': 1_000 });
+    try {
+      await this.waitStreaming(name, daemon);
+      log(`memory: ${fmt.int(events)} changes behind a dead receiver (port ${port}, connection refused)`);
+      const memory = new MemorySampler(daemon.pid).start(100);
+      const cpu = new CpuWindow(daemon.pid, this.postmasterPid);
+      cpu.start((await this.receiver.stats()).cpuUs);
+      let maxLag = 0;
+      let watching = true;
+      const lagWatcher = (async () => {
+        while (watching) {
+          const state = await this.slotState(`bench_${name}`).catch(() => null);
+          if (state) maxLag = Math.max(maxLag, state.lagBytes);
+          await sleep(1_000);
+        }
+      })();
+      const started = performance.now();
+      const client = await this.admin.connect();
+      let written;
+      try {
+        let nextLog = 0;
+        written = await writeBacklog(client, this.writer, this.writerRandom, events, BACKLOG_MAX_TRANSACTION, (n) => {
+          if (n >= nextLog) {
+            const m = readMemory(daemon.pid);
+            log(`  written ${fmt.int(n)}; daemon RSS ${fmt.mb(m?.rssMb)}`);
+            nextLog += Math.max(10_000, Math.floor(events / 10));
+          }
+        });
+      } finally {
+        client.release();
+      }
+      const endLsn = await this.currentLsn();
+      log(`  backlog committed in ${written.seconds.toFixed(1)} s; waiting until the daemon has stored it all (slot confirmed past ${formatLsn(endLsn)})`);
+      const deadline = Date.now() + this.scale.memoryStoreTimeoutMs;
+      let complete = false;
+      let nextLog = Date.now() + 10_000;
+      while (Date.now() < deadline) {
+        if (daemon.child.exitCode !== null) throw new Error(`daemon exited with ${daemon.child.exitCode}:\n${this.logTail(name)}`);
+        const state = await this.slotState(`bench_${name}`);
+        if (state && state.confirmed >= endLsn) {
+          complete = true;
+          break;
+        }
+        if (Date.now() >= nextLog) {
+          nextLog = Date.now() + 10_000;
+          log(`  slot lag ${fmt.mb((state?.lagBytes ?? 0) / 1024 ** 2)}, daemon RSS ${fmt.mb(readMemory(daemon.pid)?.rssMb)}`);
+        }
+        await sleep(250);
+      }
+      const storedSeconds = (performance.now() - started) / 1000;
+      watching = false;
+      await lagWatcher;
+      const backlogCpu = cpu.stop((await this.receiver.stats()).cpuUs);
+      const peak = memory.stop();
+      const { rows } = await this.admin.query(`select count(*)::int as n, pg_total_relation_size('bench_memory.deliveries')::float8 as bytes from bench_memory.deliveries`);
+      result.backlogged = {
+        writeSeconds: written.seconds,
+        writeRate: written.changes / written.seconds,
+        storedSeconds,
+        storedPerSecond: rows[0].n / storedSeconds,
+        peakRssMb: peak.maxRssMb,
+        hwmMb: peak.hwmMb,
+        storeRows: rows[0].n,
+        storeMb: rows[0].bytes / 1024 ** 2,
+        maxSlotLagMb: maxLag / 1024 ** 2,
+        complete,
+        cpu: backlogCpu,
+      };
+      log(`  stored ${fmt.int(rows[0].n)} deliveries (${fmt.mb(rows[0].bytes / 1024 ** 2)} table) ${complete ? '' : '(INCOMPLETE) '}after ${storedSeconds.toFixed(1)} s; peak RSS ${fmt.mb(peak.hwmMb)} (sampled max ${fmt.mb(peak.maxRssMb)}), max slot lag ${fmt.mb(maxLag / 1024 ** 2)}`);
+
+      log('  receiver back: draining the store');
+      await this.receiver.reset();
+      const hwmReset = resetPeak(daemon.pid);
+      const drainMemory = new MemorySampler(daemon.pid).start(100);
+      const drainCpu = new CpuWindow(daemon.pid, this.postmasterPid);
+      drainCpu.start((await this.receiver.stats()).cpuUs);
+      const backAt = wallNow();
+      await this.receiver.listen(port);
+      const drained = await this.waitDeliveriesWithProgress(new Map([[port, events]]), this.scale.memoryDrainTimeoutMs, daemon, name, drainMemory);
+      const drainUsage = drainCpu.stop((await this.receiver.stats()).cpuUs);
+      const drainPeak = drainMemory.stop();
+      const seconds = drained.delivered > 0 ? (wallNow() - backAt) / 1000 : 0;
+      result.draining = {
+        delivered: drained.delivered,
+        seconds: drained.complete ? drained.seconds + drained.startupSeconds : seconds,
+        perSecond: drained.perSecond,
+        peakRssMb: drainPeak.maxRssMb,
+        hwmMb: hwmReset ? drainPeak.hwmMb : drainPeak.maxRssMb,
+        complete: drained.complete,
+        cpu: drainUsage,
+      };
+      log(`  drained ${fmt.int(drained.delivered)}/${fmt.int(events)} ${drained.complete ? '' : '(INCOMPLETE) '}at ${fmt.rate(drained.perSecond)}; peak RSS while draining ${fmt.mb(result.draining.hwmMb)}`);
+    } finally {
+      await daemon.stop();
+      await this.receiver.close(port).catch(() => undefined);
+      await this.dropSlot(`bench_${name}`);
+    }
+  }
+
+  /** waitDeliveries with a progress line every 15 s (the store drain can be long). */
+  async waitDeliveriesWithProgress(expected: Map<number, number>, timeoutMs: number, daemon: DaemonProcess, name: string, memory: MemorySampler): Promise<DeliveryMeasure> {
+    const startedAt = wallNow();
+    const ticker = setInterval(() => {
+      void this.receiver.stats().then((s) => {
+        const delivered = [...expected.keys()].reduce((sum, p) => sum + (s.ports[p]?.unique ?? 0), 0);
+        log(`  delivered ${fmt.int(delivered)} after ${((wallNow() - startedAt) / 1000).toFixed(0)} s; daemon RSS ${fmt.mb(memory.sample()?.rssMb)}`);
+      });
+    }, 15_000);
+    try {
+      return await this.waitDeliveries(expected, timeoutMs, daemon, startedAt, name);
+    } finally {
+      clearInterval(ticker);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------------
+
+  judge(): void {
+    const r = this.results;
+    const a = r.ceilingA?.perSecond;
+    if (a) {
+      if (r.drain) r.drain.ratioToCeilingA = r.drain.perSecond / a;
+      if (r.fanout) r.fanout.ratioToCeilingA = r.fanout.perSecond / a;
+      if (r.fanoutSameOrigin) r.fanoutSameOrigin.ratioToCeilingA = r.fanoutSameOrigin.perSecond / a;
+    }
+    if (r.isolation && r.drain) {
+      r.isolation.alonePerSecond = r.drain.perSecond;
+      r.isolation.ratio = r.isolation.healthy.perSecond / r.drain.perSecond;
+    }
+    const targets: NonNullable<Results['targets']> = [];
+    const add = (figure: string, value: number | undefined, shown: string, target: string, ok: (v: number) => boolean): void => {
+      targets.push({ figure, value: shown, target, met: value === undefined || !Number.isFinite(value) ? null : ok(value) });
+    };
+    add('drain to 1 webhook / ceiling A', r.drain?.ratioToCeilingA, fmt.pct(r.drain?.ratioToCeilingA), '>= 80%', (v) => v >= 0.8);
+    add('fan-out to 10 webhooks / ceiling A', r.fanout?.ratioToCeilingA, fmt.pct(r.fanout?.ratioToCeilingA), '>= 70%', (v) => v >= 0.7);
+    const l1 = r.latency?.r1000?.latency;
+    const l5 = r.latency?.r5000?.latency;
+    add('p50 at 1,000/s', l1?.p50, fmt.ms(l1?.p50), '<= 5 ms', (v) => v <= 5);
+    add('p99 at 1,000/s', l1?.p99, fmt.ms(l1?.p99), '<= 25 ms', (v) => v <= 25);
+    add('p99 at 5,000/s', l5?.p99, fmt.ms(l5?.p99), '<= 100 ms', (v) => v <= 100);
+    const peak = r.memory?.backlogged?.hwmMb;
+    add(`peak RSS, ${fmt.int(r.memory?.events)} backlogged`, peak, fmt.mb(peak), '<= 200 MB', (v) => v <= 200);
+    add('healthy webhook with a dead one / alone', r.isolation?.ratio, fmt.pct(r.isolation?.ratio), '>= 90%', (v) => v >= 0.9);
+    r.targets = targets;
+  }
+
+  table(): string {
+    const r = this.results;
+    const rows: Array<[string, string, string]> = [];
+    const row = (figure: string, value: string, note = ''): void => void rows.push([figure, value, note]);
+    const section = (title: string): void => void rows.push([`-- ${title}`, '', '']);
+    section('load');
+    if (r.backlog) row('backlog written', `${fmt.int(r.backlog.changes)} changes`, `${fmt.int(r.backlog.transactions)} txns (1-${BACKLOG_MAX_TRANSACTION} rows), ${fmt.rate(r.backlog.perSecond)}, mean body ${fmt.int(r.backlog.meanBodyBytes)} B`);
+    section('ceilings');
+    if (r.ceilingA) row('A: signed POSTs/s, 1 target x 16', fmt.rate(r.ceilingA.perSecond), `undici dispatch loop, ${r.ceilingA.bodyBytes} B body; ${fmt.cores(r.ceilingA.cpu, 'client')}`);
+    if (r.ceilingA10) row('A: signed POSTs/s, 10 targets x 16', fmt.rate(r.ceilingA10.perSecond), fmt.cores(r.ceilingA10.cpu, 'client'));
+    if (r.ceilingARequest) row('A: undici request() loop, 1 x 16', fmt.rate(r.ceilingARequest.perSecond), `for scale; ${fmt.cores(r.ceilingARequest.cpu, 'client')}`);
+    if (r.ceilingB?.library) row('B: rows/s, pg-logical-replication', fmt.rate(r.ceilingB.library.rowsPerSecond), `counts only; first row after ${r.ceilingB.library.firstRowSeconds.toFixed(2)} s`);
+    if (r.ceilingB?.pgRecvlogical) row('B: rows/s, pg_recvlogical', fmt.rate(r.ceilingB.pgRecvlogical.rowsPerSecond), r.ceilingB.pgRecvlogical.version);
+    section('daemon');
+    const delivery = (label: string, m: DeliveryMeasure | undefined, ratio?: number): void => {
+      if (!m) return;
+      const got = `${fmt.int(m.delivered)}/${fmt.int(m.expected)}${m.complete ? '' : ' (time cap)'}${m.duplicates ? `, ${m.duplicates} dup` : ''}`;
+      row(label, fmt.rate(m.perSecond), `${ratio !== undefined ? `${fmt.pct(ratio)} of A; ` : ''}${got}, via store ${fmt.int(m.storeInserts)}, startup ${m.startupSeconds.toFixed(1)} s, RSS ${fmt.mb(m.peakRssMb)}; ${fmt.cores(m.cpu)}`);
+    };
+    delivery('drain: events/s, 1 webhook', r.drain, r.drain?.ratioToCeilingA);
+    delivery('drain under --cpu-prof', r.drainProfiled);
+    delivery('fan-out: deliveries/s, 10 origins', r.fanout, r.fanout?.ratioToCeilingA);
+    delivery('fan-out: deliveries/s, 1 origin', r.fanoutSameOrigin, r.fanoutSameOrigin?.ratioToCeilingA);
+    if (r.isolation) delivery('isolation: healthy beside dead', r.isolation.healthy, r.isolation.ratio);
+    if (r.isolation?.ratio !== undefined) row('isolation: ratio to alone', fmt.pct(r.isolation.ratio), `dead webhook stored ${fmt.int(r.isolation.deadStoredRows)} rows`);
+    for (const entry of Object.values(r.latency ?? {})) {
+      row(
+        `latency at ${fmt.int(entry.rate)}/s: p50/p95/p99`,
+        `${entry.latency.p50.toFixed(1)}/${entry.latency.p95.toFixed(1)}/${entry.latency.p99.toFixed(1)} ms`,
+        `max ${fmt.ms(entry.latency.max)}, p50 first/last fifth ${fmt.ms(entry.latency.p50FirstFifth)}/${fmt.ms(entry.latency.p50LastFifth)}, n=${fmt.int(entry.latency.n)}, wrote ${fmt.rate(entry.achievedRate)}, unsent WAL max ${fmt.int(entry.walsenderLagKb?.max)} kB; ${fmt.cores(entry.cpu)}`,
+      );
+    }
+    const m = r.memory;
+    if (m?.backlogged) {
+      row(`memory: peak RSS, ${fmt.int(m.events)} behind dead`, fmt.mb(m.backlogged.hwmMb), `stored ${fmt.int(m.backlogged.storeRows)}${m.backlogged.complete ? '' : ' INCOMPLETE'} in ${m.backlogged.storedSeconds.toFixed(0)} s (${fmt.rate(m.backlogged.storedPerSecond)}; written at ${fmt.rate(m.backlogged.writeRate)}), store ${fmt.mb(m.backlogged.storeMb)}, max slot lag ${fmt.mb(m.backlogged.maxSlotLagMb)}; ${fmt.cores(m.backlogged.cpu)}`);
+    }
+    if (m?.draining) {
+      row('memory: peak RSS while draining', fmt.mb(m.draining.hwmMb), `drained ${fmt.int(m.draining.delivered)}${m.draining.complete ? '' : ' INCOMPLETE'} at ${fmt.rate(m.draining.perSecond)} (store path; retries ${m.retrySchedule}); ${fmt.cores(m.draining.cpu)}`);
+    }
+    section('targets (issue 7)');
+    for (const t of r.targets ?? []) row(t.figure, t.value, `${t.target}: ${t.met === null ? 'not measured' : t.met ? 'met' : 'MISSED'}`);
+    const width = Math.max(...rows.map((x) => x[0].length));
+    const valueWidth = Math.max(...rows.map((x) => x[1].length));
+    return rows.map(([a, b, c]) => (a.startsWith('-- ') ? `\n${a}` : `${a.padEnd(width)}  ${b.padStart(valueWidth)}  ${c}`)).join('\n');
+  }
+
+  async teardown(): Promise<void> {
+    for (const child of children) if (child !== this.receiver?.child) child.kill('SIGKILL');
+    await this.receiver?.stop().catch(() => undefined);
+    await this.admin?.end().catch(() => undefined);
+    await this.cluster?.stop().catch(() => undefined);
+  }
+}
+
+function formatLsn(lsn: bigint): string {
+  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
+}
+
+/** The sampled body whose size is closest to the mean: ceiling A sends what the daemon sends. */
+function pickBody(bodies: string[], meanBytes: number): string | null {
+  if (bodies.length === 0) return null;
+  return bodies.reduce((best, b) => (Math.abs(Buffer.byteLength(b) - meanBytes) < Math.abs(Buffer.byteLength(best) - meanBytes) ? b : best));
+}
+
+/** A person.updated payload of typical size, when no drain ran to sample real ones. */
+function syntheticBody(): string {
+  return JSON.stringify({
+    event: 'person.updated',
+    data: {
+      id: '6f1c2b1e-5d3a-4a7e-9a53-0c1d2e3f4a5b',
+      firstName: 'Alice',
+      lastName: 'Moreau',
+      email: 'alice.moreau.4242@example.com',
+      phone: '+1 555 123 4567',
+      jobTitle: 'account manager '.repeat(22),
+      city: 'harbor42',
+      companyId: '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d',
+      createdAt: '2026-02-10T15:30:50.123Z',
+      updatedAt: '2026-02-10T15:31:50.123Z',
+      deletedAt: null,
+    },
+    timestamp: '2026-02-10T15:31:50.123Z',
+    id: '000000000A1B2C3D-00000001',
+    updatedFields: ['city', 'updatedAt'],
+  });
+}
+
+function describe(m: DeliveryMeasure): string {
+  return `${fmt.int(m.delivered)}/${fmt.int(m.expected)}${m.complete ? '' : ' (stopped at the time cap)'} in ${m.seconds.toFixed(2)} s: ${fmt.rate(m.perSecond)}; startup ${m.startupSeconds.toFixed(1)} s; peak RSS ${fmt.mb(m.peakRssMb)}; ${fmt.cores(m.cpu)}`;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const startedAt = performance.now();
+  const workdir = mkdtempSync(path.join(os.tmpdir(), 'pgwb-bench-'));
+  pidFile = path.join(workdir, 'children.pids');
+  writePids();
+  startWatchdog(pidFile);
+  const bench = new Bench(args, workdir);
+  let interrupted = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (interrupted) return;
+    interrupted = true;
+    log(`${signal}: stopping daemons, receiver and Postgres`);
+    killChildrenSync();
+    // The cluster's own exit handler stops Postgres synchronously.
+    if (!args.keep) rmSync(workdir, { recursive: true, force: true });
+    process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('exit', killChildrenSync);
+
+  const step = async (phase: string, fn: () => Promise<void>): Promise<void> => {
+    try {
+      await fn();
+    } catch (error) {
+      bench.results.errors[phase] = (error as Error).message;
+      log(`${phase} failed: ${(error as Error).message}`);
+    }
+  };
+
+  let failed = false;
+  try {
+    await bench.setup();
+    const needsBacklog = (['ceilingB', 'drain', 'profile', 'ceilingA', 'fanout', 'fanoutSameOrigin', 'isolation'] as Phase[]).some((p) => bench.has(p));
+    if (needsBacklog) await bench.prepareBacklog();
+    if (bench.has('ceilingB')) await step('ceilingB', () => bench.runCeilingB());
+    if (bench.has('drain') || bench.has('ceilingA')) await step('drain', () => bench.runDrainPhase());
+    if (bench.has('profile')) await step('profile', () => bench.runProfilePhase());
+    if (bench.has('ceilingA')) await step('ceilingA', () => bench.runCeilingA());
+    if (bench.has('fanout')) await step('fanout', () => bench.runFanout(false));
+    if (bench.has('fanoutSameOrigin')) await step('fanoutSameOrigin', () => bench.runFanout(true));
+    if (bench.has('isolation')) await step('isolation', () => bench.runIsolation());
+    if (bench.has('latency')) await step('latency', () => bench.runLatency());
+    if (bench.has('memory')) await step('memory', () => bench.runMemory());
+  } catch (error) {
+    failed = true;
+    bench.results.errors.setup = (error as Error).stack ?? String(error);
+    log(`failed: ${(error as Error).stack ?? error}`);
+  } finally {
+    await bench.teardown();
+  }
+
+  bench.results.totalSeconds = (performance.now() - startedAt) / 1000;
+  bench.judge();
+  const r = bench.results;
+  console.log(`\npg-webhook-bridge benchmark (${r.mode}), ${r.machine.cpus} x ${r.machine.cpuModel}, ${r.machine.memoryGb} GB, Node ${r.machine.node}, Postgres ${r.machine.postgres ?? '?'}; ${(r.totalSeconds ?? 0).toFixed(0)} s`);
+  console.log(bench.table());
+  const profile = r.drainProfiled?.profile;
+  if (profile) console.log(`\n${formatProfile(profile, 25)}`);
+  const errors = Object.entries(r.errors);
+  if (errors.length) {
+    console.log('\nerrors:');
+    for (const [phase, message] of errors) console.log(`  ${phase}: ${message.split('\n').slice(0, 8).join('\n    ')}`);
+  }
+  if (args.json) {
+    mkdirSync(path.dirname(args.json), { recursive: true });
+    writeFileSync(args.json, `${JSON.stringify(r, null, 2)}\n`);
+    console.log(`\nfigures written to ${args.json}`);
+  }
+  // Logs and the default profile go with the work directory; a --profile DIR is kept.
+  if (args.keep) console.log(`logs kept in ${workdir}`);
+  else rmSync(workdir, { recursive: true, force: true });
+  process.exitCode = failed || errors.length > 0 ? 1 : 0;
+}
+
+main().catch((error) => {
+  process.stderr.write(`${(error as Error).stack ?? error}\n`);
+  killChildrenSync();
+  process.exit(1);
+});
