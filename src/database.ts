@@ -21,7 +21,11 @@ export function clientConfig(config: BridgeConfig): pg.ClientConfig {
     keepAliveInitialDelayMillis: 10_000,
     connectionTimeoutMillis: 10_000,
     application_name: 'pg-webhook-bridge',
-    options: '-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c bytea_output=hex -c extra_float_digits=1',
+    // TCP keepalives on the server's side too, so that a session whose client vanished silently (a
+    // network cut) is ended within ~20 s: the leader lock it holds is released and a standby takes over.
+    options:
+      '-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c bytea_output=hex -c extra_float_digits=1 ' +
+      '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=2',
   };
 }
 
