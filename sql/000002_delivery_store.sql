@@ -29,8 +29,6 @@ create index if not exists deliveries_pending_order_idx
 -- claims walk each webhook's pending deliveries in commit order and stop at the first due heads
 create index if not exists deliveries_pending_position_idx
   on :schema.deliveries (webhook_id, commit_lsn, change_index) where status = 'pending';
-create index if not exists deliveries_pending_due_idx
-  on :schema.deliveries (run_at) where status = 'pending';
 
 -- The bridge's own view of each webhook: never written into the user's webhooks table.
 create table if not exists :schema.webhook_state (

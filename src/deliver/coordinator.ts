@@ -1,7 +1,7 @@
 import type { Logger } from '../log.js';
 import type { TransactionEntry } from '../replication/ackTracker.js';
 import type { Subscriber, WebhookEvent } from '../route/types.js';
-import { webhooksWithDue, webhooksWithPending } from '../store/deliveryStore.js';
+import { webhooksWithPending } from '../store/deliveryStore.js';
 import type { Queryable } from '../store/types.js';
 import { disableWebhook, recordFailure, recordSuccesses } from '../store/webhookState.js';
 import { withDatabaseRetry } from './databaseRetry.js';
@@ -10,6 +10,8 @@ import { Lane } from './lane.js';
 import type { DeliveryObserver, LaneSettings } from './types.js';
 
 const SUCCESS_FLUSH_INTERVAL_MS = 5_000;
+/** Fast-path lanes look for rows made due from outside every this many ticks (storePollMs each). */
+const DUE_CHECK_EVERY_TICKS = 4;
 /** A failing webhook's state row is written at most this often (a dead endpoint fails a lot). */
 const FAILURE_WRITE_INTERVAL_MS = 1_000;
 
@@ -25,6 +27,7 @@ export class DeliveryCoordinator {
   private readonly successes = new Map<string, Date>();
   private capacityWaiters: Array<() => void> = [];
   private startupPending = new Set<string>();
+  private ticks = 0;
   private readonly failing = new Map<string, { failingSince: number; lastWrite: number }>();
   private ticking = false;
 
@@ -63,10 +66,8 @@ export class DeliveryCoordinator {
 
   /** The registry changed: lanes follow the new URL/secret; disabled webhooks stop sending. */
   updateSubscribers(active: readonly Subscriber[], disabled: ReadonlySet<string>): void {
-    for (const subscriber of active) {
-      const lane = this.lanes.get(subscriber.id);
-      if (lane) lane.webhook = subscriber;
-    }
+    // Every active webhook gets its lane now, so stored work of a webhook with no new events is found.
+    for (const subscriber of active) this.laneFor(subscriber).webhook = subscriber;
     for (const [id, lane] of this.lanes) {
       const isDisabled = disabled.has(id);
       if (isDisabled && !lane.disabled) {
@@ -122,13 +123,12 @@ export class DeliveryCoordinator {
           void lane.spill().then(() => this.releaseWaiters());
         } else if (lane.mode === 'store') lane.poll();
       }
-      // Rows made due from outside (CLI redeliver, a crashed replica's leases) for lanes on the fast path.
-      const due = await webhooksWithDue(this.db, this.settings.schema);
-      for (const id of due) {
-        const lane = this.lanes.get(id);
-        if (lane && lane.mode === 'memory') lane.poll();
+      // Rows made due from outside (CLI redeliver, a crashed replica's leases) for lanes on the fast
+      // path: a claim per lane (index-backed, empty for a healthy lane) every few ticks, rather than a
+      // scan of the whole store, which costs seconds per tick once it holds a large backlog.
+      if (++this.ticks % DUE_CHECK_EVERY_TICKS === 0) {
+        for (const lane of this.lanes.values()) if (lane.mode === 'memory') lane.poll();
       }
-      for (const id of due) if (!this.lanes.has(id)) this.startupPending.add(id);
     } catch (error) {
       this.log.warn({ err: error }, 'delivery tick failed');
     } finally {

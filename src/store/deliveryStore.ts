@@ -121,14 +121,6 @@ export async function webhooksWithPending(db: Queryable, schema: string): Promis
   return new Set(rows.map((r) => r.webhook_id as string));
 }
 
-/** Webhooks with a pending row that is due now (e.g. after a redeliver from the CLI). */
-export async function webhooksWithDue(db: Queryable, schema: string): Promise<Set<string>> {
-  const { rows } = await db.query(
-    `select distinct webhook_id from ${table(schema)} where status = 'pending' and run_at <= now() and (locked_until is null or locked_until < now())`,
-  );
-  return new Set(rows.map((r) => r.webhook_id as string));
-}
-
 export async function hasPending(db: Queryable, schema: string, webhookId: string): Promise<boolean> {
   const { rows } = await db.query(`select exists (select 1 from ${table(schema)} where webhook_id = $1 and status = 'pending') as p`, [webhookId]);
   return rows[0].p === true;
