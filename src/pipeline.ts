@@ -225,6 +225,7 @@ export class Pipeline {
    */
   async stop(deadline: number): Promise<void> {
     if (this.stopping) return;
+    this.stream?.stopAccepting();
     this.stopping = true;
     for (const timer of this.timers) clearInterval(timer);
     if (this.coordinator) await this.coordinator.drain(deadline);

@@ -22,6 +22,10 @@ export class AckTracker implements SafeLsnSource {
     return this.safe;
   }
 
+  isIdle(): boolean {
+    return this.entries.length === 0;
+  }
+
   /** Transactions not yet settled: what an ack is waiting on. */
   get pendingTransactions(): number {
     return this.entries.length;

@@ -4,7 +4,7 @@ import type { Lsn, PgoutputMessage } from '../decode/types.js';
 import { DecodeError } from '../errors.js';
 import { parsePgoutputMessage } from '../decode/pgoutput.js';
 import type { Logger } from '../log.js';
-import { formatLsn } from './lsn.js';
+import { formatLsn, parseLsn } from './lsn.js';
 import type { MessageHandler, SafeLsnSource, StreamState } from './types.js';
 
 type ParsedFrame = PgoutputMessage | { tag: 'unparsable'; error: Error };
@@ -18,6 +18,9 @@ const RECONNECT_DELAYS_MS = [250, 500, 1_000, 2_000, 5_000];
  * `messages 'true'` makes the heartbeats written with pg_logical_emit_message reach us.
  */
 class BridgePgoutputPlugin {
+  /** Frames parsed (= received), so the stream can tell when every received frame was handled. */
+  frames = 0;
+
   constructor(readonly options: { publication: string }) {}
 
   get name(): string {
@@ -35,6 +38,7 @@ class BridgePgoutputPlugin {
     // Parsed synchronously: the buffer belongs to the connection and is reused after this returns.
     // A throw here would escape the library's socket listener and kill the process without the
     // orderly stop, so it is handed on as a value instead.
+    this.frames++;
     try {
       return parsePgoutputMessage(buffer);
     } catch (error) {
@@ -66,6 +70,14 @@ export class ReplicationStream {
   private stopped = false;
   private ackTimer: NodeJS.Timeout | null = null;
   private lastSentLsn: Lsn = 0n;
+  /**
+   * The server's sent position from a keepalive that arrived while every received frame was handled
+   * and settled: everything before it is done, so it may be confirmed. Without it an idle bridge would
+   * confirm less than the server sent, and a fast shutdown waits for that confirmation for ever.
+   */
+  private idleLsn: Lsn = 0n;
+  private inHandler = false;
+  private accepting = true;
   private fatal: Error | null = null;
   state: StreamState = 'connecting';
 
@@ -109,8 +121,14 @@ export class ReplicationStream {
     });
     this.service = service;
     this.lastSentLsn = 0n;
+    this.idleLsn = 0n;
+    const plugin = new BridgePgoutputPlugin({ publication: this.options.publication });
+    let handled = 0;
     service.on('data', async (lsn: string, message: ParsedFrame) => {
-      if (this.fatal || this.stopped) return;
+      // Not counted as handled: a frame dropped here must keep the idle position from passing it.
+      if (this.fatal || this.stopped || !this.accepting) return;
+      handled++;
+      this.inHandler = true;
       try {
         if (message.tag === 'unparsable') throw new DecodeError(`cannot parse a pgoutput message: ${message.error.message}`, lsn, { cause: message.error });
         await this.options.onMessage(message, lsn);
@@ -119,9 +137,17 @@ export class ReplicationStream {
         this.fatal = error as Error;
         log.error({ err: error, lsn }, 'fatal error while handling a replication message; stopping the stream without acknowledging it');
         void service.stop();
+      } finally {
+        this.inHandler = false;
       }
     });
-    service.on('heartbeat', (_lsn: string, _timestamp: number, shouldRespond: boolean) => {
+    service.on('heartbeat', (lsn: string, _timestamp: number, shouldRespond: boolean) => {
+      // Handlers run one at a time in arrival order: when the last received frame was handled (its
+      // handler returned) and nothing is outstanding, the keepalive's position is fully processed.
+      if (plugin.frames === handled && !this.inHandler && this.options.safeLsn.isIdle()) {
+        const sent = parseLsn(lsn);
+        if (sent > this.idleLsn) this.idleLsn = sent;
+      }
       // With the library's timer off, unanswered keepalives would make wal_sender_timeout drop us.
       if (shouldRespond) this.sendStatus(true);
     });
@@ -133,7 +159,7 @@ export class ReplicationStream {
     const ended = new Promise<void>((resolve, reject) => {
       service.on('error', (error: Error) => reject(error));
       service
-        .subscribe(new BridgePgoutputPlugin({ publication: this.options.publication }), this.options.slot)
+        .subscribe(plugin, this.options.slot)
         .then(() => resolve(), reject);
     });
     try {
@@ -152,11 +178,17 @@ export class ReplicationStream {
   sendStatus(force: boolean): void {
     const service = this.service;
     if (!service || this.fatal) return;
-    const safe = this.options.safeLsn.safeLsn();
+    const settled = this.options.safeLsn.safeLsn();
+    const safe = this.idleLsn > settled ? this.idleLsn : settled;
     if (safe === 0n) return;
     if (!force && safe === this.lastSentLsn) return;
     this.lastSentLsn = safe;
     void service.acknowledge(formatLsn(safe - 1n)).catch(() => undefined);
+  }
+
+  /** Shutdown, first step: frames that arrive from now on are neither handled nor confirmed. */
+  stopAccepting(): void {
+    this.accepting = false;
   }
 
   async stop(): Promise<void> {

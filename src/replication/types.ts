@@ -9,6 +9,8 @@ export type MessageHandler = (message: PgoutputMessage, lsn: string) => Promise<
  */
 export interface SafeLsnSource {
   safeLsn(): Lsn;
+  /** Nothing received is still unsettled: no open transaction, no delivery outstanding. */
+  isIdle(): boolean;
 }
 
 export type StreamState = 'connecting' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
