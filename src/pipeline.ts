@@ -7,6 +7,7 @@ import { Decoder, HEARTBEAT_PREFIX, type DecoderCatalog } from './decode/decoder
 import { TypeCatalog } from './decode/typeCatalog.js';
 import type { Lsn, PgoutputMessage } from './decode/types.js';
 import { DeliveryCoordinator } from './deliver/coordinator.js';
+import { setServerShuttingDownListener } from './deliver/databaseRetry.js';
 import type { HttpSender } from './deliver/httpSender.js';
 import type { BridgeMetrics } from './http/metrics.js';
 import type { Logger } from './log.js';
@@ -124,6 +125,10 @@ export class Pipeline {
         }
       }, 20);
     });
+    setServerShuttingDownListener(() => {
+      this.log.warn('Postgres is shutting down: dropping the replication stream so the shutdown can finish; it reconnects and replays');
+      this.stream.reconnect();
+    });
     this.streamDone = this.stream.run().catch((error) => {
       this.fatalError = error as Error;
       log.fatal({ err: error }, 'replication stopped on a fatal error');
@@ -226,6 +231,7 @@ export class Pipeline {
   async stop(deadline: number): Promise<void> {
     if (this.stopping) return;
     this.stream?.stopAccepting();
+    setServerShuttingDownListener(null);
     this.stopping = true;
     for (const timer of this.timers) clearInterval(timer);
     if (this.coordinator) await this.coordinator.drain(deadline);

@@ -15,6 +15,19 @@ const RETRYABLE_SQLSTATES = new Set([
 ]);
 const RETRYABLE_SOCKET_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
 const RETRY_DELAYS_MS = [100, 250, 500, 1_000, 2_000, 5_000];
+/** The server is going down: it also waits for our replication stream to confirm, which waits for us. */
+const SHUTTING_DOWN_SQLSTATES = new Set(['57P01', '57P02', '57P03']);
+
+let onServerShuttingDown: (() => void) | null = null;
+
+/**
+ * Who to tell when a store write finds the server shutting down. A fast shutdown waits until the
+ * logical stream confirms everything sent, while the writes that would let us confirm it are refused:
+ * dropping the stream (it reconnects and replays from the confirmed position) breaks that deadlock.
+ */
+export function setServerShuttingDownListener(listener: (() => void) | null): void {
+  onServerShuttingDown = listener;
+}
 
 export function isRetryableDatabaseError(error: unknown): boolean {
   const code = (error as { code?: string } | null)?.code;
@@ -34,6 +47,7 @@ export async function withDatabaseRetry<T>(log: Logger, what: string, run: () =>
       return await run();
     } catch (error) {
       if (!isRetryableDatabaseError(error)) throw error;
+      if (SHUTTING_DOWN_SQLSTATES.has((error as { code?: string }).code ?? '')) onServerShuttingDown?.();
       const delay = RETRY_DELAYS_MS[Math.min(attempt, RETRY_DELAYS_MS.length - 1)];
       log.warn({ err: error, attempt: attempt + 1, retryInMs: delay }, `database unavailable while trying to ${what}; retrying`);
       await new Promise((resolve) => setTimeout(resolve, delay));

@@ -186,6 +186,11 @@ export class ReplicationStream {
     void service.acknowledge(formatLsn(safe - 1n)).catch(() => undefined);
   }
 
+  /** Drops the current connection; run() reconnects with backoff and the server replays from the slot. */
+  reconnect(): void {
+    void this.service?.stop().catch(() => undefined);
+  }
+
   /** Shutdown, first step: frames that arrive from now on are neither handled nor confirmed. */
   stopAccepting(): void {
     this.accepting = false;
