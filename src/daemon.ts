@@ -36,6 +36,8 @@ export class Daemon {
   private server: http.Server | null = null;
   private lock: LeaderLock | null = null;
   private pipeline: Pipeline | null = null;
+  /** A pipeline still stopping after leadership was lost. */
+  private retiring: Promise<void> | null = null;
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
   private notReadyReason = 'starting';
@@ -153,7 +155,11 @@ export class Daemon {
     this.role = 'starting';
     this.notReadyReason = 'lost leadership; re-electing';
     this.metrics.leader.set(0);
-    await pipeline?.stop(Date.now() + 5_000).catch((error) => this.log.warn({ err: error }, 'stopping the pipeline after losing leadership failed'));
+    const stopped = pipeline?.stop(Date.now() + 5_000).catch((error) => this.log.warn({ err: error }, 'stopping the pipeline after losing leadership failed'));
+    // stop() waits for this one too: its lanes still use the pool.
+    this.retiring = stopped ?? null;
+    await stopped;
+    if (this.retiring === stopped) this.retiring = null;
     if (!this.stopping) void this.electLoop();
   }
 
@@ -229,10 +235,11 @@ export class Daemon {
     for (const wake of [...this.sleeps]) wake();
     const deadline = Date.now() + graceMs;
     for (const timer of this.timers) clearInterval(timer);
-    await this.pipeline?.stop(deadline);
+    await Promise.all([this.pipeline?.stop(deadline), this.retiring]);
     this.role = 'stopped';
     await this.lock?.release();
-    await this.sender?.close();
+    // Attempts still in flight were stored under a lease by the drain: cut them at the deadline.
+    await this.sender?.close(deadline);
     await this.pool?.end().catch(() => undefined);
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.server?.closeAllConnections?.();

@@ -231,7 +231,6 @@ export class Pipeline {
   async stop(deadline: number): Promise<void> {
     if (this.stopping) return;
     this.stream?.stopAccepting();
-    setServerShuttingDownListener(null);
     this.stopping = true;
     for (const timer of this.timers) clearInterval(timer);
     if (this.coordinator) await this.coordinator.drain(deadline);
@@ -240,5 +239,7 @@ export class Pipeline {
       await this.stream.stop();
       await this.streamDone;
     }
+    // Only now: a drain whose store writes the stopping server refuses must still be able to drop the stream.
+    setServerShuttingDownListener(null);
   }
 }

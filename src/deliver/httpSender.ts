@@ -51,7 +51,7 @@ export type AttemptOutcome =
 
 export interface HttpSender {
   send(url: string, body: string, headers: Record<string, string>): Promise<AttemptOutcome>;
-  close(): Promise<void>;
+  close(deadline?: number): Promise<void>;
 }
 
 /** Raised by the connector when no address of the target may be dialled. */
@@ -215,10 +215,21 @@ export function createHttpSender(options: HttpSenderOptions): HttpSender {
   let closing: Promise<void> | undefined;
   return {
     send,
-    /** Waits for attempts in flight (each ends by its deadline), then closes every connection. Idempotent. */
-    close() {
+    /**
+     * Waits for attempts in flight (each ends by its deadline), then closes every connection; past
+     * `deadline` (epoch ms) the rest are cut. Idempotent.
+     */
+    close(deadline?: number) {
       closing ??= agent.close();
-      return closing;
+      if (deadline === undefined) return closing;
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+      });
+      return Promise.race([closing, late]).then(() => {
+        clearTimeout(timer);
+        return agent.destroy().catch(() => undefined);
+      });
     },
   };
 }

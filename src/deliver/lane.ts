@@ -153,7 +153,7 @@ export class Lane {
       const key = this.ready.shift()!;
       const delivery = this.queues.get(key)![0];
       this.queued--;
-      void this.sendFromMemory(delivery);
+      this.sendFromMemory(delivery).catch((error) => this.onUnexpected(error));
     }
   }
 
@@ -325,7 +325,7 @@ export class Lane {
         if (this.closed) return;
         await this.recordStoredOutcome({ eventId: row.eventId, webhookId: row.webhookId }, outcome, row.attempts);
         this.poll();
-      })();
+      })().catch((error) => this.onUnexpected(error));
     }
   }
 
@@ -406,6 +406,15 @@ export class Lane {
       lockedUntil: dead ? null : lockedUntil,
       status: dead ? 'dead' : 'pending',
     };
+  }
+
+  /**
+   * A bookkeeping write failed for a reason retrying cannot fix (or the pool is gone). The delivery's
+   * transaction stays unacknowledged, so the next start replays it: loud, but nothing is lost.
+   */
+  private onUnexpected(error: unknown): void {
+    if (this.closed) return;
+    this.log.error({ err: error, webhookId: this.webhook.id }, 'could not record a delivery outcome; its transaction stays unacknowledged');
   }
 
   /** Shutdown: everything in memory goes to the store; waits for in-flight attempts up to the deadline. */

@@ -114,7 +114,13 @@ export function runPgTool(binDir: string, tool: string, args: string[], cwd?: st
 export async function restartDataDir(binDir: string, dataDir: string, mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
   // -l is required: without it the new postmaster inherits our stdout pipe and execFile never returns.
   // Without -o, pg_ctl reuses the previous command line (postmaster.opts), extraFlags included.
-  await runPgTool(binDir, 'pg_ctl', ['-D', dataDir, '-l', serverLogFile(dataDir), '-m', mode, '-w', '-t', String(PG_CTL_TIMEOUT_S), 'restart'], path.dirname(dataDir));
+  try {
+    await runPgTool(binDir, 'pg_ctl', ['-D', dataDir, '-l', serverLogFile(dataDir), '-m', mode, '-w', '-t', String(PG_CTL_TIMEOUT_S), 'restart'], path.dirname(dataDir));
+  } catch (error) {
+    // What the server was waiting for is only in its log.
+    const log = await readFile(serverLogFile(dataDir), 'utf8').catch(() => '');
+    throw new Error(`${(error as Error).message}\nserver log (tail):\n${log.split('\n').slice(-60).join('\n')}`, { cause: error });
+  }
 }
 
 /** A port nobody listens on right now: bind port 0, read it, close. */
