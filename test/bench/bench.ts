@@ -40,7 +40,7 @@ import { startCluster, type ClusterHandle } from '../helpers/postgresCluster.js'
 import type { CeilingAOptions, CeilingAResult } from './ceilingA.js';
 import { formatProfile, summariseProfile, type ProfileSummary } from './cpuProfile.js';
 import { CrmWriter, seed, seededRandom, writeBacklog, writePaced } from './crmWriter.js';
-import { spawnDaemon, type DaemonProcess } from './daemonProcess.js';
+import { buildDaemon, spawnDaemon, type DaemonProcess } from './daemonProcess.js';
 import { CpuWindow, MemorySampler, readMemory, resetPeak, type CpuUse } from './procStats.js';
 import type { LatencySummary, PortStats, ReceiverRequest } from './receiver.js';
 import type { ReplicationCeilingOptions, ReplicationCeilingResult } from './replicationCeiling.js';
@@ -241,7 +241,7 @@ class ReceiverProcess {
   }
 
   static async start(): Promise<ReceiverProcess> {
-    const child = track(spawn(process.execPath, ['--import', 'tsx', path.join(HERE, 'receiver.ts')], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+    const child = track(spawn(process.execPath, [...(process.env.PGWB_BENCH_RECEIVER_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.PGWB_BENCH_RECEIVER_PROF] : []), '--import', 'tsx', path.join(HERE, 'receiver.ts')], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
     await new Promise<void>((resolve, reject) => {
       child.once('message', () => resolve());
       child.once('exit', (code) => reject(new Error(`receiver exited with ${code} before it was ready`)));
@@ -269,8 +269,9 @@ class ReceiverProcess {
     return this.request({ cmd: 'reset' });
   }
 
-  stats(): Promise<ReceiverStats> {
-    return this.request<ReceiverStats>({ cmd: 'stats' });
+  /** Counts; `withLatency` adds the latency summary, which sorts every sample: not while measuring. */
+  stats(withLatency = false): Promise<ReceiverStats> {
+    return this.request<ReceiverStats>({ cmd: 'stats', latency: withLatency });
   }
 
   async stop(): Promise<void> {
@@ -835,7 +836,7 @@ class Bench {
           const walsenderLagKb = await lag.stop();
           const measure = await this.waitDeliveries(new Map([[this.ports[0], written.changes]]), 60_000, daemon, wallNow(), name);
           const usage = cpu.stop((await this.receiver.stats()).cpuUs);
-          const stats = await this.receiver.stats();
+          const stats = await this.receiver.stats(true);
           latency[key] = { rate, written: written.changes, achievedRate: written.achievedRate, delivered: measure.delivered, latency: stats.latency, cpu: usage, walsenderLagKb };
           log(
             `  wrote ${fmt.rate(written.achievedRate)}, delivered ${fmt.int(measure.delivered)}/${fmt.int(written.changes)}: p50 ${fmt.ms(stats.latency.p50)}, p95 ${fmt.ms(stats.latency.p95)}, p99 ${fmt.ms(stats.latency.p99)}, max ${fmt.ms(stats.latency.max)}; ` +
@@ -1169,6 +1170,8 @@ async function main(): Promise<void> {
 
   let failed = false;
   try {
+    log('building dist/ (the daemon runs compiled, as in production)');
+    buildDaemon(ROOT);
     await bench.setup();
     const needsBacklog = (['ceilingB', 'drain', 'profile', 'ceilingA', 'fanout', 'fanoutSameOrigin', 'isolation'] as Phase[]).some((p) => bench.has(p));
     if (needsBacklog) await bench.prepareBacklog();

@@ -1,8 +1,9 @@
 /**
- * The daemon under test, as a user runs it: `node bin/pg-webhook-bridge.js <flags> start`, a child
+ * The daemon under test, as a production install runs it: the compiled dist/ (`buildDaemon()` first,
+ * started by `compiledDaemon.mjs`, the equivalent of `bin/pg-webhook-bridge.js` without tsx), a child
  * process whose output goes straight to a log file (not through the bench's event loop).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import path from 'node:path';
 
@@ -28,10 +29,15 @@ export function flagFor(key: string): string {
   return `--${key.replace(/\./g, '-').replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 }
 
+/** Compiles src/ into dist/ (`npm run build`), so the daemon runs as it does in production. */
+export function buildDaemon(root: string): void {
+  execFileSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.build.json')], { cwd: root, stdio: 'inherit' });
+}
+
 export function spawnDaemon(options: DaemonOptions): DaemonProcess {
   const args: string[] = [];
   if (options.profileDir) args.push('--cpu-prof', '--cpu-prof-dir', options.profileDir);
-  args.push(path.join(options.root, 'bin/pg-webhook-bridge.js'));
+  args.push(path.join(options.root, 'test/bench/compiledDaemon.mjs'));
   for (const [key, value] of Object.entries(options.config)) args.push(flagFor(key), typeof value === 'string' ? value : JSON.stringify(value));
   args.push('start');
   const log = openSync(options.logFile, 'a');
