@@ -1,4 +1,5 @@
 import { DecodeError } from '../errors.js';
+import { isPlainKey, newRow } from './rowObject.js';
 import type { Logger } from '../log.js';
 import { postgresTimeToDate } from './pgoutput.js';
 import { UNCHANGED_TOAST, type DecodedItem, type Lsn, type PgoutputMessage, type Relation, type Row, type RowChange, type TupleValue } from './types.js';
@@ -19,6 +20,8 @@ interface KnownRelation {
   relation: Relation;
   columnNames: string[];
   keyColumns: string[];
+  /** No column is named like an Object.prototype member: rows may be plain objects (see newRow). */
+  plainRows: boolean;
 }
 
 /**
@@ -85,7 +88,8 @@ export class Decoder {
       if (relation.replicaIdentity === 'index') keyColumns = relation.columns.filter((c) => c.isKey).map((c) => c.name);
       else if (relation.columns.some((c) => c.name === 'id')) keyColumns = ['id'];
     }
-    this.relations.set(relation.id, { relation, columnNames: relation.columns.map((c) => c.name), keyColumns });
+    const columnNames = relation.columns.map((c) => c.name);
+    this.relations.set(relation.id, { relation, columnNames, keyColumns, plainRows: columnNames.every(isPlainKey) });
     if (relation.replicaIdentity !== 'full' && !this.warnedNotFull.has(relation.id)) {
       this.warnedNotFull.add(relation.id);
       this.log.warn(
@@ -112,13 +116,13 @@ export class Decoder {
     let changedColumns: string[] | null = null;
 
     if (message.tag === 'insert') {
-      newRow = toRow(relation, message.newTuple, null, false, lookup, unavailable);
+      newRow = toRow(known, message.newTuple, null, false, lookup, unavailable);
     } else if (message.tag === 'update') {
       // A key-only old image ('K': the key changed on a table that is not FULL) says nothing about the
       // other columns, so it can neither fill TOAST values nor tell what changed.
       const oldTuple = message.oldTuple && !message.keyOnly ? message.oldTuple : null;
       if (oldTuple) {
-        oldRow = toRow(relation, oldTuple, null, false, lookup, []);
+        oldRow = toRow(known, oldTuple, null, false, lookup, []);
         changedColumns = [];
         for (let i = 0; i < relation.columns.length; i++) {
           const after = message.newTuple[i];
@@ -126,9 +130,9 @@ export class Decoder {
           if (after !== UNCHANGED_TOAST && after !== oldTuple[i]) changedColumns.push(relation.columns[i].name);
         }
       }
-      newRow = toRow(relation, message.newTuple, oldTuple, false, lookup, unavailable);
+      newRow = toRow(known, message.newTuple, oldTuple, false, lookup, unavailable);
     } else {
-      oldRow = toRow(relation, message.oldTuple, null, message.keyOnly, lookup, unavailable);
+      oldRow = toRow(known, message.oldTuple, null, message.keyOnly, lookup, unavailable);
     }
 
     return {
@@ -153,10 +157,9 @@ export class Decoder {
  * with `keyOnly`, only replica identity key columns were sent (the others arrive as 'n', which must not
  * be read as SQL NULL). Whatever is missing is left out of the row and listed in `unavailable`.
  */
-function toRow(relation: Relation, tuple: TupleValue[], fallback: TupleValue[] | null, keyOnly: boolean, lookup: TypeLookup, unavailable: string[]): Row {
-  // No prototype: a column named "__proto__" must become a key, not replace the prototype.
-  const row: Row = Object.create(null) as Row;
-  const columns = relation.columns;
+function toRow(known: KnownRelation, tuple: TupleValue[], fallback: TupleValue[] | null, keyOnly: boolean, lookup: TypeLookup, unavailable: string[]): Row {
+  const row = newRow(known.plainRows);
+  const columns = known.relation.columns;
   for (let i = 0; i < columns.length; i++) {
     let value = tuple[i];
     if (keyOnly && !columns[i].isKey) {
@@ -175,3 +178,4 @@ function toRow(relation: Relation, tuple: TupleValue[], fallback: TupleValue[] |
   }
   return row;
 }
+

@@ -52,7 +52,7 @@ export class DeliveryCoordinator {
   route(event: WebhookEvent, subscribers: readonly Subscriber[], hold: TransactionEntry): void {
     const now = Date.now();
     for (const subscriber of subscribers) {
-      this.laneFor(subscriber).enqueue({ event, hold, enqueuedAt: now, stored: null });
+      this.laneFor(subscriber).enqueue({ event, hold, enqueuedAt: now, stored: null, finished: false });
     }
   }
 

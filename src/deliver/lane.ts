@@ -76,7 +76,6 @@ export class Lane {
   private stopping = false;
   /** After drain(): the pool is gone, so late outcomes are left to the store's lease expiry. */
   private closed = false;
-  private readonly done = new WeakSet<MemoryDelivery>();
   /**
    * Circuit breaker: while the endpoint is down, the store is probed with one delivery at a time, no
    * sooner than `probeAt`, instead of every due record being retried at once. A success closes it.
@@ -144,7 +143,7 @@ export class Lane {
 
   /** Age of the oldest unfinished memory delivery, in ms (0 when none). */
   oldestAgeMs(now: number): number {
-    while (this.arrivals.length > 0 && this.done.has(this.arrivals[0])) this.arrivals.shift();
+    while (this.arrivals.length > 0 && this.arrivals[0].finished) this.arrivals.shift();
     return this.arrivals.length > 0 ? now - this.arrivals[0].enqueuedAt : 0;
   }
 
@@ -163,7 +162,7 @@ export class Lane {
     const outcome = await this.attempt(delivery.event.id, delivery.event.body, delivery.event.name, delivery.event.commitTime, 0);
     this.inFlight--;
     this.inFlightMemory.delete(delivery);
-    this.done.add(delivery);
+    delivery.finished = true;
     if (this.closed) return;
     if (delivery.stored) {
       // Spilled while in flight: it lives in the store now, so its outcome is recorded there.
@@ -211,7 +210,7 @@ export class Lane {
         if (delivery === failed?.delivery || this.inFlightMemory.has(delivery)) continue;
         rows.push(this.toRow(delivery, 0, new Date(now), null, null));
         spilled.push(delivery);
-        this.done.add(delivery);
+        delivery.finished = true;
       }
     }
     this.queues.clear();

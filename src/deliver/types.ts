@@ -12,6 +12,8 @@ export interface MemoryDelivery {
   enqueuedAt: number;
   /** Set once the delivery has been written to the store; its outcome is then recorded there. */
   stored: Promise<void> | null;
+  /** No longer waiting in memory (attempted, or spilled to the store): its age no longer counts. */
+  finished: boolean;
 }
 
 export type DeliveryOutcomeLabel = 'success' | 'retry' | 'dead' | 'refused';

@@ -1,4 +1,5 @@
 import type { RowChange, Row } from '../decode/types.js';
+import { isPlainKey, newRow } from '../decode/rowObject.js';
 import { lsnToSortableHex } from '../replication/lsn.js';
 import type { ObjectResolver } from './objectMapping.js';
 import { stringifyPayload } from './payloadJson.js';
@@ -94,8 +95,10 @@ export function toCamelCase(name: string): string {
 }
 
 function camelCaseKeys(row: Row): Row {
-  const out: Row = Object.create(null) as Row;
-  for (const key of Object.keys(row)) out[toCamelCase(key)] = row[key];
+  const keys = Object.keys(row);
+  const names = keys.map(toCamelCase);
+  const out = newRow(names.every(isPlainKey));
+  for (let i = 0; i < keys.length; i++) out[names[i]] = row[keys[i]];
   return out;
 }
 

@@ -82,6 +82,12 @@ describe('buildEvent', () => {
     expect(toCamelCase('annual_recurring__revenue')).toBe('annualRecurringRevenue');
   });
 
+  it('camelCase that turns a column into a prototype name ("to_string") still yields that key', () => {
+    const event = buildEvent(change({ newRow: { id: 'p1', to_string: 'x' }, columnNames: ['id', 'to_string'] }), { ...options, camelCase: true })!;
+    expect(event.body).toContain('"toString":"x"');
+    expect(JSON.parse(event.body).data).toEqual({ id: 'p1', toString: 'x' });
+  });
+
   it('a payload over the limit is sent in its truncated form with the key', () => {
     const big = 'x'.repeat(2_000);
     const event = buildEvent(change({ newRow: { id: 'p1', firstName: big, deletedAt: null } }), { ...options, maxPayloadBytes: 1_000 })!;
