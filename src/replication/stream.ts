@@ -5,19 +5,13 @@ import { DecodeError } from '../errors.js';
 import { parsePgoutputMessage } from '../decode/pgoutput.js';
 import type { Logger } from '../log.js';
 import { formatLsn, parseLsn } from './lsn.js';
+import { ShutdownWaitDetector } from './shutdownWait.js';
 import type { MessageHandler, SafeLsnSource, StreamState } from './types.js';
 
 type ParsedFrame = PgoutputMessage | { tag: 'unparsable'; error: Error };
 
 /** Reconnect delays after a lost stream: quick first, capped so a down database is not hammered. */
 const RECONNECT_DELAYS_MS = [250, 500, 1_000, 2_000, 5_000];
-/**
- * Keepalives asking for a reply, this many at one position within the window, while we confirm less:
- * Postgres is shutting down and waits for us. In normal streaming it asks at most every
- * wal_sender_timeout / 2; while shutting down it asks again as soon as each reply arrives.
- */
-const SHUTDOWN_PINGS = 10;
-const SHUTDOWN_PING_WINDOW_MS = 2_000;
 
 /**
  * Our pgoutput plugin for pg-logical-replication: our own parser (bytes -> messages, unit-tested on
@@ -85,7 +79,7 @@ export class ReplicationStream {
   private idleLsn: Lsn = 0n;
   private inHandler = false;
   /** Back-to-back keepalives asking for a reply at one position we cannot confirm yet. */
-  private unconfirmedPings = { lsn: 0n, count: 0, since: 0 };
+  private shutdownWait = new ShutdownWaitDetector();
   private accepting = true;
   private fatal: Error | null = null;
   state: StreamState = 'connecting';
@@ -131,7 +125,7 @@ export class ReplicationStream {
     this.service = service;
     this.lastSentLsn = 0n;
     this.idleLsn = 0n;
-    this.unconfirmedPings = { lsn: 0n, count: 0, since: 0 };
+    this.shutdownWait = new ShutdownWaitDetector();
     const plugin = new BridgePgoutputPlugin({ publication: this.options.publication });
     let handled = 0;
     service.on('data', async (lsn: string, message: ParsedFrame) => {
@@ -161,7 +155,7 @@ export class ReplicationStream {
       // With the library's timer off, unanswered keepalives would make wal_sender_timeout drop us.
       if (!shouldRespond) return;
       this.sendStatus(true);
-      if (this.serverWaitsForUs(parseLsn(lsn))) {
+      if (this.shutdownWait.observe(parseLsn(lsn), this.lastSentLsn, Date.now())) {
         // A fast shutdown of Postgres waits until we confirm everything it sent, and each reply starts
         // that wait again; work still in flight (a hung receiver, a store write the stopping server
         // refuses) would hold the server for as long. Letting go is safe: the stream reconnects and
@@ -203,21 +197,6 @@ export class ReplicationStream {
     if (!force && safe === this.lastSentLsn) return;
     this.lastSentLsn = safe;
     void service.acknowledge(formatLsn(safe - 1n)).catch(() => undefined);
-  }
-
-  /** True once keepalives asking for a reply at a position we cannot confirm come back to back. */
-  private serverWaitsForUs(sent: Lsn): boolean {
-    const pings = this.unconfirmedPings;
-    if (this.lastSentLsn >= sent) {
-      pings.count = 0;
-      return false;
-    }
-    const now = Date.now();
-    if (sent !== pings.lsn || now - pings.since > SHUTDOWN_PING_WINDOW_MS) {
-      this.unconfirmedPings = { lsn: sent, count: 1, since: now };
-      return false;
-    }
-    return ++pings.count >= SHUTDOWN_PINGS;
   }
 
   /** Drops the current connection; run() reconnects with backoff and the server replays from the slot. */

@@ -635,7 +635,12 @@ class Bench {
     if (this.has('profile')) daemons.push(['profile', [hook(this.ports[0])]]);
     if (this.has('fanout')) daemons.push(['fanout', this.ports.map((p) => hook(p))]);
     if (this.has('fanoutSameOrigin')) daemons.push(['fanoutsame', this.ports.map((_, i) => hook(this.ports[0], `/${i}`))]);
-    if (this.has('isolation')) daemons.push(['isolation', [hook(this.ports[0]), hook(this.deadPortIsolation)]]);
+    if (this.has('isolation')) {
+      // The same drain alone, run right before: the ratio compares two runs seconds apart, not ones
+      // minutes apart on a machine whose load drifts.
+      daemons.push(['isolationalone', [hook(this.ports[0])]]);
+      daemons.push(['isolation', [hook(this.ports[0]), hook(this.deadPortIsolation)]]);
+    }
     for (const [name, targets] of daemons) await this.prepareDaemon(name, targets);
     await this.admin.query(`create publication bench_ceiling for table public.person, public.company, public.note, public.task`);
 
@@ -805,9 +810,11 @@ class Bench {
 
   async runIsolation(): Promise<void> {
     log(`isolation: ${fmt.int(this.scale.backlog)} changes to a healthy webhook and a dead one (connection refused)`);
+    const alone = await this.runDrain('isolationalone', new Map([[this.ports[0], this.scale.backlog]]), this.scale.drainTimeoutMs);
+    log(`  alone: ${describe(alone)}`);
     const healthy = await this.runDrain('isolation', new Map([[this.ports[0], this.scale.backlog]]), this.scale.drainTimeoutMs);
     const { rows } = await this.admin.query(`select count(*)::int as n from bench_isolation.deliveries`);
-    this.results.isolation = { healthy, deadStoredRows: rows[0].n };
+    this.results.isolation = { healthy, alonePerSecond: alone.perSecond, deadStoredRows: rows[0].n };
     log(`  healthy: ${describe(healthy)}; dead webhook's deliveries in the store: ${fmt.int(rows[0].n)}`);
   }
 
@@ -1025,10 +1032,7 @@ class Bench {
       if (r.fanout) r.fanout.ratioToCeilingA = r.fanout.perSecond / a;
       if (r.fanoutSameOrigin) r.fanoutSameOrigin.ratioToCeilingA = r.fanoutSameOrigin.perSecond / a;
     }
-    if (r.isolation && r.drain) {
-      r.isolation.alonePerSecond = r.drain.perSecond;
-      r.isolation.ratio = r.isolation.healthy.perSecond / r.drain.perSecond;
-    }
+    if (r.isolation?.alonePerSecond) r.isolation.ratio = r.isolation.healthy.perSecond / r.isolation.alonePerSecond;
     const targets: NonNullable<Results['targets']> = [];
     const add = (figure: string, value: number | undefined, shown: string, target: string, ok: (v: number) => boolean): void => {
       targets.push({ figure, value: shown, target, met: value === undefined || !Number.isFinite(value) ? null : ok(value) });
@@ -1060,17 +1064,17 @@ class Bench {
     if (r.ceilingB?.library) row('B: rows/s, pg-logical-replication', fmt.rate(r.ceilingB.library.rowsPerSecond), `counts only; first row after ${r.ceilingB.library.firstRowSeconds.toFixed(2)} s`);
     if (r.ceilingB?.pgRecvlogical) row('B: rows/s, pg_recvlogical', fmt.rate(r.ceilingB.pgRecvlogical.rowsPerSecond), r.ceilingB.pgRecvlogical.version);
     section('daemon');
-    const delivery = (label: string, m: DeliveryMeasure | undefined, ratio?: number): void => {
+    const delivery = (label: string, m: DeliveryMeasure | undefined, ratio?: number, ratioOf = 'A'): void => {
       if (!m) return;
       const got = `${fmt.int(m.delivered)}/${fmt.int(m.expected)}${m.complete ? '' : ' (time cap)'}${m.duplicates ? `, ${m.duplicates} dup` : ''}`;
-      row(label, fmt.rate(m.perSecond), `${ratio !== undefined ? `${fmt.pct(ratio)} of A; ` : ''}${got}, via store ${fmt.int(m.storeInserts)}, startup ${m.startupSeconds.toFixed(1)} s, RSS ${fmt.mb(m.peakRssMb)}; ${fmt.cores(m.cpu)}`);
+      row(label, fmt.rate(m.perSecond), `${ratio !== undefined ? `${fmt.pct(ratio)} of ${ratioOf}; ` : ''}${got}, via store ${fmt.int(m.storeInserts)}, startup ${m.startupSeconds.toFixed(1)} s, RSS ${fmt.mb(m.peakRssMb)}; ${fmt.cores(m.cpu)}`);
     };
     delivery('drain: events/s, 1 webhook', r.drain, r.drain?.ratioToCeilingA);
     delivery('drain under --cpu-prof', r.drainProfiled);
     delivery('fan-out: deliveries/s, 10 origins', r.fanout, r.fanout?.ratioToCeilingA);
     delivery('fan-out: deliveries/s, 1 origin', r.fanoutSameOrigin, r.fanoutSameOrigin?.ratioToCeilingA);
-    if (r.isolation) delivery('isolation: healthy beside dead', r.isolation.healthy, r.isolation.ratio);
-    if (r.isolation?.ratio !== undefined) row('isolation: ratio to alone', fmt.pct(r.isolation.ratio), `dead webhook stored ${fmt.int(r.isolation.deadStoredRows)} rows`);
+    if (r.isolation) delivery('isolation: healthy beside dead', r.isolation.healthy, r.isolation.ratio, 'alone');
+    if (r.isolation?.ratio !== undefined) row('isolation: ratio to alone', fmt.pct(r.isolation.ratio), `alone (run just before) ${fmt.rate(r.isolation.alonePerSecond ?? 0)}; dead webhook stored ${fmt.int(r.isolation.deadStoredRows)} rows`);
     for (const entry of Object.values(r.latency ?? {})) {
       row(
         `latency at ${fmt.int(entry.rate)}/s: p50/p95/p99`,
