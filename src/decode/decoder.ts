@@ -1,7 +1,7 @@
 import { DecodeError } from '../errors.js';
-import { isPlainKey, newRow } from './rowObject.js';
 import type { Logger } from '../log.js';
 import { postgresTimeToDate } from './pgoutput.js';
+import { isPlainKey, newRow } from './rowObject.js';
 import { UNCHANGED_TOAST, type DecodedItem, type Lsn, type PgoutputMessage, type Relation, type Row, type RowChange, type TupleValue } from './types.js';
 import { convertValue, type TypeLookup } from './values.js';
 
@@ -178,4 +178,3 @@ function toRow(known: KnownRelation, tuple: TupleValue[], fallback: TupleValue[]
   }
   return row;
 }
-

@@ -76,16 +76,22 @@ abstract class FastMetric<S extends { labels: Labels }> {
     return [...this.all.values()];
   }
 
+  /** Zeroes every series in place: callers keep series objects, so they must stay registered. */
   reset(): void {
-    this.all.clear();
+    for (const series of this.all.values()) this.zero(series);
   }
 
   protected abstract make(labels: Labels): S;
+  protected abstract zero(series: S): void;
 }
 
 export class FastCounter extends FastMetric<CounterSeries> {
   protected make(labels: Labels): CounterSeries {
     return new CounterSeries(labels);
+  }
+
+  protected zero(series: CounterSeries): void {
+    series.value = 0;
   }
 
   get(): ScrapedMetric {
@@ -112,6 +118,12 @@ export class FastHistogram extends FastMetric<HistogramSeries> {
 
   protected make(labels: Labels): HistogramSeries {
     return new HistogramSeries(labels, this.buckets);
+  }
+
+  protected zero(series: HistogramSeries): void {
+    series.counts.fill(0);
+    series.sum = 0;
+    series.count = 0;
   }
 
   get(): ScrapedMetric {

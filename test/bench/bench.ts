@@ -812,7 +812,7 @@ class Bench {
     log(`isolation: ${fmt.int(this.scale.backlog)} changes to a healthy webhook and a dead one (connection refused)`);
     const alone = await this.runDrain('isolationalone', new Map([[this.ports[0], this.scale.backlog]]), this.scale.drainTimeoutMs);
     log(`  alone: ${describe(alone)}`);
-    const healthy = await this.runDrain('isolation', new Map([[this.ports[0], this.scale.backlog]]), this.scale.drainTimeoutMs);
+    const healthy = await this.runDrain('isolation', new Map([[this.ports[0], this.scale.backlog]]), this.scale.drainTimeoutMs, process.env.PGWB_BENCH_ISOLATION_PROF);
     const { rows } = await this.admin.query(`select count(*)::int as n from bench_isolation.deliveries`);
     this.results.isolation = { healthy, alonePerSecond: alone.perSecond, deadStoredRows: rows[0].n };
     log(`  healthy: ${describe(healthy)}; dead webhook's deliveries in the store: ${fmt.int(rows[0].n)}`);
