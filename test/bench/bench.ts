@@ -821,7 +821,7 @@ class Bench {
   async runLatency(): Promise<void> {
     const name = 'latency';
     await this.prepareDaemon(name, [`http://${HOST}:${this.ports[0]}/hook`]);
-    const daemon = this.startDaemon(name);
+    const daemon = this.startDaemon(name, {}, process.env.PGWB_BENCH_LATENCY_PROF);
     const pool = new pg.Pool({ connectionString: this.url(), max: PACED_CONNECTIONS });
     pool.on('error', () => undefined);
     const latency: NonNullable<Results['latency']> = {};
