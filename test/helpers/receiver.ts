@@ -48,7 +48,13 @@ export interface Receiver {
 }
 
 const HOST = '127.0.0.1';
-const DEFAULT_WAIT_MS = 10_000;
+/**
+ * Generous on purpose: the test clusters are shared, and a walsender reads all of the cluster's WAL,
+ * other tests' 200,000-row transactions included, before it reaches a change of ours. A 10 s wait once
+ * ran out in the PG 15 CI rerun (not reproduced since; that WAL is the likely cause). A passing wait
+ * returns as soon as its condition holds.
+ */
+const DEFAULT_WAIT_MS = 30_000;
 const POLL_MS = 10;
 
 const DEFAULT_SCRIPT = (): Reply => ({ status: 200 });

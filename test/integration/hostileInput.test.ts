@@ -197,7 +197,10 @@ describe('hostile input', () => {
       await insertHook(db, 'webhook_bridge.webhooks', { targetUrl: r.url, operations: ['hostile.created'], secret: 'proto-secret' });
       await new Promise((resolve) => setTimeout(resolve, 300));
       await db.pool.query(`insert into public."hostile""tbl" ("__proto__") values ('polluted?')`);
-      await r.waitForCount(1);
+      // Once seen to run out (10 s, PG 15 CI rerun) and never reproduced: the daemon's log tells why next time.
+      await r.waitForCount(1).catch((error: Error) => {
+        throw new Error(`${error.message}\ndaemon log (tail):\n${logs.text().split('\n').slice(-30).join('\n')}`);
+      });
       expect(r.requests[0].rawBody).toContain('"__proto__":"polluted?"');
     });
   });
