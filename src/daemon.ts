@@ -89,6 +89,7 @@ export class Daemon {
         if (report.problems.length > 0) throw new PreflightError(report.problems);
         return;
       } catch (error) {
+        if (this.stopping) return; // stop() ended the pool under this preflight: not a failure
         if (!isRetryableDatabaseError(error)) throw error;
         const delay = Math.min(500 * 2 ** attempt, DATABASE_RETRY_MAX_MS);
         this.notReadyReason = `database unreachable: ${(error as Error).message}`;
@@ -108,6 +109,7 @@ export class Daemon {
       if (this.role !== 'standby') this.log.info('another replica streams the slot; standing by');
       this.role = 'standby';
     } catch (error) {
+      if (this.stopping) return false;
       if (!isRetryableDatabaseError(error)) throw error;
       this.role = 'starting';
       this.notReadyReason = `database unreachable: ${(error as Error).message}`;
@@ -132,6 +134,7 @@ export class Daemon {
   }
 
   private async lead(): Promise<void> {
+    if (this.stopping) return; // stop() arrived while the lock was being taken: start nothing more
     this.role = 'leader';
     this.metrics.leader.set(1);
     this.log.info({ slot: this.config.replication.slot }, 'leader: streaming the slot');
@@ -140,6 +143,7 @@ export class Daemon {
     try {
       await pipeline.start();
     } catch (error) {
+      if (this.stopping) return; // a stop that arrived during start: not a failure
       this.fail(error as Error);
       throw error;
     }

@@ -34,6 +34,7 @@ export class Pipeline {
   private readonly ack = new AckTracker();
   private timers: NodeJS.Timeout[] = [];
   private streamDone: Promise<void> | null = null;
+  private starting: Promise<void> | null = null;
   private stopping = false;
   private transaction: { entry: TransactionEntry; webhooksChanged: boolean } | null = null;
   /** Transactions at or below this commit LSN were fully routed already (a reconnect replays them). */
@@ -66,11 +67,19 @@ export class Pipeline {
   }
 
   /** Resolves once the stream is streaming (or failed); `done` resolves when it ends. */
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    this.starting ??= this.startSteps();
+    return this.starting;
+  }
+
+  /** Each step after an await first checks for a stop() that arrived meanwhile: nothing more is started. */
+  private async startSteps(): Promise<void> {
     const { config, log, pool } = this;
     await ensureSlot(pool, config.replication.slot, config.schema);
+    if (this.stopping) return;
     this.registry = new WebhookRegistry(pool, config.schema, webhooksTable(config), log.child({ module: 'webhooks' }));
     await this.registry.reload();
+    if (this.stopping) return;
     this.coordinator = new DeliveryCoordinator(
       pool,
       this.sender,
@@ -92,6 +101,7 @@ export class Pipeline {
       (id) => this.registry.markDisabled(id),
     );
     await this.coordinator.start();
+    if (this.stopping) return; // stop() drains the coordinator (and clears its timers) once this returns
     this.coordinator.updateSubscribers(this.registry.active, this.registry.disabled);
     const types = new TypeCatalog((sql, params) => pool.query(sql, params));
     const catalog: DecoderCatalog = {
@@ -119,7 +129,7 @@ export class Pipeline {
     });
     const started = new Promise<void>((resolve) => {
       const check = setInterval(() => {
-        if (this.stream.state === 'streaming' || this.stream.state === 'failed' || this.stream.state === 'stopped') {
+        if (this.stopping || this.stream.state === 'streaming' || this.stream.state === 'failed' || this.stream.state === 'stopped') {
           clearInterval(check);
           resolve();
         }
@@ -230,8 +240,12 @@ export class Pipeline {
    */
   async stop(deadline: number): Promise<void> {
     if (this.stopping) return;
-    this.stream?.stopAccepting();
     this.stopping = true;
+    this.stream?.stopAccepting();
+    // A stop during start() (a SIGTERM right after launch) waits until start has bailed out: start uses
+    // the pool, which the daemon ends once this returns.
+    await this.starting?.catch(() => undefined);
+    this.stream?.stopAccepting();
     for (const timer of this.timers) clearInterval(timer);
     if (this.coordinator) await this.coordinator.drain(deadline);
     if (this.stream) {

@@ -10,6 +10,7 @@ import type { Logger } from '../log.js';
 export class LeaderLock {
   private client: pg.Client | null = null;
   private lost: (() => void) | null = null;
+  private released = false;
 
   constructor(
     private readonly clientConfig: pg.ClientConfig,
@@ -24,6 +25,13 @@ export class LeaderLock {
       client.on('error', (error) => this.handleLoss(error));
       client.on('end', () => this.handleLoss(new Error('leader lock connection ended')));
       await client.connect();
+      if (this.released) {
+        // release() ran while this connection was being made (a stop during start-up): close it.
+        client.removeAllListeners();
+        client.on('error', () => undefined);
+        await client.end().catch(() => undefined);
+        return false;
+      }
       this.client = client;
     }
     const { rows } = await this.client.query(`select pg_try_advisory_lock(hashtext('pg-webhook-bridge'), hashtext($1)) as locked`, [this.slot]);
@@ -44,8 +52,9 @@ export class LeaderLock {
     }
   }
 
-  /** Releases the lock by closing its session. */
+  /** Releases the lock by closing its session; no lock is taken afterwards. */
   async release(): Promise<void> {
+    this.released = true;
     this.lost = null;
     const client = this.client;
     this.client = null;

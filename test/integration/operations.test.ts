@@ -149,6 +149,21 @@ describe('operations', () => {
     b.child.kill('SIGTERM');
     expect(await b.exited).toBe(0);
   });
+
+  it('SIGTERM at any moment of start-up (connecting, creating the slot, starting the stream) exits 0', async () => {
+    // A SIGTERM that arrived while the pipeline was still creating its slot ended the pool under it:
+    // "Cannot use a pool after calling end on the pool", exit 1. Each delay lands in a different step.
+    const slot = 'startup_sigterm';
+    for (const delayMs of [0, 150, 300, 450, 600, 750, 900, 1_200]) {
+      const bridge = spawnBridge(db, { 'replication.slot': slot, 'log.level': 'info', 'http.port': await freePort() });
+      children.push(bridge);
+      // Counted from the first log line (the health endpoint listens): signal handlers are installed by then.
+      await eventually(() => bridge.output().includes('endpoints listening'), 'the daemon to begin starting', 30_000);
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      bridge.child.kill('SIGTERM');
+      expect(await bridge.exited, `SIGTERM after ${delayMs} ms:\n${bridge.output()}`).toBe(0);
+    }
+  });
 });
 
 describe('slot health (private cluster)', () => {
@@ -173,7 +188,7 @@ describe('slot health (private cluster)', () => {
       const first = spawnBridge(db, { 'replication.slot': 'health_slot' });
       await eventually(async () => (await pool.query(`select active from pg_replication_slots where slot_name = 'health_slot'`)).rows[0]?.active === true, 'the first run to stream', 30_000);
       first.child.kill('SIGTERM');
-      expect(await first.exited).toBe(0);
+      expect(await first.exited, first.output()).toBe(0);
       // Push the slot past max_slot_wal_keep_size: it is invalidated at the next checkpoint.
       await eventually(async () => {
         await pool.query(`create table if not exists filler (v text); insert into filler select repeat('x', 2000) from generate_series(1, 2000); select pg_switch_wal(); checkpoint;`);
