@@ -372,7 +372,8 @@ export class Lane {
       }
       const label = outcome.reason === 'blocked_address' ? 'refused' : 'retry';
       this.observer.attempt(this.webhook.id, outcome, label, { name: eventName, commitTime });
-      this.log.info({ webhookId: this.webhook.id, eventId, attempt: previousAttempts + 1, reason: outcome.reason, statusCode: outcome.statusCode }, 'delivery attempt failed');
+      // webhookId comes with this lane's child logger.
+      this.log.info({ eventId, attempt: previousAttempts + 1, reason: outcome.reason, statusCode: outcome.statusCode, error: outcome.message }, 'delivery attempt failed');
       if (!this.closed) await this.hooks.failure(this.webhook.id, outcome);
     }
     return outcome;

@@ -82,14 +82,14 @@ export interface BridgeProcess {
 }
 
 /** `pg-webhook-bridge start` in a child process, configured through the environment and flags. */
-export function spawnBridge(db: TestDatabase, extra: Record<string, unknown> = {}, command: string[] = ['start']): BridgeProcess {
+export function spawnBridge(db: TestDatabase, extra: Record<string, unknown> = {}, command: string[] = ['start'], env: Record<string, string> = {}): BridgeProcess {
   const overrides = testOverrides(db, extra);
   const args: string[] = [];
   for (const [key, value] of Object.entries(overrides)) {
     const flag = `--${key.replace(/\./g, '-').replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
     args.push(flag, typeof value === 'string' ? value : JSON.stringify(value));
   }
-  const child = spawn(process.execPath, ['bin/pg-webhook-bridge.js', ...args, ...command], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: undefined } });
+  const child = spawn(process.execPath, ['bin/pg-webhook-bridge.js', ...args, ...command], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: undefined, ...env } });
   let output = '';
   child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
