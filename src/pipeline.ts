@@ -244,8 +244,8 @@ export class Pipeline {
     this.stream?.stopAccepting();
     // A stop during start() (a SIGTERM right after launch) waits until start has bailed out: start uses
     // the pool, which the daemon ends once this returns.
+    // (start creates no stream once it has seen `stopping`, so the call above covered any stream.)
     await this.starting?.catch(() => undefined);
-    this.stream?.stopAccepting();
     for (const timer of this.timers) clearInterval(timer);
     if (this.coordinator) await this.coordinator.drain(deadline);
     if (this.stream) {

@@ -24,6 +24,8 @@ let onServerShuttingDown: (() => void) | null = null;
  * Who to tell when a store write finds the server shutting down. A fast shutdown waits until the
  * logical stream confirms everything sent, while the writes that would let us confirm it are refused:
  * dropping the stream (it reconnects and replays from the confirmed position) breaks that deadlock.
+ * The stream also detects the wait itself (replication/shutdownWait.ts), but only from keepalives it
+ * reads: while a message handler waits on such a write the socket is paused, and only this call helps.
  */
 export function setServerShuttingDownListener(listener: (() => void) | null): void {
   onServerShuttingDown = listener;

@@ -1,5 +1,5 @@
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import { CounterSeries, FastCounter, FastHistogram, HistogramSeries } from './fastMetrics.js';
+import { FastCounter, FastHistogram } from './fastMetrics.js';
 import type { AttemptOutcome } from '../deliver/httpSender.js';
 import type { DeliveryObserver, DeliveryOutcomeLabel } from '../deliver/types.js';
 
@@ -25,37 +25,22 @@ export class BridgeMetrics implements DeliveryObserver {
   readonly webhooks = new Gauge({ name: 'pgwb_webhooks', help: 'Webhooks by state (active, disabled, invalid)', labelNames: ['state'], registers: [this.registry] });
   readonly leader = new Gauge({ name: 'pgwb_leader', help: '1 when this replica streams the slot', registers: [this.registry] });
 
-  // Series looked up once per label value: these run once or twice per event.
-  private readonly attemptsBy = new Map<string, CounterSeries>();
-  private readonly durationBy = new Map<string, HistogramSeries>();
-  private readonly decodedBy = new Map<string, CounterSeries>();
-  private readonly routedBy = new Map<string, CounterSeries>();
-
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }
 
   attempt(_webhookId: string, outcome: AttemptOutcome, label: DeliveryOutcomeLabel, event: { name: string; commitTime: Date }): void {
-    child(this.attemptsBy, label, () => this.deliveryAttempts.series(label)).inc();
+    this.deliveryAttempts.series(label).inc();
     if (label === 'dead') return; // 'dead' follows the failed attempt already counted as 'retry'
-    child(this.durationBy, label, () => this.attemptDuration.series(label)).observe(outcome.durationMs / 1_000);
+    this.attemptDuration.series(label).observe(outcome.durationMs / 1_000);
     if (outcome.ok) this.commitToDeliverySeries.observe(Math.max(0, Date.now() - event.commitTime.getTime()) / 1_000);
   }
 
   changeDecoded(table: string, kind: string): void {
-    child(this.decodedBy, `${table}\u0000${kind}`, () => this.changesDecoded.series(table, kind)).inc();
+    this.changesDecoded.series(table, kind).inc();
   }
 
   eventRouted(object: string, action: string): void {
-    child(this.routedBy, `${object}\u0000${action}`, () => this.eventsRouted.series(object, action)).inc();
+    this.eventsRouted.series(object, action).inc();
   }
-}
-
-function child<T>(cache: Map<string, T>, key: string, make: () => T): T {
-  let found = cache.get(key);
-  if (found === undefined) {
-    found = make();
-    cache.set(key, found);
-  }
-  return found;
 }

@@ -61,10 +61,8 @@ interface Listener {
 
 interface Counter {
   count: number;
-  /** Distinct (path, webhook-id) pairs: numbers where the id has the bridge's shape (see idKey), else text. */
-  ids: NumberSet;
-  otherIds: Set<string>;
-  paths: Map<string, number>;
+  /** Distinct `${path} ${webhook-id}` pairs. */
+  ids: Set<string>;
   bytes: number;
   firstAt: number;
   lastAt: number;
@@ -79,85 +77,16 @@ let bodies: string[] = [];
 function counterFor(port: number): Counter {
   let counter = counters.get(port);
   if (!counter) {
-    counter = { count: 0, ids: new NumberSet(), otherIds: new Set(), paths: new Map(), bytes: 0, firstAt: 0, lastAt: 0 };
+    counter = { count: 0, ids: new Set(), bytes: 0, firstAt: 0, lastAt: 0 };
     counters.set(port, counter);
   }
   return counter;
 }
 
-/**
- * A set of non-negative integers below 2^53 in one typed array (open addressing): a million ids cost
- * no GC objects. A Set of a million strings or heap numbers made this process's major GCs, not the
- * daemon, what limited the fan-out phase.
- */
-class NumberSet {
-  private slots = new Float64Array(1 << 16); // key + 1; 0 = empty
-  size = 0;
-
-  add(key: number): void {
-    if ((this.size + 1) * 2 > this.slots.length) this.grow();
-    const stored = key + 1;
-    const mask = this.slots.length - 1;
-    for (let i = NumberSet.hash(key) & mask; ; i = (i + 1) & mask) {
-      const slot = this.slots[i];
-      if (slot === stored) return;
-      if (slot === 0) {
-        this.slots[i] = stored;
-        this.size++;
-        return;
-      }
-    }
-  }
-
-  private static hash(key: number): number {
-    const lo = key >>> 0;
-    const hi = Math.floor(key / 2 ** 32) >>> 0;
-    let h = Math.imul(lo ^ Math.imul(hi, 0x9e3779b1), 0x85ebca6b);
-    h ^= h >>> 13;
-    h = Math.imul(h, 0xc2b2ae35);
-    return (h ^ (h >>> 16)) >>> 0;
-  }
-
-  private grow(): void {
-    const old = this.slots;
-    this.slots = new Float64Array(old.length * 2);
-    this.size = 0;
-    for (const slot of old) if (slot !== 0) this.add(slot - 1);
-  }
-}
-
-const BRIDGE_ID = /^([0-9A-F]{16})-(\d{8})$/;
-
-/**
- * A number for (path, id) when the id is the bridge's `<commit LSN, 16 hex>-<index, 8 digits>` and
- * everything fits in 53 bits, else the pair as text. A million distinct strings in a Set cost this
- * process more CPU per request (hashing, GC) than the request itself, which would make the receiver,
- * not the daemon, what limits a phase.
- */
-function idKey(counter: Counter, path: string, id: string): number | string {
-  let pathIndex = counter.paths.get(path);
-  if (pathIndex === undefined) {
-    pathIndex = counter.paths.size;
-    counter.paths.set(path, pathIndex);
-  }
-  const match = BRIDGE_ID.exec(id);
-  if (match !== null && pathIndex < 64) {
-    const lsn = parseInt(match[1], 16);
-    const index = Number(match[2]);
-    // lsn < 2^33 (8 GB of WAL), index < 2^14, path < 2^6: 53 bits.
-    if (lsn < 2 ** 33 && index < 2 ** 14) return (lsn * 2 ** 14 + index) * 64 + pathIndex;
-  }
-  return `${path} ${id}`;
-}
-
 function record(port: number, path: string, id: string | undefined, body: Buffer, at: number): void {
   const counter = counterFor(port);
   counter.count++;
-  if (id !== undefined) {
-    const key = idKey(counter, path, id);
-    if (typeof key === 'number') counter.ids.add(key);
-    else counter.otherIds.add(key);
-  }
+  if (id !== undefined) counter.ids.add(`${path} ${id}`);
   counter.bytes += body.length;
   if (counter.firstAt === 0) counter.firstAt = at;
   counter.lastAt = at;
@@ -251,7 +180,7 @@ const NO_LATENCY: LatencySummary = { n: 0, p50: 0, p95: 0, p99: 0, max: 0, mean:
  */
 function stats(withLatency: boolean): { ports: Record<number, PortStats>; latency: LatencySummary; bodies: string[]; cpuUs: number } {
   const ports: Record<number, PortStats> = {};
-  for (const [port, c] of counters) ports[port] = { count: c.count, unique: c.ids.size + c.otherIds.size, bytes: c.bytes, firstAt: c.firstAt, lastAt: c.lastAt };
+  for (const [port, c] of counters) ports[port] = { count: c.count, unique: c.ids.size, bytes: c.bytes, firstAt: c.firstAt, lastAt: c.lastAt };
   const cpu = process.cpuUsage();
   return { ports, latency: withLatency ? latencySummary() : { ...NO_LATENCY, n: latencyCount }, bodies, cpuUs: cpu.user + cpu.system };
 }
