@@ -29,6 +29,28 @@ export function clientConfig(config: BridgeConfig): pg.ClientConfig {
   };
 }
 
+/**
+ * Whether a transaction whose commit the replication stream showed is visible to new snapshots yet.
+ * The stream can deliver a commit as soon as its WAL is flushed, a moment before the committing
+ * backend leaves the running set (longer with synchronous replication: it waits for the standby first).
+ * `xid` is the 32-bit id of the stream's Begin message, widened to 64 bits as the value nearest the
+ * snapshot's xmax (Postgres keeps every live xid within 2^31 of it).
+ */
+export async function isTransactionVisible(db: Pick<pg.Pool, 'query'>, xid: number): Promise<boolean> {
+  const { rows } = await db.query<{ visible: boolean }>(
+    `select pg_visible_in_snapshot(
+              greatest(0, case when c.candidate > c.xmax + 2147483648 then c.candidate - 4294967296
+                               when c.candidate < c.xmax - 2147483648 then c.candidate + 4294967296
+                               else c.candidate end)::text::xid8,
+              c.snap) as visible
+       from (select s as snap, pg_snapshot_xmax(s)::text::bigint as xmax,
+                    ((pg_snapshot_xmax(s)::text::bigint >> 32) << 32) | $1::bigint as candidate
+               from pg_current_snapshot() s) c`,
+    [xid],
+  );
+  return rows[0].visible;
+}
+
 export function createPool(config: BridgeConfig, max = 10): pg.Pool {
   const pool = new pg.Pool({ ...clientConfig(config), max });
   // An idle client losing its connection must not crash the process; the next query reconnects.

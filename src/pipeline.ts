@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { BridgeConfig } from './config.js';
 import { webhooksTable } from './config.js';
-import { clientConfig } from './database.js';
+import { clientConfig, isTransactionVisible } from './database.js';
 import { Decoder, HEARTBEAT_PREFIX, type DecoderCatalog } from './decode/decoder.js';
 import { TypeCatalog } from './decode/typeCatalog.js';
 import type { Lsn, PgoutputMessage } from './decode/types.js';
@@ -21,6 +21,9 @@ import { VERSION } from './version.js';
 import { WebhookRegistry } from './webhooks/registry.js';
 
 const REGISTRY_REFRESH_MS = 2_000;
+/** Polling for a streamed webhooks change to become visible: quick at first (it usually is at once). */
+const VISIBILITY_POLL_MS = [5, 20, 100, 250];
+const VISIBILITY_WARN_EVERY_MS = 10_000;
 
 /**
  * What the leader runs: replication -> decode -> route -> deliver (-> store), with the position coming
@@ -36,7 +39,7 @@ export class Pipeline {
   private streamDone: Promise<void> | null = null;
   private starting: Promise<void> | null = null;
   private stopping = false;
-  private transaction: { entry: TransactionEntry; webhooksChanged: boolean } | null = null;
+  private transaction: { entry: TransactionEntry; xid: number; webhooksChanged: boolean } | null = null;
   /** Transactions at or below this commit LSN were fully routed already (a reconnect replays them). */
   private lastRoutedCommitLsn: Lsn = 0n;
   private skipping = false;
@@ -162,7 +165,7 @@ export class Pipeline {
     switch (item.type) {
       case 'begin':
         this.skipping = item.commitLsn <= this.lastRoutedCommitLsn;
-        if (!this.skipping) this.transaction = { entry: this.ack.begin(item.commitLsn), webhooksChanged: false };
+        if (!this.skipping) this.transaction = { entry: this.ack.begin(item.commitLsn), xid: item.xid, webhooksChanged: false };
         return;
       case 'change': {
         if (this.skipping || !this.transaction) return;
@@ -187,12 +190,13 @@ export class Pipeline {
           this.skipping = false;
           return;
         }
-        const { entry, webhooksChanged } = this.transaction;
+        const { entry, xid, webhooksChanged } = this.transaction;
         this.transaction = null;
         this.lastRoutedCommitLsn = item.commitLsn;
         entry.close(item.endLsn);
-        // Webhook changes apply to transactions committed after them, so reload before the next one.
-        if (webhooksChanged) await this.refreshRegistry();
+        // Webhook changes apply to transactions committed after them, so reload before the next one,
+        // once the change can be read.
+        if (webhooksChanged && (await this.waitUntilVisible(xid))) await this.refreshRegistry();
         return;
       }
       case 'heartbeat':
@@ -207,6 +211,31 @@ export class Pipeline {
     this.transaction = null;
     this.skipping = false;
     this.decoder.reset();
+  }
+
+  /**
+   * A commit is streamed once flushed, which can be before other sessions see it: a reload then would
+   * miss the very change that prompted it (and the events after it would not reach a new webhook).
+   * False when a stop interrupted the wait.
+   */
+  private async waitUntilVisible(xid: number): Promise<boolean> {
+    const started = Date.now();
+    let warnedAt = started;
+    for (let attempt = 0; !this.stopping; attempt++) {
+      try {
+        if (await isTransactionVisible(this.pool, xid)) return true;
+      } catch (error) {
+        this.log.warn({ err: error, xid }, 'could not check that a webhooks change is visible; reloading anyway');
+        return true;
+      }
+      if (attempt === 0) this.log.debug({ xid }, 'a webhooks change is streamed but not visible yet; waiting for it');
+      if (Date.now() - warnedAt >= VISIBILITY_WARN_EVERY_MS) {
+        warnedAt = Date.now();
+        this.log.warn({ xid, waitingMs: warnedAt - started }, 'still waiting for a committed webhooks change to become visible (a synchronous standby that does not answer?); the stream waits with it');
+      }
+      await new Promise((resolve) => setTimeout(resolve, VISIBILITY_POLL_MS[Math.min(attempt, VISIBILITY_POLL_MS.length - 1)]));
+    }
+    return false;
   }
 
   private async refreshRegistry(): Promise<void> {

@@ -50,7 +50,7 @@ export class Decoder {
       case 'begin': {
         const commitTime = postgresTimeToDate(message.commitTimeMicros);
         this.transaction = { commitLsn: message.finalLsn, commitTime, nextIndex: 0 };
-        return { type: 'begin', commitLsn: message.finalLsn, commitTime };
+        return { type: 'begin', commitLsn: message.finalLsn, commitTime, xid: message.xid };
       }
       case 'commit': {
         this.transaction = null;

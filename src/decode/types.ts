@@ -77,7 +77,7 @@ export interface RowChange {
 
 /** What the decoder hands the next stage, in stream order. */
 export type DecodedItem =
-  | { type: 'begin'; commitLsn: Lsn; commitTime: Date }
+  | { type: 'begin'; commitLsn: Lsn; commitTime: Date; xid: number }
   | { type: 'change'; change: RowChange }
   | { type: 'commit'; commitLsn: Lsn; endLsn: Lsn }
   | { type: 'heartbeat'; lsn: Lsn };

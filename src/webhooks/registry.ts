@@ -21,6 +21,9 @@ export class WebhookRegistry {
   private readonly reported = new Set<string>();
   /** Disabled by this process, by time: a reload that started earlier may not have seen it yet. */
   private readonly disabledHere = new Map<string, number>();
+  /** Reloads overlap (the timer's and the stream's): one that began earlier must not undo a later one. */
+  private reloadsStarted = 0;
+  private newestApplied = 0;
 
   constructor(
     private readonly db: Queryable,
@@ -31,7 +34,10 @@ export class WebhookRegistry {
 
   async reload(): Promise<void> {
     const startedAt = Date.now();
+    const generation = ++this.reloadsStarted;
     const rows = await loadWebhookRows(this.db, this.schema, this.webhooksTable);
+    if (generation < this.newestApplied) return;
+    this.newestApplied = generation;
     const active: Subscriber[] = [];
     const disabled = new Set<string>();
     const invalid: InvalidWebhook[] = [];

@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
+import { beforeEach } from 'vitest';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, type BridgeConfig } from '../../src/config.js';
 import { Daemon } from '../../src/daemon.js';
@@ -63,8 +64,17 @@ export class LogCapture extends Writable {
   }
 }
 
+/** Logs of the in-process daemons of the current file: printed when a test fails, to say why. */
+const liveDaemonLogs = new Set<LogCapture>();
+beforeEach(({ onTestFailed }) => {
+  onTestFailed(() => {
+    for (const logs of liveDaemonLogs) console.log(`in-process daemon log (last 60 lines):\n${logs.lines.slice(-60).map((l) => JSON.stringify(l)).join('\n')}`);
+  });
+});
+
 export async function startDaemon(config: BridgeConfig): Promise<{ daemon: Daemon; logs: LogCapture }> {
   const logs = new LogCapture();
+  liveDaemonLogs.add(logs);
   const daemon = new Daemon(config, createLogger(config.log.level, logs));
   await daemon.start();
   return { daemon, logs };
@@ -116,6 +126,18 @@ export async function eventually(fn: () => Promise<boolean> | boolean, what: str
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what}`);
+}
+
+/**
+ * Whether a bridge streams the slot (by name, else this database's): active is not enough, since a slot
+ * being created is active too, and a change committed before its creation ends is never streamed.
+ */
+export async function slotStreaming(pool: Pick<TestDatabase['pool'], 'query'>, slot?: string): Promise<boolean> {
+  const { rows } = await pool.query(
+    `select active and confirmed_flush_lsn is not null as streaming from pg_replication_slots where ${slot === undefined ? 'database = current_database()' : 'slot_name = $1'}`,
+    slot === undefined ? [] : [slot],
+  );
+  return rows[0]?.streaming === true;
 }
 
 export async function confirmedFlushLsn(db: TestDatabase, slot: string): Promise<bigint> {

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addWebhook, eventually, prepareDatabase, spawnBridge, type BridgeProcess } from '../helpers/bridge.js';
+import { addWebhook, eventually, slotStreaming, prepareDatabase, spawnBridge, type BridgeProcess } from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 
 const ROWS = 200_000;
@@ -91,10 +91,7 @@ describe('a 200,000-row transaction', () => {
   it('is delivered completely with the daemon under 300 MB peak RSS', async () => {
     const started = spawnBridge(db, settings);
     bridge = started;
-    await eventually(async () => {
-      const { rows } = await db.pool.query(`select active from pg_replication_slots where database = current_database()`);
-      return rows[0]?.active === true;
-    }, 'the bridge to stream', 60_000);
+    await eventually(() => slotStreaming(db.pool), 'the bridge to stream', 60_000);
     const pid = started.child.pid!;
     const startRss = memoryOf(pid)!.current;
     let sampledPeak = 0;

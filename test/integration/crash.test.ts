@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addWebhook, eventually, prepareDatabase, spawnBridge, type BridgeProcess } from '../helpers/bridge.js';
+import { addWebhook, eventually, slotStreaming, prepareDatabase, spawnBridge, type BridgeProcess } from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { ChangeWriter, receivedKey } from '../helpers/writer.js';
@@ -26,10 +26,7 @@ describe('crash safety (daemon as a child process)', () => {
 
   async function startBridge(): Promise<BridgeProcess> {
     const started = spawnBridge(db, settings);
-    await eventually(async () => {
-      const { rows } = await db.pool.query(`select active from pg_replication_slots where slot_name like 'slot_%' and database = current_database()`);
-      return rows[0]?.active === true;
-    }, () => `the bridge to stream; output:\n${started.output()}`, 30_000);
+    await eventually(() => slotStreaming(db.pool), () => `the bridge to stream; output:\n${started.output()}`, 30_000);
     return started;
   }
 

@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { twentySignature } from '../../src/deliver/sign.js';
-import { addWebhook, eventually, prepareDatabase, spawnBridge, type BridgeProcess } from '../helpers/bridge.js';
+import { addWebhook, eventually, slotStreaming, prepareDatabase, spawnBridge, type BridgeProcess } from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 
 interface Received {
@@ -63,7 +63,7 @@ describe('HTTPS targets', () => {
     await addWebhook(db, `https://127.0.0.1:${port}/by-ip`, ['company.created'], 'tls-secret');
     const bridge = spawnBridge(db, { 'log.level': 'info' }, ['start'], { NODE_EXTRA_CA_CERTS: path.join(dir, 'cert.pem') });
     bridges.push(bridge);
-    await eventually(async () => (await db.pool.query(`select active from pg_replication_slots where slot_name = $1`, [`slot_${db.name}`])).rows[0]?.active === true, 'the bridge to stream', 30_000);
+    await eventually(() => slotStreaming(db.pool), 'the bridge to stream', 30_000);
     await db.pool.query(`insert into company (name) values ('over tls')`);
     await eventually(() => received.length >= 1, () => `an HTTPS delivery (log: ${bridge.output().slice(-2_000)})`, 30_000);
     const [request] = received;

@@ -3,7 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
-import { addWebhook, eventually, freePort, LogCapture, prepareDatabase, runCli, spawnBridge, testConfig, type BridgeProcess } from '../helpers/bridge.js';
+import { addWebhook, eventually, freePort, LogCapture, prepareDatabase, runCli, slotStreaming, spawnBridge, testConfig, type BridgeProcess } from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startCluster, type ClusterHandle } from '../helpers/postgresCluster.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
@@ -186,7 +186,7 @@ describe('slot health (private cluster)', () => {
       const flags = ['--database-url', url, '--replication-slot', 'health_slot', '--replication-publication', 'pgwb', '--http-port', '0'];
       // Create the slot by running the daemon once.
       const first = spawnBridge(db, { 'replication.slot': 'health_slot' });
-      await eventually(async () => (await pool.query(`select active from pg_replication_slots where slot_name = 'health_slot'`)).rows[0]?.active === true, 'the first run to stream', 30_000);
+      await eventually(() => slotStreaming(pool, 'health_slot'), 'the first run to stream', 30_000);
       first.child.kill('SIGTERM');
       expect(await first.exited, first.output()).toBe(0);
       // Push the slot past max_slot_wal_keep_size: it is invalidated at the next checkpoint.

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Daemon } from '../../src/daemon.js';
-import { addWebhook, eventually, prepareDatabase, spawnBridge, startDaemon, type BridgeProcess, type LogCapture } from '../helpers/bridge.js';
+import { addWebhook, eventually, slotStreaming, prepareDatabase, spawnBridge, startDaemon, type BridgeProcess, type LogCapture } from '../helpers/bridge.js';
 import type { TestDatabase } from '../helpers/database.js';
 import { startCluster, type ClusterHandle } from '../helpers/postgresCluster.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
@@ -108,7 +108,7 @@ describe('Postgres restarts and acknowledgement edges (private cluster)', () => 
     await prepareDatabase(db, settings);
     let bridge: BridgeProcess | null = null;
     const streaming = async () => {
-      await eventually(async () => (await db.pool.query(`select active from pg_replication_slots where database = current_database()`)).rows[0]?.active === true, 'the bridge to stream', 30_000);
+      await eventually(() => slotStreaming(db.pool), 'the bridge to stream', 30_000);
     };
     try {
       receiver.requests.length = 0;
