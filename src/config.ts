@@ -347,10 +347,28 @@ export function loadConfig(options: LoadConfigOptions = {}): BridgeConfig {
   }
   const caFile = config.get('database.ssl.caFile' as never) as string;
   if (caFile && !existsSync(caFile)) problems.push(`database.ssl.caFile: ${caFile} does not exist (a PEM file with the CA certificate)`);
+  const tlsInUrl = urlTlsParameters(config.get('database.url' as never) as string);
+  const sslMode = config.get('database.ssl.mode' as never) as string;
+  if (tlsInUrl.length > 0 && (sslMode !== 'disable' || caFile)) {
+    // The pg driver lets the URL's TLS parameters replace database.ssl.* entirely: `sslmode=disable`
+    // would silently turn a configured verify-full off.
+    problems.push(`database.url: carries ${tlsInUrl.join(', ')}, which would replace database.ssl.* (mode ${sslMode}); keep TLS settings in database.ssl.* only`);
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   const raw = config.getProperties() as RawConfig;
   const tables = Object.fromEntries(raw.source.tables.map(({ table, object }) => [table, object]));
   return deepFreeze({ ...raw, source: { ...raw.source, tables } });
+}
+
+/** TLS parameters in a postgres:// URL's query (names only: values may hold paths or secrets). */
+function urlTlsParameters(url: string): string[] {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return [];
+  }
+  return [...new Set([...parsed.searchParams.keys()].filter((name) => ['ssl', 'sslmode', 'sslrootcert', 'sslcert', 'sslkey'].includes(name)))];
 }
 
 /** Values that arrive as text (env, flags) are coerced the way convict coerces env values. */

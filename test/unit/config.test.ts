@@ -65,6 +65,16 @@ describe('config', () => {
     expect(problems.join('\n')).not.toMatch(/hunter2/);
   });
 
+  it('refuses TLS settings in both database.url and database.ssl.*, since the URL would silently win', () => {
+    const env = { DATABASE_URL: 'postgres://u:p@db/crm?sslmode=disable&application_name=x', PG_WEBHOOK_BRIDGE_DATABASE_SSL_MODE: 'verify-full' };
+    const problems = problemsOf(() => loadConfig({ env }));
+    expect(problems).toEqual([expect.stringMatching(/^database\.url: carries sslmode, which would replace database\.ssl\.\* \(mode verify-full\)/)]);
+    expect(problems.join('\n')).not.toMatch(/p@|disable&/);
+    // Either place alone is fine.
+    expect(loadConfig({ env: { DATABASE_URL: env.DATABASE_URL } }).database.url).toBe(env.DATABASE_URL);
+    expect(loadConfig({ env: { DATABASE_URL: 'postgres://u:p@db/crm', PG_WEBHOOK_BRIDGE_DATABASE_SSL_MODE: 'verify-full' } }).database.ssl.mode).toBe('verify-full');
+  });
+
   it('a broken config file is one clear problem', () => {
     const file = fileWith('{ not json');
     expect(problemsOf(() => loadConfig({ file, env: {} })).join('\n')).toMatch(/config file .* JSON|Unexpected|Expected/);
