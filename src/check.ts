@@ -1,8 +1,8 @@
 import type pg from 'pg';
 import type { BridgeConfig } from './config.js';
 import { webhooksTable } from './config.js';
-import { findWatchedTables } from './migrate.js';
-import { assertSlotUsable, readSlot } from './replication/slot.js';
+import { findWatchedTables, quoteIdent } from './migrate.js';
+import { assertSlotUsable, readSlot, slotAheadError, type SlotInfo } from './replication/slot.js';
 
 /** WAL retained by the slot past which `check` warns: a subscriber or the bridge is far behind. */
 const SLOT_LAG_WARN_BYTES = 1024 ** 3;
@@ -41,6 +41,11 @@ export async function preflight(client: pg.ClientBase | pg.Pool, config: BridgeC
     problems.push(`role "${s.role}" may not use schema "${config.schema}": as an admin run psql -v role=${s.role} -f sql/least_privilege_role.sql (see docs/configuration.md)`);
     return { problems, warnings };
   }
+  // The newest migration's column: readable by any role, where the migrations ledger is not.
+  const current = await client.query(`select 1 from pg_attribute where attrelid = to_regclass($1) and attname = 'confirmed_lsn' and not attisdropped`, [
+    `${quoteIdent(config.schema)}.slot_state`,
+  ]);
+  if (current.rowCount === 0) problems.push(`schema "${config.schema}" is older than this version of the bridge: run "pg-webhook-bridge migrate" (as an admin)`);
   const table = webhooksTable(config);
   const webhooks = await client.query('select to_regclass($1) as t', [table]);
   if (webhooks.rows[0].t === null) problems.push(`webhooks table ${table} does not exist: run "pg-webhook-bridge migrate" or set webhooks.table`);
@@ -77,6 +82,8 @@ export async function preflight(client: pg.ClientBase | pg.Pool, config: BridgeC
     } catch (error) {
       problems.push((error as Error).message);
     }
+    const ahead = await slotAheadOfRecord(client, config.schema, slot);
+    if (ahead) problems.push(ahead);
     if (slot.walStatus === 'unreserved') {
       warnings.push(`slot "${slot.slotName}" is about to lose WAL it needs (wal_status=unreserved): make sure the bridge is running and delivering, or raise max_slot_wal_keep_size`);
     }
@@ -94,3 +101,18 @@ export async function preflight(client: pg.ClientBase | pg.Pool, config: BridgeC
   }
   return { problems, warnings };
 }
+
+/** The slot past the furthest position this bridge recorded before confirming (see ensureSlot). */
+async function slotAheadOfRecord(client: pg.ClientBase | pg.Pool, schema: string, slot: SlotInfo): Promise<string | null> {
+  if (slot.confirmedFlushLsn === null) return null;
+  try {
+    const { rows } = await client.query(
+      `select confirmed_lsn::text as recorded from ${quoteIdent(schema)}.slot_state where slot_name = $1 and $2::pg_lsn > confirmed_lsn`,
+      [slot.slotName, slot.confirmedFlushLsn],
+    );
+    return rows.length > 0 ? slotAheadError(slot.slotName, rows[0].recorded, slot.confirmedFlushLsn).message : null;
+  } catch {
+    return null; // no state table or column yet: the missing migration is reported on its own
+  }
+}
+

@@ -12,6 +12,8 @@ import type { HttpSender } from './deliver/httpSender.js';
 import type { BridgeMetrics } from './http/metrics.js';
 import type { Logger } from './log.js';
 import { AckTracker, type TransactionEntry } from './replication/ackTracker.js';
+import { ConfirmedPositionRecord } from './replication/confirmedRecord.js';
+import { parseLsn } from './replication/lsn.js';
 import { ensureSlot } from './replication/slot.js';
 import { ReplicationStream } from './replication/stream.js';
 import type { StreamState } from './replication/types.js';
@@ -33,6 +35,7 @@ export class Pipeline {
   private coordinator!: DeliveryCoordinator;
   private registry!: WebhookRegistry;
   private stream!: ReplicationStream;
+  private positionRecord!: ConfirmedPositionRecord;
   private decoder!: Decoder;
   private readonly ack = new AckTracker();
   private timers: NodeJS.Timeout[] = [];
@@ -78,8 +81,9 @@ export class Pipeline {
   /** Each step after an await first checks for a stop() that arrived meanwhile: nothing more is started. */
   private async startSteps(): Promise<void> {
     const { config, log, pool } = this;
-    await ensureSlot(pool, config.replication.slot, config.schema);
+    const slot = await ensureSlot(pool, config.replication.slot, config.schema);
     if (this.stopping) return;
+    this.positionRecord = new ConfirmedPositionRecord(pool, config.schema, config.replication.slot, parseLsn(slot.recordedConfirmedLsn), log.child({ module: 'replication' }));
     this.registry = new WebhookRegistry(pool, config.schema, webhooksTable(config), log.child({ module: 'webhooks' }));
     await this.registry.reload();
     if (this.stopping) return;
@@ -127,9 +131,11 @@ export class Pipeline {
       ackIntervalMs: config.replication.ackIntervalMs,
       log: log.child({ module: 'replication' }),
       safeLsn: this.ack,
+      confirmable: (wanted) => this.positionRecord.cap(wanted),
       onMessage: (message, lsn) => this.onMessage(message, lsn),
       onReconnect: () => this.onReconnect(),
     });
+    this.positionRecord.onRecorded = () => this.stream.sendStatus(false);
     const started = new Promise<void>((resolve) => {
       const check = setInterval(() => {
         if (this.stopping || this.stream.state === 'streaming' || this.stream.state === 'failed' || this.stream.state === 'stopped') {
@@ -278,6 +284,11 @@ export class Pipeline {
     for (const timer of this.timers) clearInterval(timer);
     if (this.coordinator) await this.coordinator.drain(deadline);
     if (this.stream) {
+      // The last confirmation must not wait for a record write that would come after the stream closed.
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))));
+      await Promise.race([this.positionRecord.recordNow(this.stream.wantedLsn()).catch(() => undefined), late]);
+      clearTimeout(timer);
       this.stream.sendStatus(true);
       await this.stream.stop();
       await this.streamDone;

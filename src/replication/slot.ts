@@ -47,7 +47,7 @@ export async function readSlot(client: pg.ClientBase | pg.Pool, slot: string): P
  * disappeared, is an error: never dropped, never silently replaced, because a new slot would start at
  * the current position and lose the changes in between.
  */
-export async function ensureSlot(client: pg.ClientBase | pg.Pool, slot: string, schema: string): Promise<SlotInfo> {
+export async function ensureSlot(client: pg.ClientBase | pg.Pool, slot: string, schema: string): Promise<SlotInfo & { recordedConfirmedLsn: string }> {
   const state = `${quoteIdent(schema)}.slot_state`;
   let info = await readSlot(client, slot);
   const recorded = await client.query(`select created_at, created_lsn::text as lsn from ${state} where slot_name = $1`, [slot]);
@@ -70,10 +70,27 @@ export async function ensureSlot(client: pg.ClientBase | pg.Pool, slot: string, 
     info = await readSlot(client, slot);
   }
   if (!info) throw new ReplicationError('ERR_SLOT_MISSING', `replication slot "${slot}" vanished right after creation`);
-  await client.query(`insert into ${state} (slot_name, created_lsn) values ($1, $2::pg_lsn) on conflict (slot_name) do nothing`, [slot, info.confirmedFlushLsn ?? info.restartLsn]);
+  const startLsn = info.confirmedFlushLsn ?? info.restartLsn;
+  await client.query(`insert into ${state} (slot_name, created_lsn, confirmed_lsn) values ($1, $2::pg_lsn, $2::pg_lsn) on conflict (slot_name) do nothing`, [slot, startLsn]);
   const { rows } = await client.query('select current_database() as db');
   assertSlotUsable(info, rows[0].db);
-  return info;
+  // Recorded before any confirmation (set here on the first start after the column was added).
+  const { rows: positions } = await client.query(
+    `update ${state} set confirmed_lsn = coalesce(confirmed_lsn, $2::pg_lsn) where slot_name = $1
+     returning confirmed_lsn::text as recorded, $2::pg_lsn > confirmed_lsn as ahead`,
+    [slot, startLsn],
+  );
+  const { recorded: recordedLsn, ahead } = positions[0];
+  if (ahead) throw slotAheadError(slot, recordedLsn, startLsn);
+  return { ...info, recordedConfirmedLsn: recordedLsn };
+}
+
+/** The slot is past what this bridge ever confirmed: recreated, advanced or consumed by someone else. */
+export function slotAheadError(slot: string, recorded: string, slotLsn: string | null): ReplicationError {
+  return new ReplicationError(
+    'ERR_SLOT_AHEAD',
+    `replication slot "${slot}" is at ${slotLsn}, past ${recorded}, the furthest this bridge ever confirmed: it was dropped and recreated under the same name, advanced by hand, or read by another consumer, and the changes in between never reached the bridge (they are lost). Recover: "pg-webhook-bridge slot reset" creates a new slot at the current position (the gap cannot be recovered)`,
+  );
 }
 
 /** `slot reset`: forget the old slot (dropping it if it still exists) and create a new one now. */

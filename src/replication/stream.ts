@@ -55,6 +55,8 @@ export interface ReplicationStreamOptions {
   ackIntervalMs: number;
   log: Logger;
   safeLsn: SafeLsnSource;
+  /** What may be confirmed of a wanted position: only what is recorded first (ConfirmedPositionRecord). */
+  confirmable?: (wanted: Lsn) => Lsn;
   onMessage: MessageHandler;
   /** Called before each new connection: state tied to the previous connection must be dropped. */
   onReconnect?: () => void;
@@ -191,12 +193,17 @@ export class ReplicationStream {
   sendStatus(force: boolean): void {
     const service = this.service;
     if (!service || this.fatal) return;
-    const settled = this.options.safeLsn.safeLsn();
-    const safe = this.idleLsn > settled ? this.idleLsn : settled;
+    const safe = this.options.confirmable ? this.options.confirmable(this.wantedLsn()) : this.wantedLsn();
     if (safe === 0n) return;
     if (!force && safe === this.lastSentLsn) return;
     this.lastSentLsn = safe;
     void service.acknowledge(formatLsn(safe - 1n)).catch(() => undefined);
+  }
+
+  /** The position everything before which is settled: what we would confirm now. */
+  wantedLsn(): Lsn {
+    const settled = this.options.safeLsn.safeLsn();
+    return this.idleLsn > settled ? this.idleLsn : settled;
   }
 
   /** Drops the current connection; run() reconnects with backoff and the server replays from the slot. */

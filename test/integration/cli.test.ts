@@ -52,6 +52,14 @@ describe('command line', () => {
     const again = await runCli([...base(), 'migrate']);
     expect(again.code).toBe(0);
     expect(again.stdout).toMatch(/migrations applied: none \(up to date\)/);
+    // A schema from the previous version (before 000004): check and the daemon's preflight say to migrate.
+    await db.pool.query(`alter table webhook_bridge.slot_state drop column confirmed_lsn; delete from webhook_bridge.migrations where name = '000004_slot_confirmed.sql'`);
+    const old = await runCli([...base(), 'check']);
+    expect(old.code).toBe(3);
+    expect(old.stdout).toMatch(/problem: schema "webhook_bridge" is older than this version of the bridge: run "pg-webhook-bridge migrate" \(as an admin\)/);
+    const upgraded = await runCli([...base(), 'migrate']);
+    expect(upgraded.stdout).toMatch(/migrations applied: 000004_slot_confirmed.sql/);
+    expect((await runCli([...base(), 'check'])).code).toBe(0);
     const other = await createTestDatabase('cli_concurrent');
     try {
       await other.pool.query(CRM_SCHEMA_SQL);

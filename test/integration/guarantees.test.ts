@@ -112,6 +112,13 @@ describe('delivery guarantees (in-process daemon)', () => {
     const target = (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
     await eventually(async () => (await confirmedFlushLsn(db, slot)) >= target, 'the slot to pass WAL written to an unwatched table', 15_000);
     expect(await confirmedFlushLsn(db, slot)).toBeGreaterThan(before);
+    // Every confirmation was recorded first: the slot is never past the bridge's own record of it.
+    const { rows: record } = await db.pool.query(
+      `select s.confirmed_flush_lsn <= st.confirmed_lsn as behind, st.confirmed_lsn - s.confirmed_flush_lsn as margin
+         from pg_replication_slots s join webhook_bridge.slot_state st on st.slot_name = s.slot_name where s.slot_name = $1`,
+      [slot],
+    );
+    expect(record).toEqual([{ behind: true, margin: expect.any(String) }]);
   });
 
   it('receiver down 30 s (connection refused), then up: everything arrives, in commit order per record', async () => {

@@ -177,7 +177,7 @@ describe('slot health (private cluster)', () => {
     await cluster?.stop();
   });
 
-  it('an invalidated slot and a dropped slot are reported clearly by check and by the daemon', async () => {
+  it('an invalidated, a dropped and a recreated slot are reported clearly by check and by the daemon', async () => {
     const url = cluster.adminUrl('postgres');
     const pool = new pg.Pool({ connectionString: url, max: 3 });
     const db: TestDatabase = { url, name: 'postgres', pool, drop: () => pool.end() };
@@ -212,6 +212,18 @@ describe('slot health (private cluster)', () => {
       expect(await again.exited).not.toBe(0);
       expect(again.output()).toMatch(/no longer exists/);
       expect((await pool.query(`select count(*)::int as n from pg_replication_slots where slot_name = 'health_slot'`)).rows[0].n).toBe(0);
+
+      // Recreated under the same name by someone else: it starts past what the bridge confirmed.
+      await pool.query(`insert into company (name) values ('committed while the slot was gone')`);
+      await pool.query(`select pg_create_logical_replication_slot('health_slot', 'pgoutput')`);
+      const recreated = await runCli([...flags, 'check']);
+      expect(recreated.code).not.toBe(0);
+      expect(recreated.stdout).toMatch(/replication slot "health_slot" is at \S+, past \S+, the furthest this bridge ever confirmed: it was dropped and recreated.*slot reset/);
+      const ahead = spawnBridge(db, { 'replication.slot': 'health_slot' });
+      expect(await ahead.exited).not.toBe(0);
+      expect(ahead.output()).toMatch(/the furthest this bridge ever confirmed/);
+      expect((await runCli([...flags, 'slot', 'reset', '--yes'])).code).toBe(0);
+      expect((await runCli([...flags, 'check'])).code).toBe(0);
     } finally {
       await pool.end();
     }
