@@ -12,8 +12,12 @@ import { formatLsn } from './lsn.js';
  * The stream asks `cap()` what it may send: the wanted position when already recorded, else the last
  * recorded one while the write runs (at most one at a time); `onRecorded` then lets it send more.
  */
+/** A database that refuses the write is retried at every status report (1 s): warn less often. */
+const WARN_EVERY_MS = 30_000;
+
 export class ConfirmedPositionRecord {
   private writing: Promise<void> | null = null;
+  private lastWarnedAt = 0;
 
   constructor(
     private readonly db: Pick<pg.Pool, 'query'>,
@@ -48,7 +52,9 @@ export class ConfirmedPositionRecord {
         (error: Error) => {
           // Nothing is confirmed past the recorded position meanwhile; the next status report retries.
           this.writing = null;
-          this.log.warn({ err: error, lsn: formatLsn(lsn) }, 'could not record the slot position before confirming it; confirming later');
+          if (Date.now() - this.lastWarnedAt < WARN_EVERY_MS) return;
+          this.lastWarnedAt = Date.now();
+          this.log.warn({ err: error, lsn: formatLsn(lsn) }, 'could not record the slot position before confirming it; the slot waits (the database keeps WAL) until it can be recorded');
         },
       );
     return this.writing;
