@@ -105,7 +105,7 @@ export class Pipeline {
       },
       this.metrics,
       log.child({ module: 'deliver' }),
-      (id) => this.registry.markDisabled(id),
+      (id, recorded) => this.registry.markDisabled(id, recorded),
     );
     await this.coordinator.start();
     if (this.stopping) return; // stop() drains the coordinator (and clears its timers) once this returns

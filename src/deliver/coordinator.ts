@@ -37,8 +37,11 @@ export class DeliveryCoordinator {
     private readonly settings: LaneSettings & { storePollMs: number },
     private readonly observer: DeliveryObserver,
     private readonly log: Logger,
-    /** Told when the bridge disables a webhook (410 Gone, failing too long). */
-    private readonly onDisabled: (webhookId: string, reason: string) => void,
+    /**
+     * Told when the bridge disables a webhook (410 Gone, failing too long): at once, and again once
+     * `disabled_at` is committed (`recorded`).
+     */
+    private readonly onDisabled: (webhookId: string, recorded: boolean) => void,
   ) {}
 
   async start(): Promise<void> {
@@ -138,7 +141,7 @@ export class DeliveryCoordinator {
 
   private async onFailure(webhookId: string, outcome: Extract<AttemptOutcome, { ok: false }>): Promise<void> {
     // Before any await: a registry reload already under way must not route to a gone webhook again.
-    if (outcome.reason === 'gone') this.onDisabled(webhookId, 'target answered 410 Gone');
+    if (outcome.reason === 'gone') this.onDisabled(webhookId, false);
     const now = Date.now();
     const known = this.failing.get(webhookId);
     let failingForMs: number;
@@ -157,7 +160,7 @@ export class DeliveryCoordinator {
       // At once, not at the next registry refresh: a 410 means no further attempts.
       const lane = this.lanes.get(webhookId);
       if (lane) lane.disabled = true;
-      this.onDisabled(webhookId, reason);
+      this.onDisabled(webhookId, true);
     }
   }
 

@@ -19,8 +19,12 @@ export class WebhookRegistry {
   disabled = new Set<string>();
   invalid: InvalidWebhook[] = [];
   private readonly reported = new Set<string>();
-  /** Disabled by this process, by time: a reload that started earlier may not have seen it yet. */
-  private readonly disabledHere = new Map<string, number>();
+  /**
+   * Disabled by this process: `null` until its `disabled_at` is committed, then the number of reloads
+   * started by that moment. Only a reload started after the commit can read it from the table; until
+   * one has, the webhook stays disabled here whatever the table said to earlier reloads.
+   */
+  private readonly disabledHere = new Map<string, number | null>();
   /** Reloads overlap (the timer's and the stream's): one that began earlier must not undo a later one. */
   private reloadsStarted = 0;
   private newestApplied = 0;
@@ -33,7 +37,6 @@ export class WebhookRegistry {
   ) {}
 
   async reload(): Promise<void> {
-    const startedAt = Date.now();
     const generation = ++this.reloadsStarted;
     const rows = await loadWebhookRows(this.db, this.schema, this.webhooksTable);
     if (generation < this.newestApplied) return;
@@ -53,14 +56,14 @@ export class WebhookRegistry {
         }
         continue;
       }
-      const disabledHereAt = this.disabledHere.get(parsed.subscriber.id);
-      if (row.disabled_at != null || (disabledHereAt !== undefined && disabledHereAt >= startedAt)) {
+      const here = this.disabledHere.get(parsed.subscriber.id);
+      if (row.disabled_at != null || (here !== undefined && (here === null || generation <= here))) {
         disabled.add(parsed.subscriber.id);
         continue;
       }
       active.push(parsed.subscriber);
     }
-    for (const [id, at] of this.disabledHere) if (at < startedAt) this.disabledHere.delete(id);
+    for (const [id, recordedBy] of this.disabledHere) if (recordedBy !== null && generation > recordedBy) this.disabledHere.delete(id);
     this.index = new SubscriberIndex(active);
     this.disabled = disabled;
     this.invalid = invalid;
@@ -70,9 +73,9 @@ export class WebhookRegistry {
     return this.index.subscribers;
   }
 
-  /** The bridge disabled a webhook itself: stop routing to it before the next reload. */
-  markDisabled(webhookId: string): void {
-    this.disabledHere.set(webhookId, Date.now());
+  /** The bridge disabled a webhook itself: stop routing to it now; `recorded` once the table says so. */
+  markDisabled(webhookId: string, recorded: boolean): void {
+    this.disabledHere.set(webhookId, recorded ? this.reloadsStarted : null);
     this.disabled.add(webhookId);
     this.index = new SubscriberIndex(this.index.subscribers.filter((s) => s.id !== webhookId));
   }

@@ -83,6 +83,30 @@ describe('retries', () => {
     expect(r.requests.map((q) => q.json.data.title)).toEqual(['gone 1', 'gone 1', 'gone 3']);
   });
 
+  it('410 Gone: a webhooks reload while the disable is still being written does not bring it back', async () => {
+    const { r, id } = await hook(['note.updated']);
+    r.script(() => ({ status: 410 }));
+    // Hold the bridge's write of the failure (and so of disabled_at) with a row lock, across timer reloads.
+    await db.pool.query(`insert into webhook_bridge.webhook_state (webhook_id) values ($1) on conflict do nothing`, [id]);
+    const holder = await db.pool.connect();
+    try {
+      await holder.query('begin');
+      await holder.query(`select 1 from webhook_bridge.webhook_state where webhook_id = $1 for update`, [id]);
+      // Two records, so the second event does not queue behind the first one's failed delivery.
+      const { rows } = await db.pool.query(`insert into note (title) values ('held 1'), ('other 1') returning id`);
+      await db.pool.query(`update note set title = 'held 1b' where id = $1`, [rows[0].id]);
+      await r.waitForCount(1);
+      await new Promise((resolve) => setTimeout(resolve, 2_500)); // at least one timer reload reads disabled_at null
+      await db.pool.query(`update note set title = 'held 2' where id = $1`, [rows[1].id]);
+      await new Promise((resolve) => setTimeout(resolve, 2_500));
+      await holder.query('commit');
+    } finally {
+      holder.release();
+    }
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    expect(r.requests.map((q) => q.json.data.title)).toEqual(['held 1b']);
+  });
+
   it('a hung receiver: the timeout counts as a failure and the delivery is retried', async () => {
     const { r, id } = await hook(['task.created']);
     r.script((_req, i) => (i === 0 ? 'hang' : { status: 200 }));
