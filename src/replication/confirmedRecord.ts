@@ -4,20 +4,30 @@ import type { Logger } from '../log.js';
 import { quoteIdent } from '../migrate.js';
 import { formatLsn } from './lsn.js';
 
+/** A database that refuses the write is retried at each status report (1 s): warn less often. */
+const WARN_EVERY_MS = 30_000;
+/**
+ * Each write records this far past the wanted position at least (and as far again as the position
+ * moved since the last write). Without it the write's own WAL, reported back by the next keepalive as
+ * a new position to confirm, called for the next write: measured 186 writes in 12 s on an idle slot.
+ */
+const MIN_AHEAD_BYTES = 8_192n;
+/** At most one write per interval while streaming (shutdown's recordNow excepted). */
+const MIN_WRITE_INTERVAL_MS = 1_000;
+
 /**
  * The slot position this bridge may confirm, kept in `<schema>.slot_state.confirmed_lsn` and always
  * written before the slot is told: in normal operation the slot is never ahead of it, so a slot that
- * is ahead at start was recreated or moved by someone else (see ensureSlot).
+ * is ahead at start was recreated or moved by someone else (see ensureSlot). Recording ahead (above)
+ * means a slot recreated less than that far past the last confirmation goes unnoticed.
  *
  * The stream asks `cap()` what it may send: the wanted position when already recorded, else the last
- * recorded one while the write runs (at most one at a time); `onRecorded` then lets it send more.
+ * recorded one while a write runs (at most one at a time); `onRecorded` then lets it send more.
  */
-/** A database that refuses the write is retried at every status report (1 s): warn less often. */
-const WARN_EVERY_MS = 30_000;
-
 export class ConfirmedPositionRecord {
   private writing: Promise<void> | null = null;
   private lastWarnedAt = 0;
+  private lastWriteAt = 0;
 
   constructor(
     private readonly db: Pick<pg.Pool, 'query'>,
@@ -30,7 +40,7 @@ export class ConfirmedPositionRecord {
 
   cap(wanted: Lsn): Lsn {
     if (wanted <= this.recorded) return wanted;
-    if (!this.writing) void this.record(wanted);
+    if (!this.writing && Date.now() - this.lastWriteAt >= MIN_WRITE_INTERVAL_MS) void this.record(wanted);
     return this.recorded;
   }
 
@@ -40,12 +50,15 @@ export class ConfirmedPositionRecord {
     if (wanted > this.recorded) await this.record(wanted);
   }
 
-  private record(lsn: Lsn): Promise<void> {
+  private record(wanted: Lsn): Promise<void> {
+    const moved = wanted - this.recorded;
+    const target = wanted + (moved > MIN_AHEAD_BYTES ? moved : MIN_AHEAD_BYTES);
+    this.lastWriteAt = Date.now();
     this.writing = this.db
-      .query(`update ${quoteIdent(this.schema)}.slot_state set confirmed_lsn = greatest(confirmed_lsn, $2::pg_lsn) where slot_name = $1`, [this.slot, formatLsn(lsn)])
+      .query(`update ${quoteIdent(this.schema)}.slot_state set confirmed_lsn = greatest(confirmed_lsn, $2::pg_lsn) where slot_name = $1`, [this.slot, formatLsn(target)])
       .then(
         () => {
-          if (lsn > this.recorded) this.recorded = lsn;
+          if (target > this.recorded) this.recorded = target;
           this.writing = null;
           this.onRecorded();
         },
@@ -54,7 +67,7 @@ export class ConfirmedPositionRecord {
           this.writing = null;
           if (Date.now() - this.lastWarnedAt < WARN_EVERY_MS) return;
           this.lastWarnedAt = Date.now();
-          this.log.warn({ err: error, lsn: formatLsn(lsn) }, 'could not record the slot position before confirming it; the slot waits (the database keeps WAL) until it can be recorded');
+          this.log.warn({ err: error, lsn: formatLsn(target) }, 'could not record the slot position before confirming it; the slot waits (the database keeps WAL) until it can be recorded');
         },
       );
     return this.writing;
