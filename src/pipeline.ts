@@ -3,6 +3,7 @@ import type pg from 'pg';
 import type { BridgeConfig } from './config.js';
 import { webhooksTable } from './config.js';
 import { clientConfig, isTransactionVisible } from './database.js';
+import { settleBy } from './deadline.js';
 import { Decoder, HEARTBEAT_PREFIX, type DecoderCatalog } from './decode/decoder.js';
 import { TypeCatalog } from './decode/typeCatalog.js';
 import type { Lsn, PgoutputMessage } from './decode/types.js';
@@ -285,10 +286,7 @@ export class Pipeline {
     if (this.coordinator) await this.coordinator.drain(deadline);
     if (this.stream) {
       // The last confirmation must not wait for a record write that would come after the stream closed.
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))));
-      await Promise.race([this.positionRecord.recordNow(this.stream.wantedLsn()).catch(() => undefined), late]);
-      clearTimeout(timer);
+      await settleBy(this.positionRecord.recordNow(this.stream.wantedLsn()), deadline);
       this.stream.sendStatus(true);
       await this.stream.stop();
       await this.streamDone;

@@ -2,6 +2,7 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Agent, buildConnector, type Dispatcher } from 'undici';
+import { settleBy } from '../deadline.js';
 import { DeliveryError } from '../errors.js';
 import { compileAddressPolicy, type AddressCheck, type AddressPolicy } from './addressPolicy.js';
 
@@ -222,14 +223,7 @@ export function createHttpSender(options: HttpSenderOptions): HttpSender {
     close(deadline?: number) {
       closing ??= agent.close();
       if (deadline === undefined) return closing;
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
-      });
-      return Promise.race([closing, late]).then(() => {
-        clearTimeout(timer);
-        return agent.destroy().catch(() => undefined);
-      });
+      return settleBy(closing, deadline).then(() => agent.destroy().catch(() => undefined));
     },
   };
 }
