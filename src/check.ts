@@ -1,7 +1,9 @@
 import type pg from 'pg';
 import type { BridgeConfig } from './config.js';
 import { webhooksTable } from './config.js';
-import { findWatchedTables, quoteIdent } from './migrate.js';
+import { findWatchedTables, quoteIdent, type WatchedTable } from './migrate.js';
+import { hasWorkspaceColumn } from './store/webhookState.js';
+import { tableStates } from './twenty/publication.js';
 import { assertSlotUsable, readSlot, slotAheadError, type SlotInfo } from './replication/slot.js';
 
 /** WAL retained by the slot past which `check` warns: a subscriber or the bridge is far behind. */
@@ -50,7 +52,19 @@ export async function preflight(client: pg.ClientBase | pg.Pool, config: BridgeC
   const webhooks = await client.query('select to_regclass($1) as t', [table]);
   if (webhooks.rows[0].t === null) problems.push(`webhooks table ${table} does not exist: run "pg-webhook-bridge migrate" or set webhooks.table`);
 
-  const watched = await findWatchedTables(client as pg.ClientBase, config);
+  if (webhooks.rows[0].t !== null) problems.push(...(await tenantProblems(client, config, table)));
+  let watched: WatchedTable[];
+  try {
+    watched = await findWatchedTables(client as pg.ClientBase, config);
+  } catch (error) {
+    problems.push((error as Error).message);
+    return { problems, warnings };
+  }
+  if (config.source.mode === 'twenty') {
+    await checkTwentyTables(client, config, watched, problems, warnings);
+    await checkSlot(client, config, s, problems, warnings);
+    return { problems, warnings };
+  }
   if (watched.length === 0) {
     problems.push(`none of the tables in source.tables (${Object.keys(config.source.tables).join(', ')}) exists: create them or change source.tables`);
   }
@@ -75,6 +89,51 @@ export async function preflight(client: pg.ClientBase | pg.Pool, config: BridgeC
     }
   }
 
+  await checkSlot(client, config, s, problems, warnings);
+  return { problems, warnings };
+}
+
+/**
+ * A webhooks table with a "workspaceId" column is Twenty's: in tables mode with schema patterns, every
+ * workspace's changes would reach every workspace's webhooks.
+ */
+async function tenantProblems(client: pg.ClientBase | pg.Pool, config: BridgeConfig, table: string): Promise<string[]> {
+  if (config.source.mode !== 'tables') return [];
+  const patterns = Object.keys(config.source.tables).filter((t) => t.slice(0, t.indexOf('.')).includes('*'));
+  if (patterns.length === 0 || !(await hasWorkspaceColumn(client, table))) return [];
+  return [
+    `webhooks table ${table} has a "workspaceId" column and source.tables uses schema patterns (${patterns.join(', ')}): webhooks of one workspace would receive the changes of every workspace; set source.mode = "twenty" (each webhook then receives its own workspace's changes only)`,
+  ];
+}
+
+/**
+ * Twenty mode: the daemon adds new workspace tables to the publication itself, so a table missing
+ * from it matters only where this role cannot add it. Those are warnings: the daemon still streams
+ * every other workspace (and logs and counts the tables it cannot add).
+ */
+async function checkTwentyTables(client: pg.ClientBase | pg.Pool, config: BridgeConfig, watched: WatchedTable[], problems: string[], warnings: string[]): Promise<void> {
+  const publication = config.replication.publication;
+  const pub = await client.query(`select pg_has_role(current_user, pubowner, 'USAGE') as owner from pg_publication where pubname = $1`, [publication]);
+  if (pub.rowCount === 0) {
+    problems.push(`publication "${publication}" does not exist: run "pg-webhook-bridge migrate"`);
+    return;
+  }
+  if (!pub.rows[0].owner) {
+    warnings.push(`role "${await currentRole(client)}" does not own publication "${publication}", so it cannot add new workspace tables to it: ALTER PUBLICATION ${quoteIdent(publication)} OWNER TO <this role> (see docs/configuration.md, Twenty mode)`);
+  }
+  if (watched.length === 0) warnings.push('no Twenty workspace with tables was found in core.workspace / core."dataSource": nothing to stream yet (new workspaces are picked up while running)');
+  for (const t of await tableStates(client, publication, watched)) {
+    if ((t.published && t.full) || t.manageable) continue;
+    const fix = !t.published ? 'add it to the publication' : 'set REPLICA IDENTITY FULL';
+    warnings.push(`table ${t.schema}.${t.table} is not streamed: the bridge must ${fix}, but its role may not change it: GRANT <owner of Twenty's tables> TO <this role>, or run "pg-webhook-bridge migrate" as that owner (see docs/configuration.md, Twenty mode)`);
+  }
+}
+
+async function currentRole(client: pg.ClientBase | pg.Pool): Promise<string> {
+  return (await client.query('select current_user as role')).rows[0].role as string;
+}
+
+async function checkSlot(client: pg.ClientBase | pg.Pool, config: BridgeConfig, s: { db: string; max_slots: number }, problems: string[], warnings: string[]): Promise<void> {
   const slot = await readSlot(client, config.replication.slot);
   if (slot) {
     try {
@@ -99,7 +158,6 @@ export async function preflight(client: pg.ClientBase | pg.Pool, config: BridgeC
     const used = await client.query('select count(*)::int as n from pg_replication_slots');
     if (used.rows[0].n >= s.max_slots) problems.push(`no free replication slot (max_replication_slots=${s.max_slots}): raise max_replication_slots and restart Postgres`);
   }
-  return { problems, warnings };
 }
 
 /** The slot past the furthest position this bridge recorded before confirming (see ensureSlot). */

@@ -108,7 +108,7 @@ export const configSchema = {
   },
   webhooks: {
     table: {
-      doc: 'Schema-qualified subscribers table with Twenty\'s webhook columns; empty means "<schema>.webhooks".',
+      doc: 'Schema-qualified subscribers table with Twenty\'s webhook columns; empty means "<schema>.webhooks" ("core.webhook" in Twenty mode).',
       format: String,
       default: '',
       env: 'PG_WEBHOOK_BRIDGE_WEBHOOKS_TABLE',
@@ -141,6 +141,18 @@ export const configSchema = {
     },
   },
   source: {
+    mode: {
+      doc: 'What is watched: "tables" (the tables of source.tables) or "twenty" (every workspace, object and field that Twenty\'s core metadata describes; source.tables is then unused).',
+      format: ['tables', 'twenty'],
+      default: 'tables',
+      env: 'PG_WEBHOOK_BRIDGE_SOURCE_MODE',
+    },
+    discoveryIntervalMs: {
+      doc: 'Twenty mode: how often the core metadata is checked for new or changed workspaces, objects and fields; new tables join the publication then.',
+      format: 'nat',
+      default: 10_000,
+      env: 'PG_WEBHOOK_BRIDGE_DISCOVERY_INTERVAL_MS',
+    },
     tables: {
       doc: 'Watched tables: "schema.table" -> object name used in event names.',
       format: 'table-map',
@@ -160,6 +172,12 @@ export const configSchema = {
     },
   },
   payload: {
+    format: {
+      doc: 'Request body: "event" ({event, data, timestamp, id, updatedFields}) or "twenty" (the body Twenty\'s own webhooks send; needs source.mode "twenty"); empty means "twenty" in Twenty mode, else "event".',
+      format: ['', 'event', 'twenty'],
+      default: '',
+      env: 'PG_WEBHOOK_BRIDGE_PAYLOAD_FORMAT',
+    },
     camelCase: {
       doc: 'Map snake_case column names to camelCase keys in "data".',
       format: Boolean,
@@ -354,11 +372,22 @@ export function loadConfig(options: LoadConfigOptions = {}): BridgeConfig {
     // would silently turn a configured verify-full off.
     problems.push(`database.url: carries ${tlsInUrl.join(', ')}, which would replace database.ssl.* (mode ${sslMode}); keep TLS settings in database.ssl.* only`);
   }
+  const mode = config.get('source.mode' as never) as string;
+  if (mode === 'tables' && config.get('payload.format' as never) === 'twenty') {
+    problems.push('payload.format: "twenty" needs Twenty\'s metadata (object ids, workspaces): set source.mode to "twenty", or use payload.format "event"');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   const raw = config.getProperties() as RawConfig;
   const tables = Object.fromEntries(raw.source.tables.map(({ table, object }) => [table, object]));
-  return deepFreeze({ ...raw, source: { ...raw.source, tables } });
+  // Defaults that depend on the mode are settled here, once: every reader sees the effective value.
+  const twenty = raw.source.mode === 'twenty';
+  const payload = { ...raw.payload, format: raw.payload.format || (twenty ? 'twenty' : 'event') };
+  const webhooks = { ...raw.webhooks, table: raw.webhooks.table || (twenty ? TWENTY_WEBHOOKS_TABLE : `${raw.schema}.webhooks`) };
+  return deepFreeze({ ...raw, source: { ...raw.source, tables }, payload, webhooks });
 }
+
+/** Where Twenty keeps its webhooks (one row per webhook, with its "workspaceId"). */
+export const TWENTY_WEBHOOKS_TABLE = 'core.webhook';
 
 /** TLS parameters in a postgres:// URL's query (names only: values may hold paths or secrets). */
 function urlTlsParameters(url: string): string[] {
@@ -426,9 +455,13 @@ function deepFreeze<T>(value: T): T {
 
 /** The subscribers table, schema-qualified and quoted for SQL. */
 export function webhooksTable(config: BridgeConfig): string {
-  const name = config.webhooks.table || `${config.schema}.webhooks`;
-  return name
-    .split('.')
-    .map((part) => `"${part.replace(/"/g, '""')}"`)
-    .join('.');
+  const { schema, table } = webhooksRelation(config);
+  return `"${schema.replace(/"/g, '""')}"."${table.replace(/"/g, '""')}"`;
+}
+
+/** The subscribers table as the replication stream names it. */
+export function webhooksRelation(config: BridgeConfig): { schema: string; table: string } {
+  const name = config.webhooks.table;
+  const dot = name.indexOf('.');
+  return { schema: name.slice(0, dot), table: name.slice(dot + 1) };
 }

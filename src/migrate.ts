@@ -6,6 +6,8 @@ import type { BridgeConfig } from './config.js';
 import { webhooksTable } from './config.js';
 import { compileObjectMapping } from './route/objectMapping.js';
 import type { Logger } from './log.js';
+import { BridgeError } from './errors.js';
+import { hasTwentyMetadata, loadTwentyCatalog } from './twenty/catalog.js';
 
 const SQL_DIR = fileURLToPath(new URL('../sql/', import.meta.url));
 /** Any fixed number: concurrent `migrate` runs queue on this lock instead of racing. */
@@ -81,8 +83,33 @@ export interface WatchedTable {
   partitioned: boolean;
 }
 
-/** Existing tables that `source.tables` selects (exact names and schema patterns). */
+/**
+ * The tables to stream: those `source.tables` selects, or in Twenty mode every active object's table
+ * of every workspace.
+ */
 export async function findWatchedTables(client: pg.ClientBase, config: BridgeConfig): Promise<WatchedTable[]> {
+  return config.source.mode === 'twenty' ? findTwentyTables(client) : findConfiguredTables(client, config);
+}
+
+async function findTwentyTables(client: pg.ClientBase): Promise<WatchedTable[]> {
+  if (!(await hasTwentyMetadata(client))) {
+    throw new BridgeError(
+      'ERR_TWENTY_METADATA',
+      'source.mode is "twenty" but this database has no Twenty metadata (core.workspace, core."objectMetadata", core."fieldMetadata"): point database.url at Twenty\'s database, or set source.mode to "tables"',
+    );
+  }
+  const catalog = await loadTwentyCatalog(client);
+  const { rows } = await client.query(
+    `select t.schema, t.table, t.object, c.relreplident as ident, c.relkind = 'p' as partitioned
+       from unnest($1::text[], $2::text[], $3::text[]) as t(schema, "table", object)
+       join pg_namespace n on n.nspname = t.schema join pg_class c on c.relnamespace = n.oid and c.relname = t.table`,
+    [catalog.objects.map((o) => o.schema), catalog.objects.map((o) => o.table), catalog.objects.map((o) => o.nameSingular)],
+  );
+  return rows.map((r) => ({ schema: r.schema, table: r.table, object: r.object, replicaIdentity: r.ident, partitioned: r.partitioned === true }));
+}
+
+/** Existing tables that `source.tables` selects (exact names and schema patterns). */
+async function findConfiguredTables(client: pg.ClientBase, config: BridgeConfig): Promise<WatchedTable[]> {
   const resolve = compileObjectMapping(config.source.tables);
   // Partitions are left out: with publish_via_partition_root their changes arrive as the root's.
   const { rows } = await client.query(

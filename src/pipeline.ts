@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { BridgeConfig } from './config.js';
-import { webhooksTable } from './config.js';
+import { webhooksRelation, webhooksTable } from './config.js';
 import { clientConfig, isTransactionVisible } from './database.js';
 import { settleBy } from './deadline.js';
 import { Decoder, HEARTBEAT_PREFIX, type DecoderCatalog } from './decode/decoder.js';
 import { TypeCatalog } from './decode/typeCatalog.js';
-import type { Lsn, PgoutputMessage } from './decode/types.js';
+import type { Lsn, PgoutputMessage, RowChange } from './decode/types.js';
 import { DeliveryCoordinator } from './deliver/coordinator.js';
 import { setServerShuttingDownListener } from './deliver/databaseRetry.js';
 import type { HttpSender } from './deliver/httpSender.js';
@@ -20,6 +20,9 @@ import { ReplicationStream } from './replication/stream.js';
 import type { StreamState } from './replication/types.js';
 import { compileObjectMapping } from './route/objectMapping.js';
 import { buildEvent, type EventOptions } from './route/router.js';
+import { buildTwentyEvent, type TwentyEventOptions } from './route/twentyEvent.js';
+import type { Subscriber, WebhookEvent } from './route/types.js';
+import { TwentySource } from './twenty/source.js';
 import { VERSION } from './version.js';
 import { WebhookRegistry } from './webhooks/registry.js';
 
@@ -48,6 +51,9 @@ export class Pipeline {
   private lastRoutedCommitLsn: Lsn = 0n;
   private skipping = false;
   private readonly eventOptions: EventOptions;
+  private readonly twentyEventOptions: TwentyEventOptions;
+  /** Twenty mode: the workspaces, objects and fields to stream, followed while running. */
+  private twenty: TwentySource | null = null;
   private readonly webhooksRelation: { schema: string; table: string };
   readonly workerId = `${process.pid}-${randomUUID().slice(0, 8)}`;
   fatalError: Error | null = null;
@@ -65,8 +71,8 @@ export class Pipeline {
       camelCase: config.payload.camelCase,
       maxPayloadBytes: config.delivery.maxPayloadBytes,
     };
-    const [schema, table] = (config.webhooks.table || `${config.schema}.webhooks`).split('.');
-    this.webhooksRelation = { schema, table };
+    this.twentyEventOptions = { format: config.payload.format === 'event' ? 'event' : 'twenty', maxPayloadBytes: config.delivery.maxPayloadBytes };
+    this.webhooksRelation = webhooksRelation(config);
   }
 
   get streamState(): StreamState {
@@ -84,6 +90,13 @@ export class Pipeline {
     const { config, log, pool } = this;
     const slot = await ensureSlot(pool, config.replication.slot, config.schema);
     if (this.stopping) return;
+    if (config.source.mode === 'twenty') {
+      const twenty = new TwentySource(pool, config.replication.publication, this.metrics, log.child({ module: 'twenty' }));
+      // Before the stream starts: every change must find its object.
+      await twenty.refresh();
+      this.twenty = twenty;
+      if (this.stopping) return;
+    }
     this.positionRecord = new ConfirmedPositionRecord(pool, config.schema, config.replication.slot, parseLsn(slot.recordedConfirmedLsn), log.child({ module: 'replication' }));
     this.registry = new WebhookRegistry(pool, config.schema, webhooksTable(config), log.child({ module: 'webhooks' }));
     await this.registry.reload();
@@ -157,6 +170,7 @@ export class Pipeline {
       setInterval(() => void this.emitHeartbeat(), config.replication.heartbeatIntervalMs),
       setInterval(() => void this.refreshRegistry(), REGISTRY_REFRESH_MS),
     );
+    if (this.twenty) this.timers.push(setInterval(() => void this.refreshTwenty(), config.source.discoveryIntervalMs));
     await started;
   }
 
@@ -182,12 +196,10 @@ export class Pipeline {
           this.transaction.webhooksChanged = true;
           return;
         }
-        const event = buildEvent(change, this.eventOptions);
-        if (event === null) return;
-        const subscribers = this.registry.index.forEvent(event.object, event.action);
-        if (subscribers.length === 0) return;
-        this.metrics.eventRouted(event.object, event.action);
-        this.coordinator.route(event, subscribers, this.transaction.entry);
+        const routed = this.routeChange(change);
+        if (routed === null) return;
+        this.metrics.eventRouted(routed.objectLabel, routed.event.action);
+        this.coordinator.route(routed.event, routed.subscribers, this.transaction.entry);
         const full = this.coordinator.waitForCapacity();
         if (full) await full;
         return;
@@ -209,6 +221,34 @@ export class Pipeline {
       case 'heartbeat':
         if (!this.transaction) this.ack.heartbeat(item.lsn);
         return;
+    }
+  }
+
+  /**
+   * The event of a change and the webhooks it goes to, or null. In Twenty mode a change belongs to the
+   * workspace whose schema holds its table, and only that workspace's webhooks can receive it.
+   */
+  private routeChange(change: RowChange): { event: WebhookEvent; subscribers: Subscriber[]; objectLabel: string } | null {
+    if (this.twenty) {
+      const object = this.twenty.catalog.objectFor(change.schema, change.table);
+      if (object === undefined) return null;
+      const event = buildTwentyEvent(change, object, this.twentyEventOptions);
+      if (event === null) return null;
+      const subscribers = this.registry.index.forEvent(event.object, event.action, object.workspaceId);
+      // Custom objects are named by each workspace: one label for all keeps the series bounded.
+      return subscribers.length === 0 ? null : { event, subscribers, objectLabel: object.isCustom ? 'custom' : object.nameSingular };
+    }
+    const event = buildEvent(change, this.eventOptions);
+    if (event === null) return null;
+    const subscribers = this.registry.index.forEvent(event.object, event.action);
+    return subscribers.length === 0 ? null : { event, subscribers, objectLabel: event.object };
+  }
+
+  private async refreshTwenty(): Promise<void> {
+    try {
+      await this.twenty?.refresh();
+    } catch (error) {
+      this.log.warn({ err: error }, 'could not read Twenty\'s metadata; keeping the previous catalog');
     }
   }
 

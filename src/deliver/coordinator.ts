@@ -55,7 +55,8 @@ export class DeliveryCoordinator {
   route(event: WebhookEvent, subscribers: readonly Subscriber[], hold: TransactionEntry): void {
     const now = Date.now();
     for (const subscriber of subscribers) {
-      this.laneFor(subscriber).enqueue({ event, hold, enqueuedAt: now, stored: null, finished: false });
+      const own = event.bodyFor === null ? event : { ...event, body: event.bodyFor(subscriber) };
+      this.laneFor(subscriber).enqueue({ event: own, hold, enqueuedAt: now, stored: null, finished: false });
     }
   }
 

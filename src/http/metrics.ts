@@ -2,9 +2,11 @@ import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { FastCounter, FastHistogram } from './fastMetrics.js';
 import type { AttemptOutcome } from '../deliver/httpSender.js';
 import type { DeliveryObserver, DeliveryOutcomeLabel } from '../deliver/types.js';
+import type { TwentySourceObserver } from '../twenty/source.js';
+import type { TwentyCatalog } from '../twenty/types.js';
 
 /** Every metric the bridge exports, on a private registry (tests run several daemons in one process). */
-export class BridgeMetrics implements DeliveryObserver {
+export class BridgeMetrics implements DeliveryObserver, TwentySourceObserver {
   readonly registry = new Registry();
   // Updated once or more per event: plain field additions (see fastMetrics.ts).
   readonly changesDecoded = new FastCounter('pgwb_changes_decoded_total', 'Row changes decoded from the replication stream', ['table', 'kind'], this.registry);
@@ -24,6 +26,13 @@ export class BridgeMetrics implements DeliveryObserver {
   readonly storeBacklog = new Gauge({ name: 'pgwb_store_backlog', help: 'Deliveries in the durable store by status', labelNames: ['status'], registers: [this.registry] });
   readonly webhooks = new Gauge({ name: 'pgwb_webhooks', help: 'Webhooks by state (active, disabled, invalid)', labelNames: ['state'], registers: [this.registry] });
   readonly leader = new Gauge({ name: 'pgwb_leader', help: '1 when this replica streams the slot', registers: [this.registry] });
+  readonly sourceTables = new Gauge({
+    name: 'pgwb_source_tables',
+    help: 'Twenty mode: workspace tables found in the metadata (watched), and those of them the bridge could not add to the publication or make REPLICA IDENTITY FULL (unmanaged)',
+    labelNames: ['state'],
+    registers: [this.registry],
+  });
+  readonly sourceWorkspaces = new Gauge({ name: 'pgwb_source_workspaces', help: 'Twenty mode: workspaces found in the core metadata', registers: [this.registry] });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
@@ -42,5 +51,14 @@ export class BridgeMetrics implements DeliveryObserver {
 
   eventRouted(object: string, action: string): void {
     this.eventsRouted.series(object, action).inc();
+  }
+
+  catalogLoaded(catalog: TwentyCatalog): void {
+    this.sourceWorkspaces.set(catalog.workspaceCount);
+    this.sourceTables.set({ state: 'watched' }, catalog.objects.length);
+  }
+
+  unmanagedTables(count: number): void {
+    this.sourceTables.set({ state: 'unmanaged' }, count);
   }
 }

@@ -44,7 +44,7 @@ export function buildEvent(change: RowChange, options: EventOptions): WebhookEve
   }
   let body = stringifyPayload(payload);
   if (Buffer.byteLength(body) > options.maxPayloadBytes) body = truncatedBody(name, id, timestamp, row, change.keyColumns, options.camelCase);
-  return { id, name, object, action, recordKey: `${object}:${key}`, body, commitLsn: change.commitLsn, changeIndex: change.indexInTransaction, commitTime: change.commitTime };
+  return { id, name, object, action, recordKey: `${object}:${key}`, body, bodyFor: null, commitLsn: change.commitLsn, changeIndex: change.indexInTransaction, commitTime: change.commitTime };
 }
 
 /**
@@ -58,7 +58,7 @@ function truncatedBody(event: string, id: string, timestamp: string, row: Row, k
   return stringifyPayload({ event, data, timestamp, id, truncated: true });
 }
 
-function actionFor(change: RowChange, softDeleteColumn: string): EventAction | null {
+export function actionFor(change: RowChange, softDeleteColumn: string): EventAction | null {
   const hasSoftDelete = softDeleteColumn !== '' && change.columnNames.includes(softDeleteColumn);
   switch (change.kind) {
     case 'insert':
@@ -103,19 +103,23 @@ function camelCaseKeys(row: Row): Row {
 }
 
 /**
- * Which subscribers get which event name. Memoised per event name; rebuilt whenever the subscriber
- * list changes, so routing an event is one map lookup.
+ * Which subscribers get which event name. Memoised per event name (and workspace); rebuilt whenever
+ * the subscriber list changes, so routing an event is one map lookup.
  */
 export class SubscriberIndex {
   private readonly byEvent = new Map<string, Subscriber[]>();
 
   constructor(readonly subscribers: readonly Subscriber[]) {}
 
-  forEvent(object: string, action: string): Subscriber[] {
-    const name = `${object}.${action}`;
+  /**
+   * `workspaceId` is the workspace the change belongs to (Twenty mode): only that workspace's webhooks
+   * match, whatever their operations say. Null (tables mode) means the change belongs to no tenant.
+   */
+  forEvent(object: string, action: string, workspaceId: string | null = null): Subscriber[] {
+    const name = workspaceId === null ? `${object}.${action}` : `${workspaceId}/${object}.${action}`;
     let list = this.byEvent.get(name);
     if (list === undefined) {
-      list = this.subscribers.filter((s) => subscriberMatches(s, object, action));
+      list = this.subscribers.filter((s) => (workspaceId === null || s.workspaceId === workspaceId) && subscriberMatches(s, object, action));
       this.byEvent.set(name, list);
     }
     return list;

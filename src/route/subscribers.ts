@@ -42,6 +42,7 @@ export function parseSubscriberRow(row: Record<string, unknown>): ParsedSubscrib
       operations,
       secret: row.secret,
       operationSet: new Set(operations as string[]),
+      workspaceId: row.workspaceId == null ? null : String(row.workspaceId),
     },
   };
 }

@@ -9,6 +9,12 @@ export interface Subscriber {
   secret: string;
   /** `object.action`, `*.action`, `object.*`, `*.*` entries, for O(1) matching. */
   operationSet: ReadonlySet<string>;
+  /**
+   * The Twenty workspace the webhook belongs to (`core.webhook."workspaceId"`), null where the
+   * webhooks table has no such column. In Twenty mode a webhook receives changes of its own workspace
+   * only, and one with no workspace receives nothing.
+   */
+  workspaceId: string | null;
 }
 
 export type EventAction = 'created' | 'updated' | 'deleted' | 'restored' | 'destroyed';
@@ -25,6 +31,11 @@ export interface WebhookEvent {
   /** object + primary key: the unit of ordering per webhook. */
   recordKey: string;
   body: string;
+  /**
+   * Bodies that name their webhook (Twenty's format carries `targetUrl` and `webhookId`) are made per
+   * webhook from parts serialised once; null where every webhook gets `body`.
+   */
+  bodyFor: ((subscriber: Subscriber) => string) | null;
   commitLsn: Lsn;
   changeIndex: number;
   commitTime: Date;

@@ -10,10 +10,19 @@ function table(schema: string): string {
   return `${quoteIdent(schema)}.webhook_state`;
 }
 
-/** Rows of the webhooks table that are not soft-deleted, with the bridge's state beside them. */
-export async function loadWebhookRows(db: Queryable, schema: string, webhooksTable: string): Promise<Array<Record<string, unknown>>> {
+/** Whether the webhooks table says which Twenty workspace each webhook belongs to. */
+export async function hasWorkspaceColumn(db: Queryable, webhooksTable: string): Promise<boolean> {
   const { rows } = await db.query(
-    `select w.id::text as id, w."targetUrl", w.operations, w.secret, w.description, w."deletedAt",
+    `select 1 from pg_attribute where attrelid = to_regclass($1) and attname = 'workspaceId' and not attisdropped`,
+    [webhooksTable],
+  );
+  return rows.length > 0;
+}
+
+/** Rows of the webhooks table, with the bridge's state beside them. */
+export async function loadWebhookRows(db: Queryable, schema: string, webhooksTable: string, workspaceColumn = false): Promise<Array<Record<string, unknown>>> {
+  const { rows } = await db.query(
+    `select w.id::text as id, w."targetUrl", w.operations, w.secret, w.description, w."deletedAt",${workspaceColumn ? ' w."workspaceId"::text as "workspaceId",' : ''}
             s.disabled_at, s.disabled_reason, s.last_success_at, s.failing_since, s.last_error, s.last_error_at
        from ${webhooksTable} w left join ${table(schema)} s on s.webhook_id = w.id
       order by w."createdAt", w.id`,

@@ -3,7 +3,7 @@ import { SubscriberIndex } from '../route/router.js';
 import { parseSubscriberRow } from '../route/subscribers.js';
 import type { Subscriber } from '../route/types.js';
 import type { Queryable } from '../store/types.js';
-import { loadWebhookRows } from '../store/webhookState.js';
+import { hasWorkspaceColumn, loadWebhookRows } from '../store/webhookState.js';
 
 export interface InvalidWebhook {
   id: string;
@@ -28,6 +28,7 @@ export class WebhookRegistry {
   /** Reloads overlap (the timer's and the stream's): one that began earlier must not undo a later one. */
   private reloadsStarted = 0;
   private newestApplied = 0;
+  private workspaceColumn: Promise<boolean> | null = null;
 
   constructor(
     private readonly db: Queryable,
@@ -38,7 +39,11 @@ export class WebhookRegistry {
 
   async reload(): Promise<void> {
     const generation = ++this.reloadsStarted;
-    const rows = await loadWebhookRows(this.db, this.schema, this.webhooksTable);
+    this.workspaceColumn ??= hasWorkspaceColumn(this.db, this.webhooksTable).catch((error: unknown) => {
+      this.workspaceColumn = null;
+      throw error;
+    });
+    const rows = await loadWebhookRows(this.db, this.schema, this.webhooksTable, await this.workspaceColumn);
     if (generation < this.newestApplied) return;
     this.newestApplied = generation;
     const active: Subscriber[] = [];
