@@ -91,4 +91,22 @@ describe('config', () => {
     expect(flagForKey('delivery.timeoutMs')).toBe('--delivery-timeout-ms');
     expect(flagForKey('database.url')).toBe('--database-url');
   });
+
+  it('Twenty mode defaults to Twenty\'s body and webhooks table; either can still be set', () => {
+    const twenty = loadConfig({ env: { PG_WEBHOOK_BRIDGE_SOURCE_MODE: 'twenty' } });
+    expect(twenty.payload.format).toBe('twenty');
+    expect(twenty.webhooks.table).toBe('core.webhook');
+    const explicit = loadConfig({ env: { PG_WEBHOOK_BRIDGE_SOURCE_MODE: 'twenty', PG_WEBHOOK_BRIDGE_PAYLOAD_FORMAT: 'event', PG_WEBHOOK_BRIDGE_WEBHOOKS_TABLE: 'crm.hooks' } });
+    expect(explicit.payload.format).toBe('event');
+    expect(explicit.webhooks.table).toBe('crm.hooks');
+    const tables = loadConfig({ env: {} });
+    expect(tables.source.mode).toBe('tables');
+    expect(tables.payload.format).toBe('event');
+    expect(tables.webhooks.table).toBe('webhook_bridge.webhooks');
+  });
+
+  it('refuses Twenty\'s body without Twenty\'s metadata, and unknown modes', () => {
+    expect(problemsOf(() => loadConfig({ env: { PG_WEBHOOK_BRIDGE_PAYLOAD_FORMAT: 'twenty' } })).join()).toMatch(/payload\.format.*source\.mode/);
+    expect(problemsOf(() => loadConfig({ env: { PG_WEBHOOK_BRIDGE_SOURCE_MODE: 'crm' } })).join()).toMatch(/source\.mode/);
+  });
 });
