@@ -147,6 +147,17 @@ export async function partitionsNotFull(client: pg.ClientBase, root: WatchedTabl
 }
 
 /**
+ * Publication options. From Postgres 18 on, a table whose replica identity (FULL) includes a stored
+ * generated column refuses every UPDATE and DELETE unless the publication publishes generated
+ * columns ("Replica identity must not contain unpublished generated column"): Twenty's search vector
+ * is such a column. Publishing them also sends their values, as any other column's.
+ */
+async function publicationOptions(client: pg.ClientBase): Promise<string> {
+  const { rows } = await client.query(`select current_setting('server_version_num')::int >= 180000 as generated`);
+  return rows[0].generated ? 'publish_via_partition_root = true, publish_generated_columns = stored' : 'publish_via_partition_root = true';
+}
+
+/**
  * Makes the publication cover exactly the watched tables that exist now, with REPLICA IDENTITY FULL on
  * them and on their partitions. `migrate` runs it; run it again (`pg-webhook-bridge migrate`) after
  * creating tables that a pattern should cover, such as a new `workspace_*` schema, or new partitions.
@@ -168,13 +179,14 @@ export async function syncPublication(client: pg.ClientBase, config: BridgeConfi
   const tables = [...watched.map((t) => quoteQualified(t.schema, t.table)), webhooksTable(config)];
   const publication = quoteIdent(config.replication.publication);
   const exists = await client.query('select 1 from pg_publication where pubname = $1', [config.replication.publication]);
+  const options = await publicationOptions(client);
   if (exists.rowCount === 0) {
-    await client.query(`create publication ${publication} for table ${tables.join(', ')} with (publish_via_partition_root = true)`);
+    await client.query(`create publication ${publication} for table ${tables.join(', ')} with (${options})`);
   } else {
     await client.query(`alter publication ${publication} set table ${tables.join(', ')}`);
     // Also for a publication made by hand or by an older version: partitioned tables must emit changes
     // under their root's name, which is the name source.tables maps.
-    await client.query(`alter publication ${publication} set (publish_via_partition_root = true)`);
+    await client.query(`alter publication ${publication} set (${options})`);
   }
   return { publicationTables: watched.map((t) => `${t.schema}.${t.table}`), replicaIdentityChanged };
 }
