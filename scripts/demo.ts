@@ -15,12 +15,14 @@ import { createLogger } from '../src/log.js';
 import { migrate } from '../src/migrate.js';
 import { verifySignature } from '../src/verify.js';
 import { startCluster } from '../test/helpers/postgresCluster.js';
+import { runTwentyDemo } from './demoTwenty.js';
 
 const DEMO_TIMEOUT_MS = 60_000;
 const SECRET = 'whsec_' + Buffer.from('pg-webhook-bridge demo secret!!').toString('base64');
 
-const { values } = parseArgs({ options: { 'exit-after': { type: 'string' }, verbose: { type: 'boolean' } } });
+const { values } = parseArgs({ options: { 'exit-after': { type: 'string' }, verbose: { type: 'boolean' }, twenty: { type: 'boolean' } } });
 const exitAfter = values['exit-after'] ? Number(values['exit-after']) : null;
+if (values.twenty) await runTwentyDemo({ exitAfter, verbose: values.verbose === true });
 
 console.log('starting an embedded Postgres with wal_level=logical ...');
 const cluster = await startCluster();
