@@ -103,6 +103,12 @@ function camelCaseKeys(row: Row): Row {
 }
 
 /**
+ * Twenty sends these events only to webhooks that name them exactly, never through a wildcard: a
+ * workflow run is updated at every step it takes.
+ */
+const EXACT_MATCH_ONLY_EVENTS: ReadonlySet<string> = new Set(['workflowRun.updated']);
+
+/**
  * Which subscribers get which event name. Memoised per event name (and workspace); rebuilt whenever
  * the subscriber list changes, so routing an event is one map lookup.
  */
@@ -119,7 +125,10 @@ export class SubscriberIndex {
     const name = workspaceId === null ? `${object}.${action}` : `${workspaceId}/${object}.${action}`;
     let list = this.byEvent.get(name);
     if (list === undefined) {
-      list = this.subscribers.filter((s) => (workspaceId === null || s.workspaceId === workspaceId) && subscriberMatches(s, object, action));
+      const exactOnly = workspaceId !== null && EXACT_MATCH_ONLY_EVENTS.has(`${object}.${action}`);
+      list = this.subscribers.filter(
+        (s) => (workspaceId === null || s.workspaceId === workspaceId) && (exactOnly ? s.operationSet.has(`${object}.${action}`) : subscriberMatches(s, object, action)),
+      );
       this.byEvent.set(name, list);
     }
     return list;

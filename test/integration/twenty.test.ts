@@ -248,6 +248,45 @@ describe('Twenty mode', () => {
     expect(logs.text()).toMatch(/_boat joined the publication/);
   });
 
+  it('follows a field added and an object renamed while running', async () => {
+    const client = await db.pool.connect();
+    let delta: TwentyWorkspace;
+    try {
+      delta = await createTwentyWorkspace(client, { displayName: 'Delta', objects: [{ nameSingular: 'person', namePlural: 'people', fields: [{ name: 'id', type: 'UUID' }, { name: 'name', type: 'FULL_NAME' }, { name: 'deletedAt', type: 'DATE_TIME' }] }] });
+    } finally {
+      client.release();
+    }
+    const r = await receiver();
+    await addWebhook(delta, r.url);
+    await eventually(async () => (await db.pool.query(`select 1 from pg_publication_tables where pubname = 'pgwb' and schemaname = $1`, [delta.schema])).rowCount === 1, 'the workspace to join the publication', 30_000);
+
+    // A field, as Twenty adds one: the column, then its metadata.
+    await db.pool.query(`alter table ${delta.schema}.person add column nickname text`);
+    await db.pool.query(`insert into core."fieldMetadata" ("objectMetadataId", type, name, label, "isActive", "workspaceId") values ($1, 'TEXT', 'nickname', 'Nickname', true, $2)`, [delta.objectIds.person, delta.id]);
+    let n = 0;
+    await eventually(async () => {
+      await db.pool.query(`insert into ${delta.schema}.person ("nameFirstName", nickname) values ($1, 'Bunny')`, [`Probe${n++}`]);
+      return r.requests.some((q) => q.json.record.nickname === 'Bunny');
+    }, 'an event carrying the new field', 30_000);
+
+    // A rename, as Twenty does one: the table and the object's names.
+    const renamer = await db.pool.connect();
+    try {
+      await renamer.query('begin');
+      await renamer.query(`alter table ${delta.schema}.person rename to contact`);
+      await renamer.query(`update core."objectMetadata" set "nameSingular" = 'contact', "namePlural" = 'contacts', "updatedAt" = now() where id = $1`, [delta.objectIds.person]);
+      await renamer.query('commit');
+    } finally {
+      renamer.release();
+    }
+    await eventually(async () => {
+      await db.pool.query(`insert into ${delta.schema}.contact ("nameFirstName") values ('Renamed')`);
+      return r.requests.some((q) => q.json.eventName === 'contact.created');
+    }, 'a contact.created event', 30_000);
+    const renamed = r.requests.find((q) => q.json.eventName === 'contact.created')!.json;
+    expect(renamed.objectMetadata).toEqual({ id: delta.objectIds.person, nameSingular: 'contact' });
+  });
+
   it('check refuses a Twenty webhooks table read in tables mode with workspace schema patterns', async () => {
     const result = await runCli(
       ['--database-url', db.url, '--replication-slot', 'slot_other', '--replication-publication', 'pgwb', '--webhooks-table', 'core.webhook', '--source-tables', JSON.stringify({ 'workspace_*.person': 'person' }), 'check'],

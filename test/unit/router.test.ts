@@ -147,3 +147,23 @@ describe('parseSubscriberRow rejects bad rows with a reason', () => {
     expect(parseSubscriberRow({ ...base, targetUrl: 'https://bücher.example/hook' }).ok).toBe(true);
   });
 });
+
+describe('SubscriberIndex by workspace', () => {
+  const hook = (id: string, operations: string[], workspaceId: string | null): Subscriber => ({ ...subscriber(id, operations), workspaceId });
+
+  it('gives a workspace\'s change only to that workspace\'s webhooks, whatever their operations', () => {
+    const index = new SubscriberIndex([hook('a', ['*.*'], 'ws-a'), hook('b', ['*.*', 'person.created'], 'ws-b'), hook('none', ['*.*'], null)]);
+    expect(index.forEvent('person', 'created', 'ws-a').map((s) => s.id)).toEqual(['a']);
+    expect(index.forEvent('person', 'created', 'ws-b').map((s) => s.id)).toEqual(['b']);
+    expect(index.forEvent('person', 'created', 'ws-c')).toEqual([]);
+    // Tables mode: the change belongs to no tenant.
+    expect(index.forEvent('person', 'created').map((s) => s.id)).toEqual(['a', 'b', 'none']);
+  });
+
+  it('sends workflowRun.updated only to webhooks that name it, as Twenty does', () => {
+    const index = new SubscriberIndex([hook('all', ['*.*'], 'ws'), hook('runs', ['workflowRun.*'], 'ws'), hook('exact', ['workflowRun.updated'], 'ws')]);
+    expect(index.forEvent('workflowRun', 'updated', 'ws').map((s) => s.id)).toEqual(['exact']);
+    expect(index.forEvent('workflowRun', 'created', 'ws').map((s) => s.id)).toEqual(['all', 'runs']);
+  });
+});
+
