@@ -137,7 +137,8 @@ export class Pipeline {
         return rows.map((r) => r.attname as string);
       },
     };
-    this.decoder = new Decoder(catalog, log.child({ module: 'decode' }));
+    const webhooks = this.webhooksRelation;
+    this.decoder = new Decoder(catalog, log.child({ module: 'decode' }), (schema, table) => schema === webhooks.schema && table === webhooks.table);
     this.stream = new ReplicationStream({
       clientConfig: clientConfig(config),
       slot: config.replication.slot,

@@ -37,6 +37,8 @@ export class Decoder {
   constructor(
     private readonly catalog: DecoderCatalog,
     private readonly log: Logger,
+    /** Tables whose old row images nothing uses (the webhooks table): no REPLICA IDENTITY warning for them. */
+    private readonly oldImagesUnused: (schema: string, table: string) => boolean = () => false,
   ) {}
 
   /** A new connection starts outside any transaction; relations are re-sent by the server. */
@@ -90,7 +92,7 @@ export class Decoder {
     }
     const columnNames = relation.columns.map((c) => c.name);
     this.relations.set(relation.id, { relation, columnNames, keyColumns, plainRows: columnNames.every(isPlainKey) });
-    if (relation.replicaIdentity !== 'full' && !this.warnedNotFull.has(relation.id)) {
+    if (relation.replicaIdentity !== 'full' && !this.warnedNotFull.has(relation.id) && !this.oldImagesUnused(relation.schema, relation.table)) {
       this.warnedNotFull.add(relation.id);
       this.log.warn(
         { table: `${relation.schema}.${relation.table}`, replicaIdentity: relation.replicaIdentity },
