@@ -13,6 +13,8 @@ import { addTwentyObject, createTwentyWorkspace, TWENTY_CORE_SQL, type ObjectDef
  * core.workspace."databaseSchema", one only through core."dataSource"), the standard objects and a
  * custom one, webhooks in core.webhook.
  */
+const SECRET = 'twenty-webhook-secret';
+
 describe('Twenty mode', () => {
   let db: TestDatabase;
   let config: BridgeConfig;
@@ -28,7 +30,7 @@ describe('Twenty mode', () => {
     return r;
   }
 
-  async function addWebhook(workspace: TwentyWorkspace, url: string, operations: string[] = ['*.*'], secret = 'twenty-webhook-secret'): Promise<string> {
+  async function addWebhook(workspace: TwentyWorkspace, url: string, operations: string[] = ['*.*'], secret = SECRET): Promise<string> {
     const { rows } = await db.pool.query(`insert into core.webhook ("targetUrl", operations, secret, "workspaceId") values ($1, $2, $3, $4) returning id::text`, [url, operations, secret, workspace.id]);
     return rows[0].id;
   }
@@ -37,6 +39,19 @@ describe('Twenty mode', () => {
   async function flush(workspace: TwentyWorkspace, r: Receiver, label: string): Promise<void> {
     await db.pool.query(`insert into ${workspace.schema}.note (title) values ($1)`, [label]);
     await r.waitFor((reqs) => reqs.some((q) => q.json?.record?.title === label));
+  }
+
+  /**
+   * What receivers written for Twenty check: Twenty's docs re-serialise the parsed body
+   * (`JSON.stringify(req.body)`), the community n8n node signs over the raw body.
+   */
+  function expectVerifiedAsTwentyReceiversDo(requests: ReceivedRequest[], secret = SECRET): void {
+    for (const q of requests) {
+      const timestamp = q.headers['x-twenty-webhook-timestamp'] as string;
+      const hmac = (text: string) => createHmac('sha256', secret).update(`${timestamp}:${text}`).digest('hex');
+      expect(q.headers['x-twenty-webhook-signature'], q.rawBody).toBe(hmac(JSON.stringify(q.json)));
+      expect(q.headers['x-twenty-webhook-signature'], q.rawBody).toBe(hmac(q.rawBody));
+    }
   }
 
   const named = (r: Receiver, eventName: string): ReceivedRequest[] => r.requests.filter((q) => q.json?.eventName === eventName);
@@ -95,6 +110,7 @@ describe('Twenty mode', () => {
       expect(q.rawBody).not.toMatch(/BetaOnly|beta\.example/);
       expect(q.rawBody).not.toContain(beta.id);
     }
+    expectVerifiedAsTwentyReceiversDo([...ra.requests, ...rb.requests]);
     for (const q of rb.requests) {
       expect(q.json.workspaceId).toBe(beta.id);
       expect(q.rawBody).not.toMatch(/AlphaOnly|alpha\.example/);
@@ -117,6 +133,7 @@ describe('Twenty mode', () => {
     );
     await r.waitForCount(2);
     const [companyEvent, personEvent] = r.requests;
+    expectVerifiedAsTwentyReceiversDo(r.requests);
     for (const q of r.requests) {
       expect(JSON.stringify(JSON.parse(q.rawBody))).toBe(q.rawBody);
       expect(Object.keys(q.json)).toEqual(['targetUrl', 'eventName', 'objectMetadata', 'workspaceId', 'webhookId', 'eventDate', 'record']);
@@ -185,6 +202,7 @@ describe('Twenty mode', () => {
     expect(restored.record.deletedAt).toBeNull();
     expect(destroyed).not.toHaveProperty('updatedFields');
     expect(destroyed.record).toMatchObject({ id, title: 'Call Ada', status: 'IN_PROGRESS', deletedAt: null });
+    expectVerifiedAsTwentyReceiversDo(r.requests);
     for (const q of events) expect(Object.keys(q.json).at(-1)).toBe(q.json.updatedFields ? 'updatedFields' : 'record');
   });
 
@@ -285,6 +303,22 @@ describe('Twenty mode', () => {
     }, 'a contact.created event', 30_000);
     const renamed = r.requests.find((q) => q.json.eventName === 'contact.created')!.json;
     expect(renamed.objectMetadata).toEqual({ id: delta.objectIds.person, nameSingular: 'contact' });
+  });
+
+  it('retries a failed request with the same body, eventDate included, and a failing webhook holds back no other', async () => {
+    const [failing, healthy] = [await receiver(), await receiver()];
+    failing.script((_req, index) => (index === 0 ? { status: 503 } : { status: 200 }));
+    await addWebhook(beta, failing.url, ['company.created']);
+    await addWebhook(beta, healthy.url, ['company.created']);
+    await db.pool.query(`insert into ${beta.schema}.company (name) values ('Retry Inc')`);
+    await healthy.waitForCount(1);
+    await failing.waitForCount(2);
+    const [first, second] = failing.requests;
+    expect(second.rawBody).toBe(first.rawBody);
+    expect(second.headers['webhook-id']).toBe(first.headers['webhook-id']);
+    expect(second.headers['x-twenty-webhook-timestamp']).not.toBe(first.headers['x-twenty-webhook-timestamp']);
+    expect(first.json.record.name).toBe('Retry Inc');
+    expect(healthy.requests[0].json.eventDate).toBe(first.json.eventDate);
   });
 
   it('check refuses a Twenty webhooks table read in tables mode with workspace schema patterns', async () => {
