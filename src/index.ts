@@ -39,3 +39,25 @@ export interface WebhookPayload<Row extends Record<string, unknown> = Record<str
   /** Present when the event was larger than delivery.maxPayloadBytes: `data` holds the primary key only. */
   truncated?: true;
 }
+
+/**
+ * The JSON body in Twenty's format (`payload.format = "twenty"`), as Twenty's own webhooks send it.
+ * Keys come in this order; `updatedFields` on updated, deleted and restored events.
+ */
+export interface TwentyWebhookPayload<TwentyRecord extends Record<string, unknown> = Record<string, unknown>> {
+  targetUrl: string;
+  /** `<nameSingular>.<action>`: created, updated, deleted (soft), restored or destroyed (hard). */
+  eventName: string;
+  objectMetadata: { id: string; nameSingular: string };
+  workspaceId: string;
+  webhookId: string;
+  /** Commit time of the transaction, UTC ISO-8601 with milliseconds: the same on every retry. */
+  eventDate: string;
+  /** The record as Twenty presents it (composite fields nested, relations as their `<field>Id`). */
+  record: TwentyRecord;
+  /** Field names whose value changed; never `updatedAt`. */
+  updatedFields?: string[];
+  /** Present when the record was larger than delivery.maxPayloadBytes: `record` holds its id only. */
+  truncated?: true;
+}
+
