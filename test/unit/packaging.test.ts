@@ -1,5 +1,5 @@
 /**
- * Issue 5, acceptance 5 and 6: the Dockerfile and the Kubernetes manifests agree with each other and
+ * The Dockerfile and the Kubernetes manifests agree with each other and
  * with the code. No Docker engine and no cluster: both are parsed (dockerfile-ast, yaml) and checked
  * against src/config.ts, package.json and the config files they ship.
  */
