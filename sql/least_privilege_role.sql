@@ -44,6 +44,9 @@
 --   EXECUTE on                         heartbeats that let the slot advance while tables are idle;
 --   pg_logical_emit_message            granted to PUBLIC by default (14 to 18), granted here only
 --                                      where an admin revoked it
+-- This list is for source.mode = "tables"; Twenty mode also reads core.workspace, core."dataSource",
+-- core."objectMetadata" and core."fieldMetadata", and adds workspace tables to the publication, none
+-- of which is granted here.
 -- Nothing on the watched tables, nothing on the migrations ledger (only `migrate` reads it). Run again
 -- over a role made by an older version of this script, it revokes what it no longer grants (SELECT on
 -- the watched tables).
