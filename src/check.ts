@@ -22,12 +22,19 @@ export async function preflight(client: pg.ClientBase | pg.Pool, config: BridgeC
   const settings = await client.query(
     `select current_setting('wal_level') as wal_level, current_setting('server_version_num')::int as version,
             current_setting('max_replication_slots')::int as max_slots, current_database() as db,
+            current_setting('max_slot_wal_keep_size') as wal_keep_limit,
             r.rolsuper as superuser, r.rolreplication as replication, current_user as role
        from pg_roles r where r.rolname = current_user`,
   );
   const s = settings.rows[0];
   if (s.wal_level !== 'logical') {
     problems.push(`wal_level is '${s.wal_level}', logical replication needs 'logical': ALTER SYSTEM SET wal_level = logical; then restart Postgres`);
+  }
+  if (s.wal_keep_limit === '-1') {
+    // A warning, not a problem: an unlimited slot is Postgres' default and works, until the bridge stops.
+    warnings.push(
+      `max_slot_wal_keep_size is -1 (unlimited): while the bridge is stopped or stuck, its slot keeps every WAL segment until the primary's disk is full. Set a limit the disk can hold (ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();): past it Postgres invalidates the slot instead, "check" and the daemon report it, and "pg-webhook-bridge slot reset --yes" recovers (the changes in between are not delivered)`,
+    );
   }
   if (s.version < 140000) problems.push(`Postgres ${Math.floor(s.version / 10000)} is not supported (14 to 18 are): upgrade the server`);
   if (!s.superuser && !s.replication) {

@@ -13,7 +13,7 @@ import type { Logger } from './log.js';
 import { Pipeline } from './pipeline.js';
 import { LeaderLock } from './replication/leaderLock.js';
 import { readSlot } from './replication/slot.js';
-import { countDeliveriesByStatus } from './store/deliveryStore.js';
+import { summarizeDeliveries } from './store/deliveryStore.js';
 
 /** How often a standby tries to take the leader lock: takeover within ~this after the leader dies. */
 const STANDBY_RETRY_MS = 2_000;
@@ -52,7 +52,9 @@ export class Daemon {
   constructor(
     private readonly config: BridgeConfig,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.metrics.isReady = () => this.readiness().ready;
+  }
 
   /** Resolves once this replica streams the slot or stands by; throws on preflight problems. */
   async start(): Promise<void> {
@@ -197,6 +199,7 @@ export class Daemon {
     try {
       const slot = await readSlot(this.pool, this.config.replication.slot);
       if (slot?.lagBytes != null) this.metrics.slotLagBytes.set(Number(slot.lagBytes));
+      this.metrics.slotPositionRead(slot?.confirmedFlushLsn ?? null);
       this.metrics.slotWalStatus.reset();
       if (slot?.walStatus) this.metrics.slotWalStatus.set({ status: slot.walStatus }, 1);
       // A count over a large store takes a while (about 0.5 s at a million rows): spaced out so that it
@@ -205,8 +208,9 @@ export class Daemon {
       this.nextBacklogCountAt = Infinity;
       const started = Date.now();
       try {
-        const backlog = await countDeliveriesByStatus(this.pool, this.config.schema);
-        for (const [status, count] of Object.entries(backlog)) this.metrics.storeBacklog.set({ status }, count);
+        const { counts, oldestPendingStoredAt } = await summarizeDeliveries(this.pool, this.config.schema);
+        for (const [status, count] of Object.entries(counts)) this.metrics.storeBacklog.set({ status }, count);
+        this.metrics.oldestPendingRead(oldestPendingStoredAt);
       } finally {
         this.nextBacklogCountAt = Date.now() + Math.max(GAUGE_INTERVAL_MS, (Date.now() - started) * 50);
       }

@@ -158,6 +158,7 @@ export class DeliveryCoordinator {
     if (reason) {
       await withDatabaseRetry(this.log, 'disable a webhook', () => disableWebhook(this.db, this.settings.schema, webhookId, reason!));
       this.log.warn({ webhookId, reason }, 'webhook disabled; re-enable with "pg-webhook-bridge webhooks enable <id>"');
+      this.observer.webhookAutoDisabled(webhookId, outcome.reason === 'gone' ? 'gone' : 'failing');
       // At once, not at the next registry refresh: a 410 means no further attempts.
       const lane = this.lanes.get(webhookId);
       if (lane) lane.disabled = true;

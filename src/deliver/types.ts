@@ -18,9 +18,13 @@ export interface MemoryDelivery {
 
 export type DeliveryOutcomeLabel = 'success' | 'retry' | 'dead' | 'refused';
 
+/** Why the bridge disabled a webhook: it answered 410 Gone, or it failed for too long. */
+export type AutoDisableReason = 'gone' | 'failing';
+
 /** What the deliver stage reports; the http stage turns it into Prometheus metrics. */
 export interface DeliveryObserver {
   attempt(webhookId: string, outcome: AttemptOutcome, label: DeliveryOutcomeLabel, event: { name: string; commitTime: Date }): void;
+  webhookAutoDisabled(webhookId: string, reason: AutoDisableReason): void;
 }
 
 export interface LaneSettings {

@@ -1,7 +1,7 @@
-import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { FastCounter, FastHistogram } from './fastMetrics.js';
 import type { AttemptOutcome } from '../deliver/httpSender.js';
-import type { DeliveryObserver, DeliveryOutcomeLabel } from '../deliver/types.js';
+import type { AutoDisableReason, DeliveryObserver, DeliveryOutcomeLabel } from '../deliver/types.js';
 import type { TwentySourceObserver } from '../twenty/source.js';
 import type { TwentyCatalog } from '../twenty/types.js';
 
@@ -33,9 +33,61 @@ export class BridgeMetrics implements DeliveryObserver, TwentySourceObserver {
     registers: [this.registry],
   });
   readonly sourceWorkspaces = new Gauge({ name: 'pgwb_source_workspaces', help: 'Twenty mode: workspaces found in the core metadata', registers: [this.registry] });
+  readonly webhooksAutoDisabled = new Counter({
+    name: 'pgwb_webhooks_auto_disabled_total',
+    help: 'Times the bridge disabled a webhook: reason "gone" (it answered 410) or "failing" (no success for delivery.disableAfterHours)',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
+
+  // The gauges below are computed at scrape time from what the daemon last read, so an age keeps
+  // growing between two reads (and while reads fail) instead of freezing at its last value.
+  /** Whether /readyz answers 200; set by the daemon. */
+  isReady: () => boolean = () => false;
+  private slotPosition: string | null = null;
+  private slotAdvancedAt = Date.now();
+  private oldestPendingStoredAt: number | null = null;
+
+  readonly ready: Gauge = new Gauge({
+    name: 'pgwb_ready',
+    help: '1 when /readyz answers 200 (streaming the slot, or standing by), else 0',
+    registers: [this.registry],
+    collect: (): void => this.ready.set(this.isReady() ? 1 : 0),
+  });
+  readonly slotLastAdvance: Gauge = new Gauge({
+    name: 'pgwb_slot_last_advance_seconds',
+    help: "Seconds since this replica saw the slot's confirmed_flush_lsn move (read every 5 s; counted from the replica's start until the first move); heartbeats move a healthy slot every replication.heartbeatIntervalMs",
+    registers: [this.registry],
+    collect: (): void => this.slotLastAdvance.set((Date.now() - this.slotAdvancedAt) / 1_000),
+  });
+  readonly storeOldestPending: Gauge = new Gauge({
+    name: 'pgwb_store_oldest_pending_seconds',
+    help: 'Seconds since the oldest pending delivery of the durable store was stored (0 when none is pending)',
+    registers: [this.registry],
+    collect: (): void => this.storeOldestPending.set(this.oldestPendingStoredAt === null ? 0 : Math.max(0, Date.now() - this.oldestPendingStoredAt) / 1_000),
+  });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
+    // Both series from the start: increase() over a series that first appears at 1 sees no increase.
+    for (const reason of ['gone', 'failing'] satisfies AutoDisableReason[]) this.webhooksAutoDisabled.inc({ reason }, 0);
+  }
+
+  /** The slot's confirmed_flush_lsn as just read: a new value restarts pgwb_slot_last_advance_seconds. */
+  slotPositionRead(confirmedFlushLsn: string | null, now = Date.now()): void {
+    if (confirmedFlushLsn !== null && confirmedFlushLsn !== this.slotPosition) {
+      if (this.slotPosition !== null) this.slotAdvancedAt = now;
+      this.slotPosition = confirmedFlushLsn;
+    }
+  }
+
+  /** When the oldest pending delivery was stored, as just read (null: none pending). */
+  oldestPendingRead(storedAt: Date | null): void {
+    this.oldestPendingStoredAt = storedAt?.getTime() ?? null;
+  }
+
+  webhookAutoDisabled(_webhookId: string, reason: AutoDisableReason): void {
+    this.webhooksAutoDisabled.inc({ reason });
   }
 
   attempt(_webhookId: string, outcome: AttemptOutcome, label: DeliveryOutcomeLabel, event: { name: string; commitTime: Date }): void {

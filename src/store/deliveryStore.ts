@@ -120,10 +120,19 @@ export async function hasPending(db: Queryable, schema: string, webhookId: strin
 }
 
 export async function countDeliveriesByStatus(db: Queryable, schema: string): Promise<Record<string, number>> {
-  const { rows } = await db.query(`select status, count(*)::int as n from ${table(schema)} group by status`);
-  const out: Record<string, number> = { pending: 0, dead: 0 };
-  for (const r of rows) out[r.status] = r.n;
-  return out;
+  return (await summarizeDeliveries(db, schema)).counts;
+}
+
+/** Deliveries by status, and when the oldest pending one was stored (null: none): one scan. */
+export async function summarizeDeliveries(db: Queryable, schema: string): Promise<{ counts: Record<string, number>; oldestPendingStoredAt: Date | null }> {
+  const { rows } = await db.query(`select status, count(*)::int as n, min(created_at) as oldest from ${table(schema)} group by status`);
+  const counts: Record<string, number> = { pending: 0, dead: 0 };
+  let oldestPendingStoredAt: Date | null = null;
+  for (const r of rows) {
+    counts[r.status] = r.n;
+    if (r.status === 'pending') oldestPendingStoredAt = r.oldest;
+  }
+  return { counts, oldestPendingStoredAt };
 }
 
 export async function listDeliveries(

@@ -48,6 +48,15 @@ describe('command line', () => {
     expect(identity.rows.every((r) => r.relreplident === 'f')).toBe(true);
   });
 
+  it('check warns, without failing, while max_slot_wal_keep_size is unlimited (-1, the default)', async () => {
+    const { rows } = await db.pool.query(`select current_setting('max_slot_wal_keep_size') as v`);
+    expect(rows[0].v).toBe('-1');
+    const check = await runCli([...base(), 'check']);
+    expect(check.code).toBe(0);
+    expect(check.stdout).toMatch(/^warning: max_slot_wal_keep_size is -1 \(unlimited\): .*disk.*ALTER SYSTEM SET max_slot_wal_keep_size.*slot reset/m);
+    expect(check.stdout).toMatch(/^ok: ready to stream$/m);
+  });
+
   it('migrate is harmless twice and when run concurrently', async () => {
     const again = await runCli([...base(), 'migrate']);
     expect(again.code).toBe(0);

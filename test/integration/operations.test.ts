@@ -3,7 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
-import { addWebhook, eventually, freePort, LogCapture, prepareDatabase, runCli, slotStreaming, spawnBridge, testConfig, type BridgeProcess } from '../helpers/bridge.js';
+import { addWebhook, confirmedFlushLsn, eventually, freePort, LogCapture, prepareDatabase, runCli, slotStreaming, spawnBridge, testConfig, type BridgeProcess } from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startCluster, type ClusterHandle } from '../helpers/postgresCluster.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
@@ -105,6 +105,82 @@ describe('operations', () => {
     }
   });
 
+  it('/metrics for the alerting rules: readiness, seconds since the slot advanced, oldest pending delivery, webhooks the bridge disabled', async () => {
+    const slot = 'ops_alerts';
+    await db.pool.query(`select pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
+    // Another replica leads (this client holds the leader lock): the daemon stands by, nobody reads the slot.
+    const otherLeader = new pg.Client({ connectionString: db.url });
+    await otherLeader.connect();
+    await otherLeader.query(`select pg_advisory_lock(hashtext('pg-webhook-bridge'), hashtext($1))`, [slot]);
+    const httpPort = await freePort();
+    const config = testConfig(db, { 'http.port': httpPort, 'http.host': '127.0.0.1', 'replication.slot': slot, 'delivery.retrySchedule': [3_600] });
+    const constructedAt = Date.now();
+    const daemon = new Daemon(config, createLogger('silent', new LogCapture()));
+    const metrics = async () => (await getJson(httpPort, '/metrics')).text;
+    try {
+      await daemon.start();
+      expect((await getJson(httpPort, '/readyz')).body).toMatchObject({ ready: true, role: 'standby' });
+      let text = await metrics();
+      for (const name of ['pgwb_ready', 'pgwb_slot_last_advance_seconds', 'pgwb_store_oldest_pending_seconds', 'pgwb_webhooks_auto_disabled_total']) {
+        expect(text).toMatch(new RegExp(`^# HELP ${name} \\S.{20,}`, 'm'));
+      }
+      expect(metricValue(text, 'pgwb_ready')).toBe(1);
+      expect(metricValue(text, 'pgwb_leader')).toBe(0);
+      expect(metricValue(text, 'pgwb_webhooks_auto_disabled_total', '{reason="gone"}')).toBe(0);
+      expect(metricValue(text, 'pgwb_webhooks_auto_disabled_total', '{reason="failing"}')).toBe(0);
+      expect(metricValue(text, 'pgwb_store_oldest_pending_seconds')).toBe(0);
+
+      // A still slot: the age grows through several 5 s reads, counted from the daemon's start.
+      const position = await confirmedFlushLsn(db, slot);
+      await eventually(async () => metricValue((text = await metrics()), 'pgwb_slot_last_advance_seconds') >= 11, 'pgwb_slot_last_advance_seconds to pass 11 s', 30_000);
+      const age = metricValue(text, 'pgwb_slot_last_advance_seconds');
+      expect(age).toBeLessThanOrEqual((Date.now() - constructedAt) / 1_000);
+      expect(age).toBeGreaterThan((Date.now() - constructedAt) / 1_000 - 2);
+      expect(await confirmedFlushLsn(db, slot)).toBe(position);
+
+      // The other leader goes away: this daemon leads, heartbeats move the slot, the age starts again.
+      await otherLeader.end();
+      await eventually(async () => (await getJson(httpPort, '/readyz')).body?.role === 'leader', 'the daemon to lead', 20_000);
+      await eventually(async () => metricValue((text = await metrics()), 'pgwb_slot_last_advance_seconds') < 5.5, 'pgwb_slot_last_advance_seconds to fall back under one read interval', 20_000);
+      expect(metricValue(text, 'pgwb_leader')).toBe(1);
+      expect(metricValue(text, 'pgwb_ready')).toBe(1);
+
+      // A failing receiver: its delivery waits in the store (next retry in an hour), and ages.
+      const failing = await startReceiver();
+      const gone = await startReceiver();
+      try {
+        failing.script(() => ({ status: 500 }));
+        gone.script(() => ({ status: 410 }));
+        await addWebhook(db, failing.url, ['person.created']);
+        await addWebhook(db, gone.url, ['company.created']);
+        await db.pool.query(`insert into person ("firstName") values ('waiting')`);
+        await failing.waitForCount(1);
+        await eventually(async () => (await db.pool.query(`select count(*)::int as n from webhook_bridge.deliveries where status = 'pending'`)).rows[0].n === 1, 'the failed delivery to be stored');
+        const storedAt = (await db.pool.query(`select created_at from webhook_bridge.deliveries where status = 'pending'`)).rows[0].created_at.getTime();
+        await eventually(async () => metricValue((text = await metrics()), 'pgwb_store_oldest_pending_seconds') >= 2, 'pgwb_store_oldest_pending_seconds to pass 2 s', 30_000);
+        const oldest = metricValue(text, 'pgwb_store_oldest_pending_seconds');
+        expect(oldest).toBeLessThanOrEqual((Date.now() - storedAt) / 1_000 + 0.5);
+        expect(metricValue(text, 'pgwb_store_backlog', '{status="pending"}')).toBe(1);
+
+        // 410 Gone: the bridge disables the webhook and counts it.
+        await db.pool.query(`insert into company (name) values ('gone')`);
+        await eventually(async () => metricValue((text = await metrics()), 'pgwb_webhooks_auto_disabled_total', '{reason="gone"}') === 1, 'the 410 to be counted');
+        expect(metricValue(text, 'pgwb_webhooks_auto_disabled_total', '{reason="failing"}')).toBe(0);
+      } finally {
+        await Promise.all([failing.close(), gone.close()]);
+      }
+      // No label of these metrics names a table or a schema.
+      for (const line of text.split('\n').filter((l) => /^pgwb_(ready|slot_last_advance|store_oldest_pending|webhooks_auto_disabled)/.test(l))) {
+        expect(line).not.toMatch(/public|webhook_bridge|table=|schema=/);
+      }
+    } finally {
+      await otherLeader.end().catch(() => undefined);
+      await daemon.stop();
+      await db.pool.query(`update webhook_bridge.webhooks set "deletedAt" = now()`);
+      await db.pool.query(`delete from webhook_bridge.deliveries`);
+    }
+  });
+
   it('two daemons on one database: one streams, the other stands by, takes over within 10 s of a SIGKILL, and together they deliver everything', async () => {
     receiver.requests.length = 0;
     receiver.script(() => ({ status: 200 }));
@@ -203,7 +279,10 @@ describe('slot health (private cluster)', () => {
 
       const reset = await runCli([...flags, 'slot', 'reset', '--yes']);
       expect(reset.code).toBe(0);
-      expect((await runCli([...flags, 'check'])).code).toBe(0);
+      const healthy = await runCli([...flags, 'check']);
+      expect(healthy.code).toBe(0);
+      // This cluster limits the WAL a slot may keep: no warning about it.
+      expect(healthy.stdout).not.toMatch(/max_slot_wal_keep_size is/);
       await pool.query(`select pg_drop_replication_slot('health_slot')`);
       const dropped = await runCli([...flags, 'check']);
       expect(dropped.code).not.toBe(0);

@@ -1,5 +1,5 @@
 /**
- * Issue 5, acceptance 5 and 6: the Dockerfile and the Kubernetes manifests agree with each other and
+ * The Dockerfile and the Kubernetes manifests agree with each other and
  * with the code. No Docker engine and no cluster: both are parsed (dockerfile-ast, yaml) and checked
  * against src/config.ts, package.json and the config files they ship.
  */
@@ -285,12 +285,42 @@ function databaseUrlRef(c: any): { name: string; key: string } {
   return env.valueFrom.secretKeyRef;
 }
 
+function secretOf(ref: { name: string }): Manifest {
+  const secret = MANIFESTS.find((m) => m.kind === 'Secret' && m.doc.metadata.name === ref.name);
+  expect(secret, `Secret ${ref.name}`).toBeDefined();
+  return secret!;
+}
+
+function secretValue(ref: { name: string; key: string }): string {
+  const { doc } = secretOf(ref);
+  return doc.stringData?.[ref.key] ?? Buffer.from(doc.data?.[ref.key] ?? '', 'base64').toString();
+}
+
+/** Every Secret a pod spec can read: env, envFrom and volumes, of every container. */
+function secretsReferenced(podSpec: any): string[] {
+  const names: string[] = [];
+  for (const c of [...(podSpec.initContainers ?? []), ...podSpec.containers]) {
+    for (const e of c.env ?? []) if (e.valueFrom?.secretKeyRef) names.push(e.valueFrom.secretKeyRef.name);
+    for (const e of c.envFrom ?? []) if (e.secretRef) names.push(e.secretRef.name);
+  }
+  for (const v of podSpec.volumes ?? []) {
+    if (v.secret) names.push(v.secret.secretName);
+    for (const source of v.projected?.sources ?? []) if (source.secret) names.push(source.secret.name);
+  }
+  return names;
+}
+
+/** `\set role <name>`: the role the script makes when no -v role= is given. */
+const LEAST_PRIVILEGE_DEFAULT_ROLE = /^\\set role (\S+)$/m.exec(readFileSync(path.join(ROOT, 'sql/least_privilege_role.sql'), 'utf8'))![1];
+
 describe('Kubernetes manifests', () => {
   it('all parse, and kustomization.yaml lists every other manifest', () => {
     expect(MANIFESTS.every((m) => typeof m.kind === 'string')).toBe(true);
     const kustomization = only('Kustomization');
     expect([...kustomization.resources].sort()).toEqual(YAML_FILES.filter((f) => f !== 'kustomization.yaml'));
-    for (const kind of ['Deployment', 'ConfigMap', 'Secret', 'Service', 'PodDisruptionBudget', 'Job']) only(kind);
+    for (const kind of ['Deployment', 'ConfigMap', 'Service', 'PodDisruptionBudget', 'Job']) only(kind);
+    // One Secret for the daemon's role, one for the migrate Job's admin.
+    expect(MANIFESTS.filter((m) => m.kind === 'Secret').map((m) => m.file).sort()).toEqual(['migrate-secret.yaml', 'secret.yaml']);
   });
 
   it('Deployment: 2 replicas; probes on /readyz and /healthz at http.port', () => {
@@ -339,12 +369,26 @@ describe('Kubernetes manifests', () => {
   it('DATABASE_URL comes from a key of secret.yaml, named DATABASE_URL, holding a marked placeholder', () => {
     const ref = databaseUrlRef(container);
     expect(ref.key).toBe('DATABASE_URL');
-    const secret = MANIFESTS.find((m) => m.kind === 'Secret' && m.doc.metadata.name === ref.name);
-    expect(secret?.file).toBe('secret.yaml');
-    const value: string = secret!.doc.stringData?.[ref.key] ?? Buffer.from(secret!.doc.data?.[ref.key] ?? '', 'base64').toString();
+    expect(secretOf(ref).file).toBe('secret.yaml');
+    const value = secretValue(ref);
     expect(value).toMatch(/REPLACE_ME|CHANGE_ME/);
     // The placeholder has the shape of a real URL: replacing its parts yields a valid config.
     expect(loadConfigText('{}', { DATABASE_URL: value }).database.url).toBe(value);
+  });
+
+  it('the daemon connects as the least-privilege role, never with the migrate Job\'s admin Secret', () => {
+    const daemonRef = databaseUrlRef(container);
+    const migrateRef = databaseUrlRef(job.spec.template.spec.containers[0]);
+    expect(migrateRef.name).not.toBe(daemonRef.name);
+    // No way into the admin Secret from the daemon's pods: env, envFrom or a volume.
+    expect(secretsReferenced(podTemplate.spec)).not.toContain(migrateRef.name);
+    expect(secretsReferenced(job.spec.template.spec)).not.toContain(daemonRef.name);
+    // The daemon's URL names the role that sql/least_privilege_role.sql creates by default.
+    expect(decodeURIComponent(new URL(secretValue(daemonRef)).username)).toBe(LEAST_PRIVILEGE_DEFAULT_ROLE);
+    const admin = secretValue(migrateRef);
+    expect(admin).toMatch(/REPLACE_ME|CHANGE_ME/);
+    expect(decodeURIComponent(new URL(admin).username)).not.toBe(LEAST_PRIVILEGE_DEFAULT_ROLE);
+    expect(loadConfigText('{}', { DATABASE_URL: admin }).database.url).toBe(admin);
   });
 
   it('Service targets the metrics port of the Deployment\'s pods', () => {
@@ -362,12 +406,12 @@ describe('Kubernetes manifests', () => {
     if (pdb.spec.minAvailable !== undefined) expect(pdb.spec.minAvailable).toBeLessThan(deployment.spec.replicas);
   });
 
-  it('migrate Job: same image, Secret and config as the Deployment; its pod is not one of the daemons', () => {
+  it('migrate Job: same image and config as the Deployment, its own Secret; its pod is not one of the daemons', () => {
     const spec = job.spec.template.spec;
     const migrate = spec.containers[0];
     expect(migrate.args ?? migrate.command).toEqual(['migrate']);
     expect(migrate.image).toBe(container.image);
-    expect(databaseUrlRef(migrate)).toEqual(databaseUrlRef(container));
+    expect(databaseUrlRef(migrate).key).toBe('DATABASE_URL');
     expect(configMapFile(spec, migrate)).toBe(configMapFile(podTemplate.spec, container));
     expect(['Never', 'OnFailure']).toContain(spec.restartPolicy);
     expect(matches(deployment.spec.selector.matchLabels, job.spec.template.metadata.labels)).toBe(false);
