@@ -66,6 +66,24 @@ convict.addFormat({
   coerce: (value: string) => (value.trim().startsWith("[") ? safeJson(value) : value.split(',').map((s) => s.trim()).filter(Boolean)),
 });
 
+/** `true`/`1` and `false`/`0`, any case; anything else is left as it is, for validation to refuse. */
+export function parseBooleanText(value: string): boolean | string {
+  const lower = value.toLowerCase();
+  if (lower === 'true' || lower === '1') return true;
+  if (lower === 'false' || lower === '0') return false;
+  return value;
+}
+
+convict.addFormat({
+  // convict's own Boolean reads every text but "false" as true: "0", "no", "off" and "" would switch
+  // a guard such as delivery.allowPrivateTargets on.
+  name: 'strict-boolean',
+  validate(value: unknown) {
+    if (typeof value !== 'boolean') throw new Error('must be true, false, 1 or 0 (any case; a JSON boolean in a config file)');
+  },
+  coerce: (value: string) => parseBooleanText(value),
+});
+
 convict.addFormat({
   name: 'identifier',
   validate(value: unknown) {
@@ -180,7 +198,7 @@ export const configSchema = {
     },
     camelCase: {
       doc: 'Map snake_case column names to camelCase keys in "data".',
-      format: Boolean,
+      format: 'strict-boolean',
       default: false,
       env: 'PG_WEBHOOK_BRIDGE_PAYLOAD_CAMEL_CASE',
     },
@@ -220,7 +238,7 @@ export const configSchema = {
     },
     allowPrivateTargets: {
       doc: 'Allow targets on loopback, private, link-local and other internal addresses (development only).',
-      format: Boolean,
+      format: 'strict-boolean',
       default: false,
       env: 'PG_WEBHOOK_BRIDGE_ALLOW_PRIVATE_TARGETS',
     },
@@ -407,7 +425,7 @@ function coerceEnv(key: string, value: unknown): unknown {
   const def = configKeys().find((k) => k.key === key);
   if (!def) return value;
   if (typeof def.default === 'number') return Number(value);
-  if (typeof def.default === 'boolean') return value === 'true' || value === '1';
+  if (typeof def.default === 'boolean') return parseBooleanText(value);
   if (Array.isArray(def.default)) {
     const numeric = typeof (def.default as unknown[])[0] === 'number';
     return value.trim().startsWith('[') ? safeJson(value) : value.split(',').map((s) => s.trim()).filter(Boolean).map((s) => (numeric ? Number(s) : s));

@@ -61,6 +61,9 @@ export class Daemon {
       this.server = await startHttpServer({ port: config.http.port, host: config.http.host, metrics: this.metrics, readiness: () => this.readiness(), log: log.child({ module: 'http' }) });
     }
     compileAddressPolicy({ allowPrivateTargets: config.delivery.allowPrivateTargets, allowedCidrs: [...config.delivery.allowedCidrs] });
+    if (config.delivery.allowPrivateTargets) {
+      log.warn('delivery.allowPrivateTargets is on: webhooks may target loopback, private, link-local and cloud metadata addresses (development only)');
+    }
     this.pool = createPool(config);
     await this.waitForDatabase();
     if (this.stopping) return;

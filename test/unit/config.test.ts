@@ -87,6 +87,52 @@ describe('config', () => {
     expect(problemsOf(() => loadConfig({ env: { PG_WEBHOOK_BRIDGE_SOURCE_TABLES: '{"nodot":"x"}' } })).join()).toMatch(/source\.tables/);
   });
 
+  describe('booleans accept exactly true, false, 1 and 0 (any case) from every source', () => {
+    const BOOLEAN_KEYS = [
+      ['delivery.allowPrivateTargets', 'PG_WEBHOOK_BRIDGE_ALLOW_PRIVATE_TARGETS'],
+      ['payload.camelCase', 'PG_WEBHOOK_BRIDGE_PAYLOAD_CAMEL_CASE'],
+    ] as const;
+    const read = (config: ReturnType<typeof loadConfig>, key: string): unknown => key.split('.').reduce((node: any, part) => node[part], config);
+    const accepted: Array<[string, boolean]> = [['true', true], ['TRUE', true], ['True', true], ['1', true], ['false', false], ['FALSE', false], ['0', false]];
+    const refused = ['0 ', 'no', 'off', 'yes', 'on', '', ' ', 'f', 't', '2', 'null'];
+
+    for (const [key, envName] of BOOLEAN_KEYS) {
+      it(`${key}: environment, without and with a config file`, () => {
+        const file = fileWith({});
+        for (const [text, value] of accepted) {
+          expect(read(loadConfig({ env: { [envName]: text } }), key), `${envName}=${text}`).toBe(value);
+          expect(read(loadConfig({ file, env: { [envName]: text } }), key), `${envName}=${text} with a file`).toBe(value);
+        }
+        for (const text of refused) {
+          for (const withFile of [undefined, file]) {
+            const problems = problemsOf(() => loadConfig({ file: withFile, env: { [envName]: text } }));
+            expect(problems, `${envName}=${JSON.stringify(text)}`).toEqual([expect.stringMatching(new RegExp(`^${key.replace('.', '\\.')}: must be true, false, 1 or 0`))]);
+          }
+        }
+      });
+
+      it(`${key}: flags`, () => {
+        for (const [text, value] of accepted) expect(read(loadConfig({ env: {}, overrides: { [key]: text } }), key)).toBe(value);
+        for (const text of refused) {
+          expect(problemsOf(() => loadConfig({ env: {}, overrides: { [key]: text } })).join('\n'), JSON.stringify(text)).toMatch(new RegExp(`^${key.replace('.', '\\.')}: must be true, false, 1 or 0`));
+        }
+      });
+
+      it(`${key}: config file`, () => {
+        const inFile = (value: unknown) => {
+          const [section, name] = key.split('.');
+          return fileWith({ [section]: { [name]: value } });
+        };
+        for (const [value, expected] of [[true, true], [false, false], ['true', true], ['0', false], ['FALSE', false]] as const) {
+          expect(read(loadConfig({ file: inFile(value), env: {} }), key), JSON.stringify(value)).toBe(expected);
+        }
+        for (const value of ['no', 'off', '', 'yes', 2, null, [], {}]) {
+          expect(problemsOf(() => loadConfig({ file: inFile(value), env: {} })).join('\n'), JSON.stringify(value)).toMatch(new RegExp(`${key.replace('.', '\\.')}: must be true, false, 1 or 0`));
+        }
+      });
+    }
+  });
+
   it('flags are derived from keys', () => {
     expect(flagForKey('delivery.timeoutMs')).toBe('--delivery-timeout-ms');
     expect(flagForKey('database.url')).toBe('--database-url');
