@@ -74,6 +74,7 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
             operations: row.operations,
             secret: maskSecret(row.secret),
             problem: parsed.ok ? (row.disabled_reason ?? null) : parsed.problem,
+            ignoredOperations: parsed.ok ? parsed.ignoredOperations : [],
             lastSuccessAt: row.last_success_at ?? null,
             lastError: row.last_error ?? null,
             lastErrorAt: row.last_error_at ?? null,
@@ -85,6 +86,8 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
           for (const w of list) {
             console.log(`${printable(w.id)}  ${w.state.padEnd(8)}  ${printable(String(w.url).slice(0, 80))}  ops=${printable(JSON.stringify(w.operations))}  secret=${printable(w.secret)}`);
             if (w.problem) console.log(`    ${w.state === 'disabled' ? 'disabled because' : 'problem'}: ${printable(w.problem)}`);
+            if (w.ignoredOperations.length > 0) console.log(`    ignored operations (not "object.action"): ${printable(JSON.stringify(w.ignoredOperations))}`);
+            if (w.state === 'active' && w.secret === '(none)') console.log('    requests are unsigned (empty secret)');
             console.log(`    last success: ${w.lastSuccessAt ? new Date(w.lastSuccessAt as string).toISOString() : 'never'}; last error: ${printable(w.lastError ?? 'none')}`);
           }
         }

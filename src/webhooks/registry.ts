@@ -61,6 +61,16 @@ export class WebhookRegistry {
         }
         continue;
       }
+      if (parsed.ignoredOperations.length > 0) {
+        const key = `${parsed.subscriber.id}:ignored:${JSON.stringify(parsed.ignoredOperations)}`;
+        if (!this.reported.has(key)) {
+          this.reported.add(key);
+          this.log.debug(
+            { webhookId: parsed.subscriber.id, ignoredOperations: parsed.ignoredOperations },
+            `webhook ${parsed.subscriber.id}: operations that are not "object.action" patterns are ignored`,
+          );
+        }
+      }
       const here = this.disabledHere.get(parsed.subscriber.id);
       if (row.disabled_at != null || (here !== undefined && (here === null || generation <= here))) {
         disabled.add(parsed.subscriber.id);

@@ -89,8 +89,18 @@ describe('command line', () => {
     const list = await runCli([...base(), 'webhooks', 'list']);
     expect(list.stdout).toMatch(new RegExp(`${id}\\s+active`));
     expect(list.stdout).not.toContain(secret);
-    const withSecret = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/2', '--secret', 'whsec_c2VjcmV0']);
+    const withSecret = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/2', '--secret', `whsec_${Buffer.alloc(32, 5).toString('base64')}`]);
+    expect(withSecret.code, withSecret.stderr).toBe(0);
     expect(withSecret.stdout).not.toMatch(/shown once/);
+    // whsec_ secrets that decode to no usable key: refused by add, and listed as invalid when written directly.
+    for (const secret of ['whsec_', 'whsec_a', 'whsec_!!!!', 'whsec_c2VjcmV0']) {
+      const refused = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/3', '--secret', secret]);
+      expect(refused.code, secret).toBe(2);
+      expect(refused.stderr).toMatch(/whsec_ secret: the text after whsec_ must be base64 of a 24 to 64 byte key/);
+    }
+    const { rows: written } = await db.pool.query(`insert into webhook_bridge.webhooks ("targetUrl", secret) values ('https://example.com/4', 'whsec_!!!!') returning id::text`);
+    const listed = await runCli([...base(), 'webhooks', 'list']);
+    expect(listed.stdout).toMatch(new RegExp(`${written[0].id}\\s+invalid[^\\n]*\\n\\s+problem: whsec_ secret: the text after whsec_ must be base64 of a 24 to 64 byte key \\(it is not base64\\)`));
     const removed = await runCli([...base(), 'webhooks', 'remove', id]);
     expect(removed.code).toBe(0);
     expect((await runCli([...base(), 'webhooks', 'list'])).stdout).toMatch(new RegExp(`${id}\\s+deleted`));
