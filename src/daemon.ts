@@ -25,6 +25,15 @@ const GAUGE_INTERVAL_MS = 5_000;
 export type Role = 'starting' | 'leader' | 'standby' | 'stopped';
 
 /**
+ * /readyz answers anyone who can reach http.port, so its reasons are short classes; the host, port and
+ * error text of a failure go to the log only.
+ */
+const READINESS = {
+  databaseUnreachable: 'database unreachable',
+  failed: 'stopped after a fatal error (see the log)',
+} as const;
+
+/**
  * The process: health endpoints first (so /readyz can say why it is not ready), then the database
  * (retried until reachable), preflight, leader election, and the pipeline while leader. stop() is the
  * graceful shutdown of contract section 7.
@@ -95,7 +104,7 @@ export class Daemon {
         if (this.stopping) return; // stop() ended the pool under this preflight: not a failure
         if (!isRetryableDatabaseError(error)) throw error;
         const delay = Math.min(500 * 2 ** attempt, DATABASE_RETRY_MAX_MS);
-        this.notReadyReason = `database unreachable: ${(error as Error).message}`;
+        this.notReadyReason = READINESS.databaseUnreachable;
         this.log.warn({ err: error, retryInMs: delay }, 'database unreachable; retrying (check database.url / DATABASE_URL)');
         await this.sleep(delay);
       }
@@ -115,7 +124,7 @@ export class Daemon {
       if (this.stopping) return false;
       if (!isRetryableDatabaseError(error)) throw error;
       this.role = 'starting';
-      this.notReadyReason = `database unreachable: ${(error as Error).message}`;
+      this.notReadyReason = READINESS.databaseUnreachable;
       this.log.warn({ err: error }, 'could not reach the database for leader election; retrying');
     }
     this.metrics.leader.set(0);
@@ -219,7 +228,7 @@ export class Daemon {
   }
 
   readiness(): Readiness {
-    if (this.fatalError) return { ready: false, reason: `failed: ${this.fatalError.message}` };
+    if (this.fatalError) return { ready: false, reason: READINESS.failed };
     if (this.stopping) return { ready: false, reason: 'shutting down' };
     if (this.role === 'standby') return { ready: true, reason: 'standing by: another replica streams the slot', role: 'standby' };
     if (this.role === 'leader' && this.pipeline) {
