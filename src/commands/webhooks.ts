@@ -6,7 +6,7 @@ import type { BridgeConfig } from '../config.js';
 import { webhooksTable } from '../config.js';
 import { BridgeError } from '../errors.js';
 import { parseSubscriberRow } from '../route/subscribers.js';
-import { disableWebhook, enableWebhook, loadWebhookRows } from '../store/webhookState.js';
+import { disableWebhook, enableWebhook, listWebhookRows } from '../store/webhookState.js';
 
 
 /** Secrets shorter than this show no character at all: three of eight would be most of a guess. */
@@ -63,7 +63,7 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
     .action(async (opts: { json?: boolean }, cmd: Command) => {
       const config = configFrom(cmd);
       await withClient(config, async (client) => {
-        const rows = await loadWebhookRows(client, config.schema, webhooksTable(config));
+        const rows = await listWebhookRows(client, config.schema, webhooksTable(config));
         const list = rows.map((row) => {
           const parsed = parseSubscriberRow(row);
           const state = row.deletedAt ? 'deleted' : !parsed.ok ? 'invalid' : row.disabled_at ? 'disabled' : 'active';

@@ -50,7 +50,6 @@ export class WebhookRegistry {
     const disabled = new Set<string>();
     const invalid: InvalidWebhook[] = [];
     for (const row of rows) {
-      if (row.deletedAt != null) continue;
       const parsed = parseSubscriberRow(row);
       if (!parsed.ok) {
         invalid.push({ id: parsed.id, problem: parsed.problem });
