@@ -109,6 +109,35 @@ describe('command line', () => {
     expect(bad.stderr).toMatch(/not http or https/);
   });
 
+  it('webhooks add takes the secret from an environment variable or stdin, keeping it out of argv', async () => {
+    const secretOf = async (stdout: string): Promise<string> => {
+      const id = stdout.match(/added webhook ([0-9a-f-]{36})/)![1];
+      return (await db.pool.query(`select secret from webhook_bridge.webhooks where id = $1`, [id])).rows[0].secret;
+    };
+    const standard = `whsec_${Buffer.alloc(32, 7).toString('base64')}`;
+    const fromEnv = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/env', '--secret-env', 'HOOK_SECRET'], { HOOK_SECRET: standard });
+    expect(fromEnv.code, fromEnv.stderr).toBe(0);
+    expect(await secretOf(fromEnv.stdout)).toBe(standard);
+    expect(fromEnv.stdout).not.toContain(standard);
+    const fromStdin = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/stdin', '--secret-stdin'], {}, 'from-stdin-secret\n');
+    expect(fromStdin.code, fromStdin.stderr).toBe(0);
+    expect(await secretOf(fromStdin.stdout)).toBe('from-stdin-secret');
+    // An empty secret is allowed (unsigned requests, as Twenty sends them) and said so.
+    const empty = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/unsigned', '--secret-env', 'EMPTY_SECRET'], { EMPTY_SECRET: '' });
+    expect(empty.code, empty.stderr).toBe(0);
+    expect(await secretOf(empty.stdout)).toBe('');
+    expect(empty.stdout).toMatch(/empty secret: requests to this webhook are unsigned/);
+    const unset = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/x', '--secret-env', 'NO_SUCH_VARIABLE_SET'], { NO_SUCH_VARIABLE_SET: undefined });
+    expect(unset.code).toBe(2);
+    expect(unset.stderr).toMatch(/environment variable NO_SUCH_VARIABLE_SET is not set/);
+    const both = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/x', '--secret', 's', '--secret-env', 'HOOK_SECRET'], { HOOK_SECRET: 's' });
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(/one of --secret, --secret-env, --secret-stdin/);
+    const badFromStdin = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/x', '--secret-stdin'], {}, 'whsec_!!!!\n');
+    expect(badFromStdin.code).toBe(2);
+    expect(badFromStdin.stderr).toMatch(/whsec_ secret/);
+  });
+
   it('bad config exits non-zero naming the key or the fix', async () => {
     const file = path.join(dir, 'bad.json');
     writeFileSync(file, JSON.stringify({ delivery: { timeoutMs: 'soon' }, nonsense: true }));
