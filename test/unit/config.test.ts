@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { flagForKey, loadConfig } from '../../src/config.js';
+import { databaseTlsWarning, flagForKey, loadConfig } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'pgwb-config-'));
@@ -154,5 +154,24 @@ describe('config', () => {
   it('refuses Twenty\'s body without Twenty\'s metadata, and unknown modes', () => {
     expect(problemsOf(() => loadConfig({ env: { PG_WEBHOOK_BRIDGE_PAYLOAD_FORMAT: 'twenty' } })).join()).toMatch(/payload\.format.*source\.mode/);
     expect(problemsOf(() => loadConfig({ env: { PG_WEBHOOK_BRIDGE_SOURCE_MODE: 'crm' } })).join()).toMatch(/source\.mode/);
+  });
+});
+
+describe('TLS warning for a database off this host', () => {
+  const warningFor = (url: string, mode: string) => databaseTlsWarning(loadConfig({ env: { DATABASE_URL: url, PG_WEBHOOK_BRIDGE_DATABASE_SSL_MODE: mode } }));
+
+  it('warns for disable and require when the host is not loopback', () => {
+    expect(warningFor('postgres://u:p@db.example.com:5432/crm', 'disable')).toMatch(/^database\.ssl\.mode is disable and the database host db\.example\.com is not loopback: .*verify-full/);
+    expect(warningFor('postgres://u:p@10.0.0.5/crm', 'require')).toMatch(/^database\.ssl\.mode is require: .*10\.0\.0\.5.*certificate is not checked.*verify-full/);
+    expect(warningFor('postgres://u:p@[2001:db8::1]/crm', 'disable')).toMatch(/2001:db8::1/);
+    expect(warningFor('postgres://u:hunter2@db.example.com/crm', 'disable')).not.toMatch(/hunter2/);
+  });
+
+  it('says nothing for loopback, a Unix socket, or verify-full', () => {
+    for (const url of ['postgres://u@localhost/crm', 'postgres://u@127.0.0.1:5433/crm', 'postgres://u@127.8.9.1/crm', 'postgres://u@[::1]/crm', 'postgres:///crm?host=/var/run/postgresql', 'postgres://u@%2Fvar%2Frun%2Fpostgresql/crm']) {
+      expect(warningFor(url, 'disable'), url).toBeNull();
+      expect(warningFor(url, 'require'), url).toBeNull();
+    }
+    expect(warningFor('postgres://u@db.example.com/crm', 'verify-full')).toBeNull();
   });
 });
