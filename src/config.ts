@@ -284,6 +284,12 @@ export const configSchema = {
       default: 10_000,
       env: 'PG_WEBHOOK_BRIDGE_STORE_AFTER_MS',
     },
+    purgeDeadAfterDays: {
+      doc: 'Dead deliveries (which hold whole rows: personal data) are deleted this many days after they died, checked hourly; 0 keeps them.',
+      format: 'nat',
+      default: 30,
+      env: 'PG_WEBHOOK_BRIDGE_PURGE_DEAD_AFTER_DAYS',
+    },
     storePollMs: {
       doc: 'How often the durable store is polled for deliveries that are due.',
       format: 'nat',
