@@ -8,8 +8,6 @@ import { listDeliveries, purgeDeliveries, redeliver } from '../store/deliverySto
 
 /** Rows deleted per statement by `deliveries purge`. */
 const PURGE_BATCH_ROWS = 1_000;
-
-
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function registerDeliveryCommands(program: Command, configFrom: ConfigFrom, withClient: WithClient): void {
@@ -40,7 +38,7 @@ export function registerDeliveryCommands(program: Command, configFrom: ConfigFro
 
   deliveries
     .command('purge')
-    .description('delete stored deliveries (they hold whole rows): pending ones deleted here are never sent')
+    .description('delete stored deliveries (they hold whole rows); pending ones deleted here are not sent')
     .option('--status <status>', 'pending or dead')
     .option('--older-than <duration>', 'created more than this long ago, e.g. 30d, 12h, 45m')
     .option('--webhook <id>', 'only this webhook')
