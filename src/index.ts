@@ -5,8 +5,10 @@
  *   app.post('/hook', express.raw({ type: 'application/json' }), (req, res) => {
  *     const result = verifySignature(req.body, req.headers, process.env.WEBHOOK_SECRET!);
  *     if (!result.valid) return res.status(401).send(result.reason);
+ *     // Delivery is at least once: de-duplicate on result.id, the id the signature covers (a replayed
+ *     // request can carry another webhook-id header).
+ *     if (alreadySeen(result.id)) return res.sendStatus(204);
  *     const event = JSON.parse(req.body.toString('utf8')) as WebhookPayload;
- *     // de-duplicate on event.id (also in the webhook-id header): delivery is at least once
  *     res.sendStatus(204);
  *   });
  */

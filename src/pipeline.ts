@@ -192,7 +192,8 @@ export class Pipeline {
       case 'change': {
         if (this.skipping || !this.transaction) return;
         const { change } = item;
-        this.metrics.changeDecoded(`${change.schema}.${change.table}`, change.kind);
+        // The bare table name: a schema label would make one series per Twenty workspace.
+        this.metrics.changeDecoded(change.table, change.kind);
         if (change.schema === this.webhooksRelation.schema && change.table === this.webhooksRelation.table) {
           this.transaction.webhooksChanged = true;
           return;

@@ -5,24 +5,38 @@ import {
   HEADER_WEBHOOK_ID,
   HEADER_WEBHOOK_SIGNATURE,
   HEADER_WEBHOOK_TIMESTAMP,
-  STANDARD_SECRET_PREFIX,
   standardSignature,
-  standardWebhooksKey,
   twentySignature,
 } from './deliver/sign.js';
+import { STANDARD_SECRET_PREFIX, decodeStandardSecret } from './standardSecret.js';
 
 /**
- * Receiver-side check of a delivery's signature (contract 6), exported by the package.
+ * Receiver-side check of a delivery's signature, exported by the package.
  *
  * Accepts the Twenty scheme (x-twenty-webhook-timestamp in ms + hex signature) and, when the secret
  * is a `whsec_` secret and the headers are there, the Standard Webhooks scheme (webhook-id,
  * webhook-timestamp in seconds, webhook-signature with one or more space-separated `v1,<base64>`).
  * Comparisons are constant-time; timestamps outside the tolerance are refused (replay protection);
- * hostile input never makes it throw.
+ * hostile input never makes it throw. A `whsec_` secret whose key is not 24 to 64 bytes is refused:
+ * an empty key would let anyone sign.
+ *
+ * A valid result carries the id to de-duplicate on. Headers outside the signature can be changed by
+ * whoever replays a request, so the id comes from what the signature covers where it can:
+ * - Standard Webhooks: the `webhook-id` header (it is part of the signed text); `idSigned: true`.
+ * - Twenty scheme: the body's top-level `id` (the body is signed); `idSigned: true`. A body without one
+ *   (`payload.format = "twenty"`, Twenty's own format) falls back to the `webhook-id` header, which the
+ *   Twenty signature does not cover: `idSigned: false`. No id at all: `id: null`.
  */
-export type VerifyResult = { valid: true; scheme: 'twenty' | 'standard' } | { valid: false; reason: string };
+export type VerifyResult =
+  | { valid: true; scheme: 'twenty' | 'standard'; id: string | null; idSigned: boolean }
+  | { valid: false; reason: string };
 
 export interface VerifyOptions {
+  /**
+   * Accept only the Standard Webhooks signature (the secret must be a `whsec_` secret): a request
+   * carrying only the Twenty signature is refused. Its id is then always covered by the signature.
+   */
+  requireStandard?: boolean;
   /** Largest accepted distance between the signed timestamp and now, either way. Default 5 minutes. */
   toleranceMs?: number;
   /** Now, in ms since the epoch (for tests). Default Date.now(). */
@@ -58,6 +72,14 @@ export function verifySignature(
 
 function verify(rawBody: string | Buffer, headers: HeaderBag, secret: string, options: VerifyOptions): VerifyResult {
   if (typeof secret !== 'string' || secret.length === 0) return { valid: false, reason: 'no secret given' };
+  let standardKey: Buffer | undefined;
+  if (secret.startsWith(STANDARD_SECRET_PREFIX)) {
+    const decoded = decodeStandardSecret(secret);
+    if (!decoded.ok) return { valid: false, reason: decoded.problem };
+    standardKey = decoded.key;
+  } else if (options.requireStandard === true) {
+    return { valid: false, reason: `the Standard Webhooks scheme was required, and the secret is not a ${STANDARD_SECRET_PREFIX} secret` };
+  }
   if (typeof rawBody !== 'string' && !Buffer.isBuffer(rawBody)) {
     return { valid: false, reason: 'body must be the raw request body (string or Buffer)' };
   }
@@ -67,16 +89,16 @@ function verify(rawBody: string | Buffer, headers: HeaderBag, secret: string, op
   const nowMs = numberOr(options.nowMs, Date.now());
   const get = headerGetter(headers);
 
-  const twentySig = get(HEADER_SIGNATURE);
-  const standardSig = secret.startsWith(STANDARD_SECRET_PREFIX) ? get(HEADER_WEBHOOK_SIGNATURE) : undefined;
+  const twentySig = options.requireStandard === true ? undefined : get(HEADER_SIGNATURE);
+  const standardSig = standardKey !== undefined ? get(HEADER_WEBHOOK_SIGNATURE) : undefined;
   if (twentySig === undefined && standardSig === undefined) {
-    return { valid: false, reason: 'missing signature header' };
+    return { valid: false, reason: options.requireStandard === true ? `missing ${HEADER_WEBHOOK_SIGNATURE} header (the Standard Webhooks scheme was required)` : 'missing signature header' };
   }
 
   let failure: string | undefined;
   if (twentySig !== undefined) {
     const result = verifyTwenty(rawBody, twentySig, get(HEADER_TIMESTAMP), secret, toleranceMs, nowMs);
-    if (result.valid) return result;
+    if (result.valid) return { valid: true, scheme: 'twenty', ...twentyId(rawBody, get(HEADER_WEBHOOK_ID)) };
     failure = result.reason;
   }
   if (standardSig !== undefined) {
@@ -85,14 +107,30 @@ function verify(rawBody: string | Buffer, headers: HeaderBag, secret: string, op
       standardSig,
       get(HEADER_WEBHOOK_ID),
       get(HEADER_WEBHOOK_TIMESTAMP),
-      secret,
+      standardKey!,
       toleranceMs,
       nowMs,
     );
-    if (result.valid) return result;
+    // The id is part of the signed text: the check above failed without one.
+    if (result.valid) return { valid: true, scheme: 'standard', id: get(HEADER_WEBHOOK_ID)!, idSigned: true };
     failure = failure === undefined ? result.reason : `${failure}; ${result.reason}`;
   }
   return { valid: false, reason: failure ?? 'invalid signature' };
+}
+
+type SchemeCheck = { valid: true } | { valid: false; reason: string };
+
+/** The id a Twenty-signed request is about: the signed body's `id`, else the unsigned header's. */
+function twentyId(body: string | Buffer, headerId: string | undefined): { id: string | null; idSigned: boolean } {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(typeof body === 'string' ? body : body.toString('utf8'));
+  } catch {
+    parsed = undefined;
+  }
+  const bodyId = typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? (parsed as { id?: unknown }).id : undefined;
+  if (typeof bodyId === 'string' && bodyId.length > 0) return { id: bodyId, idSigned: true };
+  return headerId !== undefined && headerId.length > 0 ? { id: headerId, idSigned: false } : { id: null, idSigned: false };
 }
 
 function verifyTwenty(
@@ -102,7 +140,7 @@ function verifyTwenty(
   secret: string,
   toleranceMs: number,
   nowMs: number,
-): VerifyResult {
+): SchemeCheck {
   if (timestamp === undefined) return { valid: false, reason: `missing ${HEADER_TIMESTAMP} header` };
   if (!MS_TIMESTAMP.test(timestamp)) return { valid: false, reason: `malformed ${HEADER_TIMESTAMP} header` };
   if (!(Math.abs(nowMs - Number(timestamp)) <= toleranceMs)) {
@@ -111,7 +149,7 @@ function verifyTwenty(
   if (!HEX_SHA256.test(signature)) return { valid: false, reason: `malformed ${HEADER_SIGNATURE} header` };
   const expected = Buffer.from(twentySignature(body, secret, timestamp), 'hex');
   const given = Buffer.from(signature, 'hex');
-  if (given.length === SHA256_BYTES && timingSafeEqual(given, expected)) return { valid: true, scheme: 'twenty' };
+  if (given.length === SHA256_BYTES && timingSafeEqual(given, expected)) return { valid: true };
   return { valid: false, reason: 'signature mismatch' };
 }
 
@@ -120,10 +158,10 @@ function verifyStandard(
   signatures: string,
   id: string | undefined,
   timestamp: string | undefined,
-  secret: string,
+  key: Buffer,
   toleranceMs: number,
   nowMs: number,
-): VerifyResult {
+): SchemeCheck {
   if (id === undefined || id.length === 0) return { valid: false, reason: `missing ${HEADER_WEBHOOK_ID} header` };
   if (timestamp === undefined) return { valid: false, reason: `missing ${HEADER_WEBHOOK_TIMESTAMP} header` };
   if (!SECONDS_TIMESTAMP.test(timestamp)) {
@@ -132,7 +170,7 @@ function verifyStandard(
   if (!(Math.abs(nowMs - Number(timestamp) * 1000) <= toleranceMs)) {
     return { valid: false, reason: 'timestamp outside the tolerance' };
   }
-  const expected = Buffer.from(standardSignature(body, standardWebhooksKey(secret), id, timestamp), 'base64');
+  const expected = Buffer.from(standardSignature(body, key, id, timestamp), 'base64');
   let sawV1 = false;
   const entries = signatures.split(' ');
   for (let i = 0; i < entries.length && i < MAX_SIGNATURE_ENTRIES; i++) {
@@ -142,7 +180,7 @@ function verifyStandard(
     const b64 = entry.slice(3);
     if (!BASE64_SHA256.test(b64)) continue;
     const given = Buffer.from(b64, 'base64');
-    if (given.length === SHA256_BYTES && timingSafeEqual(given, expected)) return { valid: true, scheme: 'standard' };
+    if (given.length === SHA256_BYTES && timingSafeEqual(given, expected)) return { valid: true };
   }
   return { valid: false, reason: sawV1 ? 'signature mismatch' : `no v1 entry in ${HEADER_WEBHOOK_SIGNATURE} header` };
 }

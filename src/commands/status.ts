@@ -6,7 +6,7 @@ import { webhooksTable } from '../config.js';
 import { readSlot } from '../replication/slot.js';
 import { parseSubscriberRow } from '../route/subscribers.js';
 import { countDeliveriesByStatus } from '../store/deliveryStore.js';
-import { loadWebhookRows } from '../store/webhookState.js';
+import { listWebhookRows } from '../store/webhookState.js';
 
 
 export interface BridgeStatus {
@@ -26,7 +26,7 @@ export async function readStatus(client: pg.ClientBase, config: BridgeConfig): P
   );
   const leader = sessions.filter((s) => s.leader).length;
   const webhooks: Record<string, number> = { active: 0, disabled: 0, invalid: 0, deleted: 0 };
-  for (const row of await loadWebhookRows(client, config.schema, webhooksTable(config))) {
+  for (const row of await listWebhookRows(client, config.schema, webhooksTable(config))) {
     const state = row.deletedAt ? 'deleted' : !parseSubscriberRow(row).ok ? 'invalid' : row.disabled_at ? 'disabled' : 'active';
     webhooks[state]++;
   }

@@ -6,7 +6,7 @@ import type { BridgeConfig } from '../config.js';
 import { webhooksTable } from '../config.js';
 import { BridgeError } from '../errors.js';
 import { parseSubscriberRow } from '../route/subscribers.js';
-import { disableWebhook, enableWebhook, loadWebhookRows } from '../store/webhookState.js';
+import { disableWebhook, enableWebhook, listWebhookRows } from '../store/webhookState.js';
 
 
 /** Secrets shorter than this show no character at all: three of eight would be most of a guess. */
@@ -30,6 +30,32 @@ export function printable(text: unknown): string {
   return String(text).replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
+interface AddOptions {
+  url: string;
+  operations: string;
+  secret?: string;
+  secretEnv?: string;
+  secretStdin?: boolean;
+  description?: string;
+}
+
+/** The secret the user gave, from argv, an environment variable or stdin; undefined when none was given. */
+async function secretFromOptions(opts: AddOptions): Promise<string | undefined> {
+  const sources = [opts.secret !== undefined, opts.secretEnv !== undefined, opts.secretStdin === true].filter(Boolean).length;
+  if (sources > 1) throw new BridgeError('ERR_USAGE', 'give at most one of --secret, --secret-env, --secret-stdin');
+  if (opts.secretEnv !== undefined) {
+    const value = process.env[opts.secretEnv];
+    if (value === undefined) throw new BridgeError('ERR_USAGE', `--secret-env: environment variable ${opts.secretEnv} is not set`);
+    return value;
+  }
+  if (opts.secretStdin === true) {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  }
+  return opts.secret;
+}
+
 export function registerWebhookCommands(program: Command, configFrom: ConfigFrom, withClient: WithClient): void {
   const webhooks = program.command('webhooks').description('manage subscribers (the webhooks table)');
 
@@ -38,12 +64,15 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
     .description('add a webhook; a secret is generated and printed once when none is given')
     .requiredOption('--url <url>', 'target URL (http or https)')
     .option('--operations <list>', 'comma-separated object.action filters, e.g. person.*,*.deleted', '*.*')
-    .option('--secret <secret>', 'signing secret (prefix whsec_ for Standard Webhooks headers too)')
+    .option('--secret <secret>', 'signing secret (prefix whsec_ for Standard Webhooks headers too); visible in ps and shell history: prefer --secret-env or --secret-stdin')
+    .option('--secret-env <name>', 'read the secret from this environment variable')
+    .option('--secret-stdin', 'read the secret from standard input (one trailing newline is dropped)')
     .option('--description <text>', 'free text')
-    .action(async (opts: { url: string; operations: string; secret?: string; description?: string }, cmd: Command) => {
+    .action(async (opts: AddOptions, cmd: Command) => {
       const config = configFrom(cmd);
       const operations = opts.operations.split(',').map((s) => s.trim()).filter(Boolean);
-      const secret = opts.secret ?? randomBytes(32).toString('hex');
+      const given = await secretFromOptions(opts);
+      const secret = given ?? randomBytes(32).toString('hex');
       const check = parseSubscriberRow({ id: 'new', targetUrl: opts.url, operations, secret });
       if (!check.ok) throw new BridgeError('ERR_USAGE', check.problem);
       await withClient(config, async (client) => {
@@ -52,7 +81,8 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
           [opts.url, operations, secret, opts.description ?? null],
         );
         console.log(`added webhook ${rows[0].id} -> ${opts.url} (${operations.join(',')})`);
-        if (!opts.secret) console.log(`secret (shown once, keep it for your receiver): ${secret}`);
+        if (given === undefined) console.log(`secret (shown once, keep it for your receiver): ${secret}`);
+        else if (given === '') console.log('empty secret: requests to this webhook are unsigned (anyone who can reach the URL can forge them)');
       });
     });
 
@@ -63,7 +93,7 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
     .action(async (opts: { json?: boolean }, cmd: Command) => {
       const config = configFrom(cmd);
       await withClient(config, async (client) => {
-        const rows = await loadWebhookRows(client, config.schema, webhooksTable(config));
+        const rows = await listWebhookRows(client, config.schema, webhooksTable(config));
         const list = rows.map((row) => {
           const parsed = parseSubscriberRow(row);
           const state = row.deletedAt ? 'deleted' : !parsed.ok ? 'invalid' : row.disabled_at ? 'disabled' : 'active';
@@ -74,6 +104,7 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
             operations: row.operations,
             secret: maskSecret(row.secret),
             problem: parsed.ok ? (row.disabled_reason ?? null) : parsed.problem,
+            ignoredOperations: parsed.ok ? parsed.ignoredOperations : [],
             lastSuccessAt: row.last_success_at ?? null,
             lastError: row.last_error ?? null,
             lastErrorAt: row.last_error_at ?? null,
@@ -85,6 +116,8 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
           for (const w of list) {
             console.log(`${printable(w.id)}  ${w.state.padEnd(8)}  ${printable(String(w.url).slice(0, 80))}  ops=${printable(JSON.stringify(w.operations))}  secret=${printable(w.secret)}`);
             if (w.problem) console.log(`    ${w.state === 'disabled' ? 'disabled because' : 'problem'}: ${printable(w.problem)}`);
+            if (w.ignoredOperations.length > 0) console.log(`    ignored operations (not "object.action"): ${printable(JSON.stringify(w.ignoredOperations))}`);
+            if (w.state === 'active' && w.secret === '(none)') console.log('    requests are unsigned (empty secret)');
             console.log(`    last success: ${w.lastSuccessAt ? new Date(w.lastSuccessAt as string).toISOString() : 'never'}; last error: ${printable(w.lastError ?? 'none')}`);
           }
         }

@@ -1,7 +1,8 @@
 import { createHmac, randomFillSync } from 'node:crypto';
+import { STANDARD_SECRET_PREFIX, decodeStandardSecret } from '../standardSecret.js';
 
 /**
- * Request signing (contract 6). Pure apart from the nonce, which is random by design; runs once per
+ * Request signing. Pure apart from the nonce, which is random by design; runs once per
  * attempt, tens of thousands of times a second, so the per-call work is two HMACs and nothing else.
  *
  * Header names are lower-case (HTTP header names are case-insensitive; node:http and
@@ -18,8 +19,7 @@ export const HEADER_WEBHOOK_ID = 'webhook-id';
 export const HEADER_WEBHOOK_TIMESTAMP = 'webhook-timestamp';
 export const HEADER_WEBHOOK_SIGNATURE = 'webhook-signature';
 
-/** Standard Webhooks secrets are `whsec_` + base64 of the key bytes. */
-export const STANDARD_SECRET_PREFIX = 'whsec_';
+export { STANDARD_SECRET_PREFIX };
 
 const NONCE_BYTES = 16;
 // One randomFillSync per 256 nonces instead of a randomBytes call per attempt (~15x cheaper).
@@ -43,11 +43,16 @@ function nextNonce(): string {
   return nonce;
 }
 
-/** The HMAC key of a `whsec_` secret: base64-decoded text after the prefix (cached). */
+/**
+ * The HMAC key of a `whsec_` secret: base64-decoded text after the prefix (cached). Throws for a secret
+ * with no valid key; the row parser and `webhooks add` refuse those before anything is signed.
+ */
 export function standardWebhooksKey(secret: string): Buffer {
   let key = standardKeyCache.get(secret);
   if (key === undefined) {
-    key = Buffer.from(secret.slice(STANDARD_SECRET_PREFIX.length), 'base64');
+    const decoded = decodeStandardSecret(secret);
+    if (!decoded.ok) throw new Error(decoded.problem);
+    key = decoded.key;
     if (standardKeyCache.size >= STANDARD_KEY_CACHE_MAX) standardKeyCache.clear();
     standardKeyCache.set(secret, key);
   }
@@ -65,12 +70,14 @@ export function standardSignature(body: string | Buffer, key: Buffer, id: string
 }
 
 /**
- * Headers for one attempt (contract 6): x-twenty-webhook-timestamp (ms, decimal),
+ * Headers for one attempt: x-twenty-webhook-timestamp (ms, decimal),
  * x-twenty-webhook-signature (hex HMAC-SHA256 over `${timestamp}:${body}`, key = secret as UTF-8),
  * x-twenty-webhook-nonce (16 random bytes hex, new per attempt), webhook-id (= eventId); when the
  * secret starts with `whsec_`, also webhook-timestamp (seconds) and webhook-signature
  * (`v1,<base64>` over `${id}.${seconds}.${body}`, key = base64-decoded rest of the secret).
  * Plus content-type: application/json and user-agent (pass `pg-webhook-bridge/<version>`).
+ * An empty secret signs nothing: only content-type, user-agent and webhook-id, as Twenty sends a
+ * webhook whose secret is empty.
  */
 export function signRequest(
   body: string,
@@ -79,6 +86,7 @@ export function signRequest(
   nowMs: number,
   userAgent: string,
 ): SignedHeaders {
+  if (secret.length === 0) return { 'content-type': 'application/json', 'user-agent': userAgent, [HEADER_WEBHOOK_ID]: eventId };
   const timestampMs = String(Math.floor(nowMs));
   const headers: SignedHeaders = {
     'content-type': 'application/json',

@@ -4,7 +4,7 @@ import type { Lsn } from '../decode/types.js';
 export interface Subscriber {
   id: string;
   targetUrl: string;
-  /** As written in the row; matching uses the compiled set below. */
+  /** The row's `object.action` entries (others are ignored); matching uses the compiled set below. */
   operations: readonly string[];
   secret: string;
   /** `object.action`, `*.action`, `object.*`, `*.*` entries, for O(1) matching. */

@@ -162,6 +162,32 @@ export async function redeliver(db: Queryable, schema: string, filter: { id?: st
   return rowCount ?? 0;
 }
 
+export interface PurgeFilter {
+  status?: 'pending' | 'dead';
+  webhookId?: string;
+  /** Only deliveries created before this time. */
+  createdBefore?: Date;
+  /** Only deliveries last changed (for a dead one: when it died) before this time. */
+  updatedBefore?: Date;
+}
+
+/**
+ * Deletes at most `limit` deliveries matching every given filter; returns how many. Callers loop in
+ * small batches, so no single statement holds many row locks or writes much WAL at once.
+ */
+export async function purgeDeliveries(db: Queryable, schema: string, filter: PurgeFilter, limit: number): Promise<number> {
+  const t = table(schema);
+  const { rowCount } = await db.query(
+    `delete from ${t} where id in (
+       select id from ${t}
+        where ($1::text is null or status = $1) and ($2::uuid is null or webhook_id = $2)
+          and ($3::timestamptz is null or created_at < $3) and ($4::timestamptz is null or updated_at < $4)
+        limit $5)`,
+    [filter.status ?? null, filter.webhookId ?? null, filter.createdBefore ?? null, filter.updatedBefore ?? null, limit],
+  );
+  return rowCount ?? 0;
+}
+
 function toStoredDelivery(r: Record<string, any>): StoredDelivery {
   return {
     id: String(r.id),

@@ -19,10 +19,31 @@ export async function hasWorkspaceColumn(db: Queryable, webhooksTable: string): 
   return rows.length > 0;
 }
 
-/** Rows of the webhooks table, with the bridge's state beside them. */
+// Text columns are read only as far as the row parser looks (URL 2,048, secret 512 characters): one
+// over the limit is an invalid row, and a huge value costs no more than its first characters. substr
+// reads an uncompressed out-of-line value only up to that length.
+const SUBSCRIBER_COLUMNS = `w.id::text as id, substr(w."targetUrl", 1, 2049) as "targetUrl", w.operations`;
+const SECRET_COLUMN = `substr(w.secret, 1, 513) as secret`;
+
+/**
+ * Live rows of the webhooks table (not soft-deleted) with what routing needs: reloaded every couple of
+ * seconds, so nothing else is read (not `description`, which may be large, nor deleted rows).
+ */
 export async function loadWebhookRows(db: Queryable, schema: string, webhooksTable: string, workspaceColumn = false): Promise<Array<Record<string, unknown>>> {
   const { rows } = await db.query(
-    `select w.id::text as id, w."targetUrl", w.operations, w.secret, w.description, w."deletedAt",${workspaceColumn ? ' w."workspaceId"::text as "workspaceId",' : ''}
+    `select ${SUBSCRIBER_COLUMNS}, ${SECRET_COLUMN},${workspaceColumn ? ' w."workspaceId"::text as "workspaceId",' : ''}
+            s.disabled_at, s.disabled_reason
+       from ${webhooksTable} w left join ${table(schema)} s on s.webhook_id = w.id
+      where w."deletedAt" is null
+      order by w."createdAt", w.id`,
+  );
+  return rows;
+}
+
+/** Every row, soft-deleted ones included (their secret unread), with the bridge's state: for the CLI. */
+export async function listWebhookRows(db: Queryable, schema: string, webhooksTable: string): Promise<Array<Record<string, unknown>>> {
+  const { rows } = await db.query(
+    `select ${SUBSCRIBER_COLUMNS}, case when w."deletedAt" is null then ${SECRET_COLUMN.replace(' as secret', '')} end as secret, w."deletedAt",
             s.disabled_at, s.disabled_reason, s.last_success_at, s.failing_since, s.last_error, s.last_error_at
        from ${webhooksTable} w left join ${table(schema)} s on s.webhook_id = w.id
       order by w."createdAt", w.id`,

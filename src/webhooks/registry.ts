@@ -50,7 +50,6 @@ export class WebhookRegistry {
     const disabled = new Set<string>();
     const invalid: InvalidWebhook[] = [];
     for (const row of rows) {
-      if (row.deletedAt != null) continue;
       const parsed = parseSubscriberRow(row);
       if (!parsed.ok) {
         invalid.push({ id: parsed.id, problem: parsed.problem });
@@ -60,6 +59,16 @@ export class WebhookRegistry {
           this.log.warn({ webhookId: parsed.id, problem: parsed.problem }, `webhook ${parsed.id} skipped: ${parsed.problem}`);
         }
         continue;
+      }
+      if (parsed.ignoredOperations.length > 0) {
+        const key = `${parsed.subscriber.id}:ignored:${JSON.stringify(parsed.ignoredOperations)}`;
+        if (!this.reported.has(key)) {
+          this.reported.add(key);
+          this.log.debug(
+            { webhookId: parsed.subscriber.id, ignoredOperations: parsed.ignoredOperations },
+            `webhook ${parsed.subscriber.id}: operations that are not "object.action" patterns are ignored`,
+          );
+        }
       }
       const here = this.disabledHere.get(parsed.subscriber.id);
       if (row.disabled_at != null || (here !== undefined && (here === null || generation <= here))) {

@@ -98,14 +98,53 @@ describe('command line', () => {
     const list = await runCli([...base(), 'webhooks', 'list']);
     expect(list.stdout).toMatch(new RegExp(`${id}\\s+active`));
     expect(list.stdout).not.toContain(secret);
-    const withSecret = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/2', '--secret', 'whsec_c2VjcmV0']);
+    const withSecret = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/2', '--secret', `whsec_${Buffer.alloc(32, 5).toString('base64')}`]);
+    expect(withSecret.code, withSecret.stderr).toBe(0);
     expect(withSecret.stdout).not.toMatch(/shown once/);
+    // whsec_ secrets that decode to no usable key: refused by add, and listed as invalid when written directly.
+    for (const secret of ['whsec_', 'whsec_a', 'whsec_!!!!', 'whsec_c2VjcmV0']) {
+      const refused = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/3', '--secret', secret]);
+      expect(refused.code, secret).toBe(2);
+      expect(refused.stderr).toMatch(/whsec_ secret: the text after whsec_ must be base64 of a 24 to 64 byte key/);
+    }
+    const { rows: written } = await db.pool.query(`insert into webhook_bridge.webhooks ("targetUrl", secret) values ('https://example.com/4', 'whsec_!!!!') returning id::text`);
+    const listed = await runCli([...base(), 'webhooks', 'list']);
+    expect(listed.stdout).toMatch(new RegExp(`${written[0].id}\\s+invalid[^\\n]*\\n\\s+problem: whsec_ secret: the text after whsec_ must be base64 of a 24 to 64 byte key \\(it is not base64\\)`));
     const removed = await runCli([...base(), 'webhooks', 'remove', id]);
     expect(removed.code).toBe(0);
     expect((await runCli([...base(), 'webhooks', 'list'])).stdout).toMatch(new RegExp(`${id}\\s+deleted`));
     const bad = await runCli([...base(), 'webhooks', 'add', '--url', 'ftp://example.com']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/not http or https/);
+  });
+
+  it('webhooks add takes the secret from an environment variable or stdin, keeping it out of argv', async () => {
+    const secretOf = async (stdout: string): Promise<string> => {
+      const id = stdout.match(/added webhook ([0-9a-f-]{36})/)![1];
+      return (await db.pool.query(`select secret from webhook_bridge.webhooks where id = $1`, [id])).rows[0].secret;
+    };
+    const standard = `whsec_${Buffer.alloc(32, 7).toString('base64')}`;
+    const fromEnv = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/env', '--secret-env', 'HOOK_SECRET'], { HOOK_SECRET: standard });
+    expect(fromEnv.code, fromEnv.stderr).toBe(0);
+    expect(await secretOf(fromEnv.stdout)).toBe(standard);
+    expect(fromEnv.stdout).not.toContain(standard);
+    const fromStdin = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/stdin', '--secret-stdin'], {}, 'from-stdin-secret\n');
+    expect(fromStdin.code, fromStdin.stderr).toBe(0);
+    expect(await secretOf(fromStdin.stdout)).toBe('from-stdin-secret');
+    // An empty secret is allowed (unsigned requests, as Twenty sends them) and said so.
+    const empty = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/unsigned', '--secret-env', 'EMPTY_SECRET'], { EMPTY_SECRET: '' });
+    expect(empty.code, empty.stderr).toBe(0);
+    expect(await secretOf(empty.stdout)).toBe('');
+    expect(empty.stdout).toMatch(/empty secret: requests to this webhook are unsigned/);
+    const unset = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/x', '--secret-env', 'NO_SUCH_VARIABLE_SET'], { NO_SUCH_VARIABLE_SET: undefined });
+    expect(unset.code).toBe(2);
+    expect(unset.stderr).toMatch(/environment variable NO_SUCH_VARIABLE_SET is not set/);
+    const both = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/x', '--secret', 's', '--secret-env', 'HOOK_SECRET'], { HOOK_SECRET: 's' });
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(/one of --secret, --secret-env, --secret-stdin/);
+    const badFromStdin = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/x', '--secret-stdin'], {}, 'whsec_!!!!\n');
+    expect(badFromStdin.code).toBe(2);
+    expect(badFromStdin.stderr).toMatch(/whsec_ secret/);
   });
 
   it('bad config exits non-zero naming the key or the fix', async () => {

@@ -157,7 +157,7 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
     await ok.waitForCount(1);
     const request = ok.requests[0];
     expect(request.json).toMatchObject({ event: 'person.created', data: { firstName: 'Least' } });
-    expect(verifySignature(request.rawBody, request.headers, 'lp-secret-ok')).toEqual({ valid: true, scheme: 'twenty' });
+    expect(verifySignature(request.rawBody, request.headers, 'lp-secret-ok')).toEqual({ valid: true, scheme: 'twenty', id: request.json.id, idSigned: true });
 
     // A failing receiver: the delivery goes to the durable store (insert), is retried from there
     // (claim, update) and completed (delete), and the webhook's state is recorded.

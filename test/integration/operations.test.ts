@@ -66,7 +66,8 @@ describe('operations', () => {
       await eventually(async () => (await getJson(httpPort, '/healthz').catch(() => ({ status: 0 }))).status === 200, '/healthz to answer');
       const before = await getJson(httpPort, '/readyz');
       expect(before.status).toBe(503);
-      expect(before.body.reason).toMatch(/database unreachable/);
+      // A short class: the host, port and driver error belong in the log, not on an unauthenticated endpoint.
+      expect(before.body).toEqual({ ready: false, reason: 'database unreachable' });
       await new Promise<void>((resolve) => door.listen(port, '127.0.0.1', resolve));
       await started;
       await eventually(async () => (await getJson(httpPort, '/readyz')).status === 200, '/readyz to turn 200', 30_000);
@@ -85,7 +86,9 @@ describe('operations', () => {
       expect(metricValue(text, 'pgwb_events_routed_total', '{object="person",action="created"}')).toBe(20);
       expect(metricValue(text, 'pgwb_events_routed_total', '{object="person",action="updated"}')).toBe(1);
       expect(metricValue(text, 'pgwb_events_routed_total', '{object="company",action="created"}')).toBe(1);
-      expect(metricValue(text, 'pgwb_changes_decoded_total', '{table="public.person",kind="insert"}')).toBe(20);
+      // Labels carry the bare table name: per-workspace schemas must not multiply the series.
+      expect(metricValue(text, 'pgwb_changes_decoded_total', '{table="person",kind="insert"}')).toBe(20);
+      expect(text.split('\n').filter((line) => line.startsWith('pgwb_') && /="[^"]*(public|webhook_bridge)\./.test(line))).toEqual([]);
       expect(metricValue(text, 'pgwb_delivery_attempts_total', '{outcome="success"}')).toBe(22);
       expect(metricValue(text, 'pgwb_delivery_attempts_total', '{outcome="retry"}')).toBe(1);
       expect(metricValue(text, 'pgwb_delivery_attempt_duration_seconds_count', '{outcome="success"}')).toBe(22);

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { flagForKey, loadConfig } from '../../src/config.js';
+import { databaseTlsWarning, flagForKey, loadConfig } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'pgwb-config-'));
@@ -87,6 +87,52 @@ describe('config', () => {
     expect(problemsOf(() => loadConfig({ env: { PG_WEBHOOK_BRIDGE_SOURCE_TABLES: '{"nodot":"x"}' } })).join()).toMatch(/source\.tables/);
   });
 
+  describe('booleans accept exactly true, false, 1 and 0 (any case) from every source', () => {
+    const BOOLEAN_KEYS = [
+      ['delivery.allowPrivateTargets', 'PG_WEBHOOK_BRIDGE_ALLOW_PRIVATE_TARGETS'],
+      ['payload.camelCase', 'PG_WEBHOOK_BRIDGE_PAYLOAD_CAMEL_CASE'],
+    ] as const;
+    const read = (config: ReturnType<typeof loadConfig>, key: string): unknown => key.split('.').reduce((node: any, part) => node[part], config);
+    const accepted: Array<[string, boolean]> = [['true', true], ['TRUE', true], ['True', true], ['1', true], ['false', false], ['FALSE', false], ['0', false]];
+    const refused = ['0 ', 'no', 'off', 'yes', 'on', '', ' ', 'f', 't', '2', 'null'];
+
+    for (const [key, envName] of BOOLEAN_KEYS) {
+      it(`${key}: environment, without and with a config file`, () => {
+        const file = fileWith({});
+        for (const [text, value] of accepted) {
+          expect(read(loadConfig({ env: { [envName]: text } }), key), `${envName}=${text}`).toBe(value);
+          expect(read(loadConfig({ file, env: { [envName]: text } }), key), `${envName}=${text} with a file`).toBe(value);
+        }
+        for (const text of refused) {
+          for (const withFile of [undefined, file]) {
+            const problems = problemsOf(() => loadConfig({ file: withFile, env: { [envName]: text } }));
+            expect(problems, `${envName}=${JSON.stringify(text)}`).toEqual([expect.stringMatching(new RegExp(`^${key.replace('.', '\\.')}: must be true, false, 1 or 0`))]);
+          }
+        }
+      });
+
+      it(`${key}: flags`, () => {
+        for (const [text, value] of accepted) expect(read(loadConfig({ env: {}, overrides: { [key]: text } }), key)).toBe(value);
+        for (const text of refused) {
+          expect(problemsOf(() => loadConfig({ env: {}, overrides: { [key]: text } })).join('\n'), JSON.stringify(text)).toMatch(new RegExp(`^${key.replace('.', '\\.')}: must be true, false, 1 or 0`));
+        }
+      });
+
+      it(`${key}: config file`, () => {
+        const inFile = (value: unknown) => {
+          const [section, name] = key.split('.');
+          return fileWith({ [section]: { [name]: value } });
+        };
+        for (const [value, expected] of [[true, true], [false, false], ['true', true], ['0', false], ['FALSE', false]] as const) {
+          expect(read(loadConfig({ file: inFile(value), env: {} }), key), JSON.stringify(value)).toBe(expected);
+        }
+        for (const value of ['no', 'off', '', 'yes', 2, null, [], {}]) {
+          expect(problemsOf(() => loadConfig({ file: inFile(value), env: {} })).join('\n'), JSON.stringify(value)).toMatch(new RegExp(`${key.replace('.', '\\.')}: must be true, false, 1 or 0`));
+        }
+      });
+    }
+  });
+
   it('flags are derived from keys', () => {
     expect(flagForKey('delivery.timeoutMs')).toBe('--delivery-timeout-ms');
     expect(flagForKey('database.url')).toBe('--database-url');
@@ -108,5 +154,24 @@ describe('config', () => {
   it('refuses Twenty\'s body without Twenty\'s metadata, and unknown modes', () => {
     expect(problemsOf(() => loadConfig({ env: { PG_WEBHOOK_BRIDGE_PAYLOAD_FORMAT: 'twenty' } })).join()).toMatch(/payload\.format.*source\.mode/);
     expect(problemsOf(() => loadConfig({ env: { PG_WEBHOOK_BRIDGE_SOURCE_MODE: 'crm' } })).join()).toMatch(/source\.mode/);
+  });
+});
+
+describe('TLS warning for a database off this host', () => {
+  const warningFor = (url: string, mode: string) => databaseTlsWarning(loadConfig({ env: { DATABASE_URL: url, PG_WEBHOOK_BRIDGE_DATABASE_SSL_MODE: mode } }));
+
+  it('warns for disable and require when the host is not loopback', () => {
+    expect(warningFor('postgres://u:p@db.example.com:5432/crm', 'disable')).toMatch(/^database\.ssl\.mode is disable and the database host db\.example\.com is not loopback: .*verify-full/);
+    expect(warningFor('postgres://u:p@10.0.0.5/crm', 'require')).toMatch(/^database\.ssl\.mode is require: .*10\.0\.0\.5.*certificate is not checked.*verify-full/);
+    expect(warningFor('postgres://u:p@[2001:db8::1]/crm', 'disable')).toMatch(/2001:db8::1/);
+    expect(warningFor('postgres://u:hunter2@db.example.com/crm', 'disable')).not.toMatch(/hunter2/);
+  });
+
+  it('says nothing for loopback, a Unix socket, or verify-full', () => {
+    for (const url of ['postgres://u@localhost/crm', 'postgres://u@127.0.0.1:5433/crm', 'postgres://u@127.8.9.1/crm', 'postgres://u@[::1]/crm', 'postgres:///crm?host=/var/run/postgresql', 'postgres://u@%2Fvar%2Frun%2Fpostgresql/crm']) {
+      expect(warningFor(url, 'disable'), url).toBeNull();
+      expect(warningFor(url, 'require'), url).toBeNull();
+    }
+    expect(warningFor('postgres://u@db.example.com/crm', 'verify-full')).toBeNull();
   });
 });

@@ -95,10 +95,13 @@ function finalEnv(): Map<string, string> {
 const IMAGE_CONFIG_PATH = finalEnv().get(CONFIG_ENV);
 
 describe('Dockerfile', () => {
-  it('is multi-stage, on the Node major that package.json engines names', () => {
+  it('is multi-stage, every stage on Node 24 (an LTS line still supported; Node 20 is past its end of life)', () => {
     expect(STAGES.length).toBeGreaterThanOrEqual(2);
-    const engineMajor = /(\d+)/.exec(readJson('package.json').engines.node)![1];
-    for (const stage of STAGES) expect(stage.image).toMatch(new RegExp(`^node:${engineMajor}(\\.|-|$)`));
+    for (const stage of STAGES) expect(stage.image).toMatch(/^node:24(\.|-|$)/);
+  });
+
+  it('leaves package.json engines at >=20.18.1: the image chooses its Node, users keep theirs', () => {
+    expect(readJson('package.json').engines.node).toBe('>=20.18.1');
   });
 
   it('runs the final stage as a non-root user with a numeric uid (Kubernetes can verify runAsNonRoot)', () => {

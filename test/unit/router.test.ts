@@ -131,8 +131,17 @@ describe('parseSubscriberRow rejects bad rows with a reason', () => {
     [{ targetUrl: `https://example.com/${'a'.repeat(10_000)}` }, /longer than/],
     [{ operations: [] }, /operations is empty/],
     [{ operations: null }, /operations is empty/],
-    [{ operations: ['person'] }, /not "object.action"/],
-    [{ secret: null }, /secret is empty/],
+    [{ secret: null }, /secret is NULL/],
+    [{ secret: 'whsec_' }, /whsec_ secret: the text after whsec_ must be base64 of a 24 to 64 byte key \(it is empty\)/],
+    [{ secret: 'whsec_a' }, /whsec_ secret: the text after whsec_ must be base64 of a 24 to 64 byte key \(it is not base64\)/],
+    [{ secret: 'whsec_!!!!' }, /whsec_ secret: .*not base64/],
+    [{ secret: `whsec_${Buffer.alloc(23, 1).toString('base64')}` }, /whsec_ secret: .*\(it decodes to 23 bytes\)/],
+    [{ secret: `whsec_${Buffer.alloc(65, 1).toString('base64')}` }, /whsec_ secret: .*\(it decodes to 65 bytes\)/],
+    // Buffer.from(_, 'base64') would silently drop the space, the dot and the stray padding.
+    [{ secret: `whsec_${Buffer.alloc(32, 1).toString('base64').slice(0, 20)} ${Buffer.alloc(32, 1).toString('base64').slice(20)}` }, /not base64/],
+    [{ secret: `whsec_${Buffer.alloc(32, 1).toString('base64')}.` }, /not base64/],
+    [{ secret: `whsec_${Buffer.alloc(32, 1).toString('base64')}==` }, /not base64/],
+    [{ secret: 'x'.repeat(513) }, /secret is longer than 512 characters/],
     [{ targetUrl: 'https://user:pw@example.com/' }, /credentials/],
   ])('%j', (patch, reason) => {
     const parsed = parseSubscriberRow({ ...base, ...patch });
@@ -141,6 +150,34 @@ describe('parseSubscriberRow rejects bad rows with a reason', () => {
       expect(parsed.problem).toMatch(reason);
       expect(parsed.id).toBe('w1');
     }
+  });
+
+  it('accepts whsec_ secrets of 24 to 64 bytes, padded or not', () => {
+    for (const bytes of [24, 31, 32, 64]) {
+      const b64 = Buffer.alloc(bytes, 9).toString('base64');
+      expect(parseSubscriberRow({ ...base, secret: `whsec_${b64}` }).ok, `${bytes} bytes`).toBe(true);
+      expect(parseSubscriberRow({ ...base, secret: `whsec_${b64.replace(/=+$/, '')}` }).ok, `${bytes} bytes unpadded`).toBe(true);
+    }
+    expect(parseSubscriberRow({ ...base, secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' }).ok).toBe(true);
+  });
+
+  it('accepts an empty secret: such a webhook gets unsigned requests, as Twenty sends them', () => {
+    const parsed = parseSubscriberRow({ ...base, secret: '' });
+    expect(parsed).toMatchObject({ ok: true, subscriber: { secret: '' } });
+  });
+
+  it('ignores operations that are not object.action patterns and keeps the row', () => {
+    const parsed = parseSubscriberRow({ ...base, operations: ['metadata.*.*', 'person.created', null, 'person', "x'; drop table y;--"] });
+    expect(parsed.ok).toBe(true);
+    if (!parsed.ok) return;
+    expect([...parsed.subscriber.operationSet]).toEqual(['person.created']);
+    expect(parsed.ignoredOperations).toEqual(['metadata.*.*', null, 'person', "x'; drop table y;--"]);
+    expect(subscriberMatches(parsed.subscriber, 'person', 'created')).toBe(true);
+    expect(subscriberMatches(parsed.subscriber, 'person', 'updated')).toBe(false);
+    // Nothing usable left: valid, and it matches no event.
+    const none = parseSubscriberRow({ ...base, operations: ['metadata.*.*'] });
+    expect(none.ok).toBe(true);
+    if (none.ok) expect(subscriberMatches(none.subscriber, 'person', 'created')).toBe(false);
   });
 
   it('accepts a unicode host', () => {

@@ -59,6 +59,11 @@ describe('signRequest', () => {
     expect(headers).not.toHaveProperty('webhook-timestamp');
   });
 
+  it('sends no signature headers for an empty secret, keeping webhook-id and user-agent', () => {
+    const headers = signRequest(BODY, '', 'evt_3', Date.now(), UA);
+    expect(headers).toEqual({ 'content-type': 'application/json', 'user-agent': UA, 'webhook-id': 'evt_3' });
+  });
+
   it('draws a new nonce for every attempt', () => {
     const nonces = new Set<string>();
     for (let i = 0; i < 2_000; i++) nonces.add(signRequest(BODY, 'plain', 'evt', 1, UA)['x-twenty-webhook-nonce']);
@@ -82,8 +87,8 @@ describe('verifySignature', () => {
 
   it('accepts the Twenty scheme', () => {
     const headers = signRequest(BODY, 'plain-secret', 'evt', NOW, UA);
-    expect(verifySignature(BODY, headers, 'plain-secret', { nowMs: NOW })).toEqual({ valid: true, scheme: 'twenty' });
-    expect(verifySignature(Buffer.from(BODY), headers, 'plain-secret', { nowMs: NOW })).toEqual({
+    expect(verifySignature(BODY, headers, 'plain-secret', { nowMs: NOW })).toMatchObject({ valid: true, scheme: 'twenty' });
+    expect(verifySignature(Buffer.from(BODY), headers, 'plain-secret', { nowMs: NOW })).toMatchObject({
       valid: true,
       scheme: 'twenty',
     });
@@ -98,11 +103,13 @@ describe('verifySignature', () => {
     expect(verifySignature(SW_BODY, vectorHeaders, SW_SECRET, { nowMs: SW_TIMESTAMP_S * 1000 })).toEqual({
       valid: true,
       scheme: 'standard',
+      id: SW_ID,
+      idSigned: true,
     });
 
     const headers = signRequest(BODY, SW_SECRET, 'evt', NOW, UA);
     delete headers['x-twenty-webhook-signature'];
-    expect(verifySignature(BODY, headers, SW_SECRET, { nowMs: NOW })).toEqual({ valid: true, scheme: 'standard' });
+    expect(verifySignature(BODY, headers, SW_SECRET, { nowMs: NOW })).toMatchObject({ valid: true, scheme: 'standard' });
   });
 
   it('accepts a Standard Webhooks signature among several space-separated entries', () => {
@@ -111,7 +118,7 @@ describe('verifySignature', () => {
       'webhook-timestamp': String(SW_TIMESTAMP_S),
       'webhook-signature': `v1a,abc v1,${Buffer.alloc(32).toString('base64')} ${SW_SIGNATURE}`,
     };
-    expect(verifySignature(SW_BODY, headers, SW_SECRET, { nowMs: SW_TIMESTAMP_S * 1000 })).toEqual({
+    expect(verifySignature(SW_BODY, headers, SW_SECRET, { nowMs: SW_TIMESTAMP_S * 1000 })).toMatchObject({
       valid: true,
       scheme: 'standard',
     });
@@ -179,6 +186,55 @@ describe('verifySignature', () => {
     }
     expect(verifySignature(undefined as unknown as string, good, SW_SECRET, { nowMs: NOW }).valid).toBe(false);
     expect(verifySignature(BODY, good, undefined as unknown as string, { nowMs: NOW }).valid).toBe(false);
+  });
+
+  it('refuses whsec_ secrets whose key is empty, short, long or not strict base64, so an empty-key forgery never passes', () => {
+    const seconds = String(Math.floor(NOW / 1000));
+    const emptyKeySignature = createHmac('sha256', Buffer.alloc(0)).update(`evt.${seconds}.${BODY}`).digest('base64');
+    const forged = { 'webhook-id': 'evt', 'webhook-timestamp': seconds, 'webhook-signature': `v1,${emptyKeySignature}` };
+    for (const secret of ['whsec_', 'whsec_a', 'whsec_!!!!', 'whsec_====']) {
+      const result = verifySignature(BODY, forged, secret, { nowMs: NOW });
+      expect(result, secret).toMatchObject({ valid: false, reason: expect.stringMatching(/whsec_ secret/) });
+    }
+    for (const bytes of [16, 23, 65]) {
+      const secret = `whsec_${Buffer.alloc(bytes, 3).toString('base64')}`;
+      const key = Buffer.alloc(bytes, 3);
+      const signature = createHmac('sha256', key).update(`evt.${seconds}.${BODY}`).digest('base64');
+      const headers = { 'webhook-id': 'evt', 'webhook-timestamp': seconds, 'webhook-signature': `v1,${signature}` };
+      expect(verifySignature(BODY, headers, secret, { nowMs: NOW }), `${bytes} bytes`).toMatchObject({ valid: false, reason: expect.stringMatching(/24 to 64 byte/) });
+    }
+    expect(verifySignature(BODY, signRequest(BODY, 'plain', 'evt', NOW, UA), '', { nowMs: NOW })).toMatchObject({ valid: false });
+  });
+
+  it('returns the id the signature covers: the body id (Twenty scheme), webhook-id (Standard scheme)', () => {
+    const bodyId = JSON.parse(BODY).id as string;
+    // A replayed request may carry any webhook-id header: the Twenty signature does not cover it.
+    const twenty = signRequest(BODY, 'plain-secret', 'header-id-changed-by-a-replayer', NOW, UA);
+    expect(verifySignature(BODY, twenty, 'plain-secret', { nowMs: NOW })).toEqual({ valid: true, scheme: 'twenty', id: bodyId, idSigned: true });
+    const standard = signRequest(BODY, SW_SECRET, 'evt_standard', NOW, UA);
+    delete standard['x-twenty-webhook-signature'];
+    expect(verifySignature(BODY, standard, SW_SECRET, { nowMs: NOW })).toEqual({ valid: true, scheme: 'standard', id: 'evt_standard', idSigned: true });
+    // A body in Twenty's own format has no id: the webhook-id header is the only one, and says it is unsigned.
+    const twentyFormat = JSON.stringify({ targetUrl: 'https://x.example/', eventName: 'person.created', record: { id: 'r1' } });
+    const noBodyId = signRequest(twentyFormat, 'plain-secret', 'evt_header', NOW, UA);
+    expect(verifySignature(twentyFormat, noBodyId, 'plain-secret', { nowMs: NOW })).toEqual({ valid: true, scheme: 'twenty', id: 'evt_header', idSigned: false });
+    delete noBodyId['webhook-id'];
+    expect(verifySignature(twentyFormat, noBodyId, 'plain-secret', { nowMs: NOW })).toEqual({ valid: true, scheme: 'twenty', id: null, idSigned: false });
+  });
+
+  it('requireStandard refuses a request signed only with the Twenty scheme, and a plain secret', () => {
+    const both = signRequest(BODY, SW_SECRET, 'evt_both', NOW, UA);
+    expect(verifySignature(BODY, both, SW_SECRET, { nowMs: NOW, requireStandard: true })).toEqual({ valid: true, scheme: 'standard', id: 'evt_both', idSigned: true });
+    const twentyOnly = { ...both };
+    delete twentyOnly['webhook-signature'];
+    expect(verifySignature(BODY, twentyOnly, SW_SECRET, { nowMs: NOW })).toMatchObject({ valid: true, scheme: 'twenty' });
+    expect(verifySignature(BODY, twentyOnly, SW_SECRET, { nowMs: NOW, requireStandard: true })).toMatchObject({ valid: false, reason: expect.stringMatching(/missing webhook-signature header \(the Standard Webhooks scheme was required\)/) });
+    // A broken Standard signature is not rescued by a good Twenty one.
+    const badStandard = { ...both, 'webhook-signature': `v1,${Buffer.alloc(32).toString('base64')}` };
+    expect(verifySignature(BODY, badStandard, SW_SECRET, { nowMs: NOW })).toMatchObject({ valid: true, scheme: 'twenty' });
+    expect(verifySignature(BODY, badStandard, SW_SECRET, { nowMs: NOW, requireStandard: true })).toMatchObject({ valid: false, reason: 'signature mismatch' });
+    const plain = signRequest(BODY, 'plain-secret', 'evt', NOW, UA);
+    expect(verifySignature(BODY, plain, 'plain-secret', { nowMs: NOW, requireStandard: true })).toMatchObject({ valid: false, reason: expect.stringMatching(/not a whsec_ secret/) });
   });
 
   it('defaults to a five-minute tolerance around the current time', () => {

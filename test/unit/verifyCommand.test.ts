@@ -158,7 +158,7 @@ describe('the package entry (src/index.ts -> dist/index.js)', () => {
     ]);
     const headers = signRequest(BODY, SECRET, 'evt-1', NOW, 'ua');
     expect(headers[entry.HEADER_SIGNATURE]).toMatch(/^[0-9a-f]{64}$/);
-    expect(entry.verifySignature(BODY, headers, SECRET, { nowMs: NOW })).toEqual({ valid: true, scheme: 'twenty' });
+    expect(entry.verifySignature(BODY, headers, SECRET, { nowMs: NOW })).toEqual({ valid: true, scheme: 'twenty', id: 'evt-1', idSigned: true });
   });
 });
 
