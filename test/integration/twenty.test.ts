@@ -101,6 +101,8 @@ describe('Twenty mode', () => {
       await db.pool.query(`insert into ${alpha.schema}.person ("nameFirstName", "emailsPrimaryEmail") values ($1, $2)`, [`AlphaOnly${i}`, `a${i}@alpha.example`]);
       await db.pool.query(`insert into ${beta.schema}.person ("nameFirstName", "emailsPrimaryEmail") values ($1, $2)`, [`BetaOnly${i}`, `b${i}@beta.example`]);
     }
+    await ra.waitFor((reqs) => reqs.filter((q) => q.json.eventName === 'person.created').length >= 5);
+    await rb.waitFor((reqs) => reqs.filter((q) => q.json.eventName === 'person.created').length >= 5);
     await flush(alpha, ra, 'alpha done');
     await flush(beta, rb, 'beta done');
     expect(named(ra, 'person.created')).toHaveLength(5);
@@ -188,6 +190,9 @@ describe('Twenty mode', () => {
     await db.pool.query(`update ${beta.schema}.task set "deletedAt" = now() where id = $1`, [id]);
     await db.pool.query(`update ${beta.schema}.task set "deletedAt" = null where id = $1`, [id]);
     await db.pool.query(`delete from ${beta.schema}.task where id = $1`, [id]);
+    // One record's events arrive in commit order: once the last is here, the others (and any event
+    // for the updatedAt-only update) are too. The marker is committed after the timeline activity.
+    await r.waitFor((reqs) => reqs.some((q) => q.json.eventName === 'task.destroyed'));
     await flush(beta, r, 'lifecycle done');
     const events = r.requests.filter((q) => q.json.eventName.startsWith('task.') || q.json.eventName.startsWith('timelineActivity.'));
     expect(events.map((q) => q.json.eventName)).toEqual(['task.created', 'task.updated', 'task.deleted', 'task.restored', 'task.destroyed']);
