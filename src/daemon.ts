@@ -13,7 +13,7 @@ import type { Logger } from './log.js';
 import { Pipeline } from './pipeline.js';
 import { LeaderLock } from './replication/leaderLock.js';
 import { readSlot } from './replication/slot.js';
-import { countDeliveriesByStatus, purgeDeliveries, summarizeDeliveries } from './store/deliveryStore.js';
+import { purgeDeliveries, summarizeDeliveries } from './store/deliveryStore.js';
 
 /** How often a standby tries to take the leader lock: takeover within ~this after the leader dies. */
 const STANDBY_RETRY_MS = 2_000;

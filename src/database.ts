@@ -2,6 +2,11 @@ import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import type { BridgeConfig } from './config.js';
 
+/** Anything with pg's query(): a Pool, or a Client inside a transaction. */
+export interface Queryable {
+  query(text: string, values?: unknown[]): Promise<{ rows: any[]; rowCount: number | null }>;
+}
+
 /**
  * Connection settings shared by the query pool and the replication connection. Session settings make
  * the text forms the decoder parses predictable (ISO dates, UTC offsets).

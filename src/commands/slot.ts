@@ -1,7 +1,5 @@
 import type { Command } from 'commander';
 import type { ConfigFrom, WithClient } from './types.js';
-import type pg from 'pg';
-import type { BridgeConfig } from '../config.js';
 import { BridgeError } from '../errors.js';
 import { resetSlot } from '../replication/slot.js';
 

@@ -1,8 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import type { ConfigFrom, WithClient } from './types.js';
-import type pg from 'pg';
-import type { BridgeConfig } from '../config.js';
 import { webhooksTable } from '../config.js';
 import { BridgeError } from '../errors.js';
 import { parseSubscriberRow } from '../route/subscribers.js';

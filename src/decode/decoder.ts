@@ -2,7 +2,8 @@ import { DecodeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { postgresTimeToDate } from './pgoutput.js';
 import { isPlainKey, newRow } from './rowObject.js';
-import { UNCHANGED_TOAST, type DecodedItem, type Lsn, type PgoutputMessage, type Relation, type Row, type RowChange, type TupleValue } from './types.js';
+import type { Lsn } from '../replication/lsn.js';
+import { UNCHANGED_TOAST, type DecodedItem, type PgoutputMessage, type Relation, type Row, type RowChange, type TupleValue } from './types.js';
 import { convertValue, type TypeLookup } from './values.js';
 
 /** Prefix of the heartbeat messages the bridge writes to WAL (pg_logical_emit_message). */

@@ -1,9 +1,6 @@
-/**
- * Contract of the decode stage: pgoutput bytes -> protocol messages -> typed row changes.
- *
- * LSNs are bigint everywhere inside the bridge (the library hands out two different text forms).
- */
-export type Lsn = bigint;
+import type { Lsn } from '../replication/lsn.js';
+
+/** Contract of the decode stage: pgoutput bytes -> protocol messages -> typed row changes. */
 
 /** A column as announced by a Relation ('R') message. */
 export interface RelationColumn {

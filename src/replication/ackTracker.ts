@@ -1,4 +1,4 @@
-import type { Lsn } from '../decode/types.js';
+import type { Lsn } from './lsn.js';
 import type { SafeLsnSource } from './types.js';
 
 /**

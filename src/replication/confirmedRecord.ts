@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { Lsn } from '../decode/types.js';
+import type { Lsn } from './lsn.js';
 import type { Logger } from '../log.js';
 import { quoteIdent } from '../migrate.js';
 import { formatLsn } from './lsn.js';

@@ -1,4 +1,8 @@
-import type { Lsn } from '../decode/types.js';
+/**
+ * A position in the write-ahead log. bigint everywhere inside the bridge: the library hands out two
+ * different text forms ("0/177DB38", "00000000/0177DC60"), which compare wrongly as text.
+ */
+export type Lsn = bigint;
 
 /** Parses either text form Postgres and the library use ("0/177DB38", "00000000/0177DC60"). */
 export function parseLsn(text: string): Lsn {

@@ -1,4 +1,4 @@
-import type { Lsn } from '../decode/types.js';
+import type { Lsn } from './lsn.js';
 
 /**
  * Keepalives asking for a reply, this many at one position within the window, while we confirm less:

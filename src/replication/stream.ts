@@ -1,6 +1,7 @@
 import { LogicalReplicationService } from 'pg-logical-replication';
 import type pg from 'pg';
-import type { Lsn, PgoutputMessage } from '../decode/types.js';
+import type { PgoutputMessage } from '../decode/types.js';
+import type { Lsn } from './lsn.js';
 import { DecodeError } from '../errors.js';
 import { parsePgoutputMessage } from '../decode/pgoutput.js';
 import type { Logger } from '../log.js';

@@ -1,4 +1,5 @@
-import type { Lsn, PgoutputMessage } from '../decode/types.js';
+import type { PgoutputMessage } from '../decode/types.js';
+import type { Lsn } from './lsn.js';
 
 /** Called for every pgoutput message in stream order; the stream waits for it (back-pressure). */
 export type MessageHandler = (message: PgoutputMessage, lsn: string) => Promise<void> | void;

@@ -1,4 +1,4 @@
-import type { Lsn } from '../decode/types.js';
+import type { Lsn } from '../replication/lsn.js';
 
 /** One webhook that can receive events: a valid, active row of the webhooks table. */
 export interface Subscriber {

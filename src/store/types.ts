@@ -49,7 +49,4 @@ export interface WebhookStateRow {
   lastErrorAt: Date | null;
 }
 
-/** Anything with pg's query(): a Pool, or a Client inside a transaction. */
-export interface Queryable {
-  query(text: string, values?: unknown[]): Promise<{ rows: any[]; rowCount: number | null }>;
-}
+export type { Queryable } from '../database.js';

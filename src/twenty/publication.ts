@@ -1,4 +1,4 @@
-import type { Queryable } from '../store/types.js';
+import type { Queryable } from '../database.js';
 
 /** A table the bridge streams, and where it stands with the publication. */
 export interface TableState {

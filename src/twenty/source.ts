@@ -1,5 +1,5 @@
 import type { Logger } from '../log.js';
-import type { Queryable } from '../store/types.js';
+import type { Queryable } from '../database.js';
 import { EMPTY_CATALOG, loadTwentyCatalog, metadataFingerprint } from './catalog.js';
 import { addMissingTables, type PublicationSyncResult } from './publication.js';
 import type { TwentyCatalog } from './types.js';

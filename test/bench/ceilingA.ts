@@ -70,7 +70,7 @@ async function main(): Promise<void> {
     const { origin, pathname } = new URL(url);
     while (!stop) {
       const headers = signRequest(options.body, options.secret, `ceiling-${process.pid}-${sequence++}`, Date.now(), 'pg-webhook-bridge-bench');
-      let status = 0;
+      let status: number;
       if (options.mode === 'dispatch') status = await dispatchOnce(agent, origin, pathname, headers, options.body);
       else {
         try {

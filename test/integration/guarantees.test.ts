@@ -64,7 +64,7 @@ describe('delivery guarantees (in-process daemon)', () => {
     // webhook, back to back; one round within 2x passes (the benchmark measures the real ratio).
     const rounds: string[] = [];
     let isolated = false;
-    let deadId = '';
+    let deadId: string;
     for (let round = 1; round <= 3 && !isolated; round++) {
       const alone = await receiver();
       await addWebhook(db, alone.url, ['person.created']);

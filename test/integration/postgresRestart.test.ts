@@ -73,7 +73,7 @@ describe('Postgres restarts and acknowledgement edges (private cluster)', () => 
     const db = await database('heldshutdown');
     const config = await prepareDatabase(db, { 'delivery.timeoutMs': 120_000 });
     let daemon: Daemon | null = null;
-    let logs: LogCapture | null = null;
+    let logs: LogCapture;
     try {
       receiver.requests.length = 0;
       receiver.script(() => 'hang');

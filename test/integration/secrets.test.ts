@@ -5,7 +5,6 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { BridgeConfig } from '../../src/config.js';
 import { verifySignature } from '../../src/index.js';
 import { addWebhook, eventually, prepareDatabase, runCli, spawnBridge, startDaemon, testConfig } from '../helpers/bridge.js';
 import { clusterInfo, clusterUrl, createTestDatabase, type TestDatabase } from '../helpers/database.js';
@@ -19,7 +18,7 @@ import { startReceiver, type Receiver } from '../helpers/receiver.js';
  */
 describe('secrets stay secret', () => {
   let db: TestDatabase;
-  let config: BridgeConfig;
+
   let role: string;
   /** Distinctive, and with characters that a URL must encode. */
   let password: string;
@@ -40,7 +39,7 @@ describe('secrets stay secret', () => {
 
   beforeAll(async () => {
     db = await createTestDatabase('secrets');
-    config = await prepareDatabase(db);
+    await prepareDatabase(db);
     role = `pgwb_secret_${randomBytes(4).toString('hex')}`;
     password = `Pw#${randomBytes(12).toString('hex')}/Sekr@t`;
     await db.pool.query(`create role ${pg.escapeIdentifier(role)} login superuser password ${pg.escapeLiteral(password)}`);
