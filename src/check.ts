@@ -15,7 +15,7 @@ export interface PreflightReport {
   warnings: string[];
 }
 
-/** Preflight of contract section 1; run by `check` and at `start`. */
+/** Preflight (wal_level, privileges, publication, slot, replica identity); run by `check` and at `start`. */
 export async function preflight(client: pg.ClientBase | pg.Pool, config: BridgeConfig): Promise<PreflightReport> {
   const problems: string[] = [];
   const warnings: string[] = [];

@@ -41,7 +41,7 @@ const READINESS = {
 /**
  * The process: health endpoints first (so /readyz can say why it is not ready), then the database
  * (retried until reachable), preflight, leader election, and the pipeline while leader. stop() is the
- * graceful shutdown of contract section 7.
+ * graceful shutdown: stop reading, store or finish in-flight work, acknowledge, exit.
  */
 export class Daemon {
   readonly metrics = new BridgeMetrics();

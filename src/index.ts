@@ -24,7 +24,7 @@ export {
   STANDARD_SECRET_PREFIX,
 } from './deliver/sign.js';
 
-/** The JSON body of every delivery (contract section 5). */
+/** The JSON body of every delivery in the event format (`payload.format = "event"`). */
 export interface WebhookPayload<Row extends Record<string, unknown> = Record<string, unknown>> {
   /** `<object>.<action>`: created, updated, deleted, restored or destroyed. */
   event: string;

@@ -1,6 +1,6 @@
 /**
  * timestamptz text (as the walsender prints it, in its session's TimeZone) -> ISO-8601 UTC with
- * milliseconds, the form contract section 5 promises whatever the server's time zone. Pure.
+ * milliseconds, the form the payload promises whatever the server's time zone. Pure.
  */
 
 /** "00" .. "99", so formatting a timestamp allocates only the result. */

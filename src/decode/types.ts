@@ -44,7 +44,7 @@ export type Row = Record<string, unknown>;
 export type ChangeKind = 'insert' | 'update' | 'delete';
 
 /**
- * One committed row change, values already converted to JSON-ready form (contract section 5).
+ * One committed row change, values already converted to their JSON form.
  * `position` identifies it for ever: the commit LSN of its transaction and its index in it.
  */
 export interface RowChange {

@@ -1,5 +1,6 @@
 /**
- * Column values: Postgres text output (as pgoutput sends it) -> the JSON value of contract section 5.
+ * Column values: Postgres text output (as pgoutput sends it) -> the JSON value the payload promises
+ * (int8 and numeric as strings, json parsed, timestamptz as ISO-8601 UTC, bytea as base64, ...).
  *
  * Pure and private: we never touch pg's global type parsers, so the bridge's own queries and any
  * host application keep their settings, and the rules here are the only ones that apply.
@@ -140,7 +141,7 @@ const SEMICOLON = 0x3b;
 /** Domains over domains are legal; a cycle is not, but a bad lookup must not hang the daemon. */
 const MAX_TYPE_DEPTH = 32;
 
-/** Converts one column's text form to its JSON value (contract section 5). */
+/** Converts one column's text form to its JSON value. */
 export function convertValue(text: string, typeOid: number, lookup: TypeLookup): unknown {
   return convert(text, typeOid, lookup, 0);
 }

@@ -3,7 +3,7 @@ import ipaddr from 'ipaddr.js';
 import { ConfigError } from '../errors.js';
 
 /**
- * Which target addresses a delivery may connect to (contract 8). By default only global unicast
+ * Which target addresses a delivery may connect to By default only global unicast
  * addresses pass: loopback, private, link-local (cloud metadata included), unique-local, CGNAT,
  * multicast, unspecified, broadcast, documentation and other reserved ranges are refused.
  */

@@ -7,7 +7,7 @@ import { DeliveryError } from '../errors.js';
 import { compileAddressPolicy, type AddressCheck, type AddressPolicy } from './addressPolicy.js';
 
 /**
- * The one place that talks HTTP to receivers (contract 6, 7, 8).
+ * The one place that talks HTTP to receivers: signing headers, timeouts, redirects refused, the address guard.
  *
  * - One undici Agent for the process: keep-alive, no pipelining, `connectionsPerOrigin` sockets per
  *   origin; redirects are never followed (no redirect interceptor).

@@ -189,7 +189,7 @@ export class ReplicationStream {
   /**
    * Reports the safe LSN. The library adds 1 to what it is given, and Postgres skips a transaction
    * whose commit record starts before the reported position; reporting exactly the end of the last
-   * settled transaction (so passing end - 1) keeps a back-to-back next transaction (notes, pitfall 1).
+   * settled transaction (so passing end - 1) keeps a back-to-back next transaction.
    */
   sendStatus(force: boolean): void {
     const service = this.service;

@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: the daemon's speed beside this machine's ceilings, measured in one run (issue 7).
+ * `npm run bench`: the daemon's speed beside this machine's ceilings, measured in one run.
  *
  *   npm run bench                         full run (10-20 min)
  *   npm run bench -- --quick              scaled down, under 2 minutes
@@ -1093,7 +1093,7 @@ class Bench {
     if (m?.draining) {
       row('memory: peak RSS while draining', fmt.mb(m.draining.hwmMb), `drained ${fmt.int(m.draining.delivered)}${m.draining.complete ? '' : ' INCOMPLETE'} at ${fmt.rate(m.draining.perSecond)} (store path; retries ${m.retrySchedule}); ${fmt.cores(m.draining.cpu)}`);
     }
-    section('targets (issue 7)');
+    section('targets');
     for (const t of r.targets ?? []) row(t.figure, t.value, `${t.target}: ${t.met === null ? 'not measured' : t.met ? 'met' : 'MISSED'}`);
     const width = Math.max(...rows.map((x) => x[0].length));
     const valueWidth = Math.max(...rows.map((x) => x[1].length));

@@ -1,5 +1,5 @@
 /**
- * Issue 4, acceptance 6: one 200,000-row transaction is delivered completely while the daemon's memory
+ * One 200,000-row transaction is delivered completely while the daemon's memory
  * stays bounded. The daemon runs as a child process so its peak RSS (the kernel's VmHWM) is its own.
  */
 import { readFileSync } from 'node:fs';

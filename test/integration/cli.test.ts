@@ -9,7 +9,7 @@ import { migrate } from '../../src/migrate.js';
 import { CRM_SCHEMA_SQL, ROOT, runCli } from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 
-/** Issue 2: the CLI as users meet it — migrate, check, webhooks, bad config — and `npm run demo`. */
+/** The CLI as users meet it — migrate, check, webhooks, bad config — and `npm run demo`. */
 describe('command line', () => {
   let db: TestDatabase;
   const dir = mkdtempSync(path.join(tmpdir(), 'pgwb-cli-'));

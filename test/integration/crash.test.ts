@@ -4,7 +4,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { ChangeWriter, receivedKey } from '../helpers/writer.js';
 
-/** Issue 3, acceptance 1 and 8: SIGKILL three times during 20,000 changes; SIGTERM during a burst. */
+/** Crash safety: SIGKILL three times during 20,000 changes; SIGTERM during a burst. */
 describe('crash safety (daemon as a child process)', () => {
   let db: TestDatabase;
   let receiver: Receiver;

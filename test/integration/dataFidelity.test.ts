@@ -1,5 +1,5 @@
 /**
- * Issue 4, data fidelity: every value, every shape of change, every table, end to end through a real
+ * Data fidelity: every value, every shape of change, every table, end to end through a real
  * Postgres and a real receiver (contract sections 4 and 5).
  */
 import pg from 'pg';

@@ -5,7 +5,7 @@ import { addWebhook, confirmedFlushLsn, eventually, prepareDatabase, startDaemon
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 
-/** Issue 3: isolation, idle acknowledgement, receiver down then up, back-to-back transactions. */
+/** Isolation, idle acknowledgement, receiver down then up, back-to-back transactions. */
 describe('delivery guarantees (in-process daemon)', () => {
   let db: TestDatabase;
   let config: BridgeConfig;

@@ -6,7 +6,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 
 /**
- * Issue 6, acceptance 7 (contract 3 and 5): hostile rows in the webhooks table and hostile names and
+ * Hostile rows in the webhooks table and hostile names and
  * values in the watched data never crash the daemon; a bad row is reported (one log line naming its
  * id and problem, and `webhooks list`), and every other webhook keeps receiving.
  */

@@ -27,7 +27,7 @@ function metricValue(text: string, name: string, labels = ''): number {
   return line ? Number(line.split(' ').pop()) : Number.NaN;
 }
 
-/** Issue 5: health, metrics, high availability, slot health. */
+/** Health, metrics, high availability, slot health. */
 describe('operations', () => {
   let db: TestDatabase;
   let receiver: Receiver;

@@ -101,7 +101,7 @@ describe('Postgres restarts and acknowledgement edges (private cluster)', () => 
   });
 
   it('two back-to-back transactions, the second committing right where the first ends, with a crash between', async () => {
-    // Notes, pitfall 1: if the acknowledged position were one past the first commit's end, the second
+    // If the acknowledged position were one past the first commit's end, the second
     // transaction (whose commit record starts exactly there) would be skipped after the restart.
     const db = await database('backtoback');
     const settings = { 'replication.heartbeatIntervalMs': 600_000, 'log.level': 'warn' };

@@ -1,5 +1,5 @@
 /**
- * Issue 5, acceptance 5: what the Docker image contains works, without a Docker engine. The final
+ * What the Docker image contains works, without a Docker engine. The final
  * stage's contents are rebuilt in a temp folder the way the Dockerfile does it (compiled dist/, bin/,
  * sql/, package.json, `npm ci --omit=dev`), and the CLI is run from there against real Postgres:
  * --help, --version, check (fails: schema missing) -> migrate -> check (passes) -> start and stop.

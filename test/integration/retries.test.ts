@@ -4,7 +4,7 @@ import { addWebhook, eventually, prepareDatabase, runCli, startDaemon, testOverr
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 
-/** Issue 3, acceptance 4 and 7: retries, Retry-After, 410, timeouts, dead and redeliver. */
+/** Retries, Retry-After, 410, timeouts, dead and redeliver. */
 describe('retries', () => {
   let db: TestDatabase;
   let daemon: Daemon;

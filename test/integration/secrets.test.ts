@@ -11,7 +11,7 @@ import { clusterInfo, clusterUrl, createTestDatabase, type TestDatabase } from '
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 
 /**
- * Issue 6, acceptance 4 (contract 2 and 8): webhook secrets and the database password never reach
+ * Webhook secrets and the database password never reach
  * logs, errors, metrics or CLI output, except once when `webhooks add` generates a secret. Everything
  * the bridge prints over a whole run is captured (an in-process daemon's log at trace level, a spawned
  * `start`, CLI commands, config errors, /metrics) and searched for every secret.

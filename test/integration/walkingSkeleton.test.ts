@@ -6,7 +6,7 @@ import { addWebhook, LogCapture, prepareDatabase, startDaemon } from '../helpers
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 
-/** Issue 2: a committed row change becomes a signed webhook, end to end. */
+/** A committed row change becomes a signed webhook, end to end. */
 describe('walking skeleton', () => {
   let db: TestDatabase;
   let daemon: Daemon;

@@ -50,7 +50,7 @@ describe('buildEvent', () => {
     expect(eventIdFor({ commitLsn: 0x16b3a28n, indexInTransaction: 4 })).not.toBe(buildEvent(change({}), options)!.id);
   });
 
-  it('maps update, soft delete, restore and destroy (contract 4)', () => {
+  it('maps update, soft delete, restore and destroy', () => {
     const before = { id: 'p1', firstName: 'Alice', deletedAt: null };
     const updated = buildEvent(change({ kind: 'update', oldRow: before, newRow: { ...before, firstName: 'Bob' }, changedColumns: ['firstName'] }), options)!;
     expect(updated.name).toBe('person.updated');
