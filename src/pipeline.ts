@@ -47,6 +47,8 @@ export class Pipeline {
   private streamDone: Promise<void> | null = null;
   private starting: Promise<void> | null = null;
   private stopping = false;
+  /** Ends start()'s wait: the stream is streaming, failed or stopped, or a stop() came. */
+  private resolveStarted: (() => void) | null = null;
   private transaction: { entry: TransactionEntry; xid: number; webhooksChanged: boolean } | null = null;
   /** Transactions at or below this commit LSN were fully routed already (a reconnect replays them). */
   private lastRoutedCommitLsn: Lsn = 0n;
@@ -150,16 +152,12 @@ export class Pipeline {
       confirmable: (wanted) => this.positionRecord.cap(wanted),
       onMessage: (message, lsn) => this.onMessage(message, lsn),
       onReconnect: () => this.onReconnect(),
+      onStateChange: (state) => {
+        if (state === 'streaming' || state === 'failed' || state === 'stopped') this.resolveStarted?.();
+      },
     });
     this.positionRecord.onRecorded = () => this.stream.sendStatus(false);
-    const started = new Promise<void>((resolve) => {
-      const check = setInterval(() => {
-        if (this.stopping || this.stream.state === 'streaming' || this.stream.state === 'failed' || this.stream.state === 'stopped') {
-          clearInterval(check);
-          resolve();
-        }
-      }, 20);
-    });
+    const started = new Promise<void>((resolve) => (this.resolveStarted = resolve));
     setServerShuttingDownListener(() => {
       this.log.warn('Postgres is shutting down: dropping the replication stream so the shutdown can finish; it reconnects and replays');
       this.stream.reconnect();
@@ -321,6 +319,7 @@ export class Pipeline {
     if (this.stopping) return;
     this.stopping = true;
     this.stream?.stopAccepting();
+    this.resolveStarted?.();
     // A stop during start() (a SIGTERM right after launch) waits until start has bailed out: start uses
     // the pool, which the daemon ends once this returns.
     // (start creates no stream once it has seen `stopping`, so the call above covered any stream.)
