@@ -1,5 +1,5 @@
 import type { TransactionEntry } from '../replication/ackTracker.js';
-import type { Subscriber, WebhookEvent } from '../route/types.js';
+import type { WebhookEvent } from '../route/types.js';
 import type { AttemptOutcome } from './httpSender.js';
 
 /**
@@ -40,4 +40,4 @@ export interface LaneSettings {
   disableAfterMs: number;
 }
 
-export type { Subscriber, WebhookEvent };
+

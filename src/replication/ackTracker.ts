@@ -26,11 +26,6 @@ export class AckTracker implements SafeLsnSource {
     return this.entries.length === 0;
   }
 
-  /** Transactions not yet settled: what an ack is waiting on. */
-  get pendingTransactions(): number {
-    return this.entries.length;
-  }
-
   begin(commitLsn: Lsn): TransactionEntry {
     const entry = new TransactionEntry(this, commitLsn);
     this.entries.push(entry);

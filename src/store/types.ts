@@ -39,14 +39,4 @@ export interface DeliveryKey {
   webhookId: string;
 }
 
-export interface WebhookStateRow {
-  webhookId: string;
-  disabledAt: Date | null;
-  disabledReason: string | null;
-  lastSuccessAt: Date | null;
-  failingSince: Date | null;
-  lastError: string | null;
-  lastErrorAt: Date | null;
-}
-
 export type { Queryable } from '../database.js';

@@ -51,11 +51,6 @@ export async function listWebhookRows(db: Queryable, schema: string, webhooksTab
   return rows;
 }
 
-export async function loadDisabledWebhooks(db: Queryable, schema: string): Promise<Map<string, string>> {
-  const { rows } = await db.query(`select webhook_id::text as id, disabled_reason from ${table(schema)} where disabled_at is not null`);
-  return new Map(rows.map((r) => [r.id as string, (r.disabled_reason as string) ?? 'disabled']));
-}
-
 export async function recordSuccesses(db: Queryable, schema: string, successes: Map<string, Date>): Promise<void> {
   if (successes.size === 0) return;
   await db.query(
