@@ -93,6 +93,7 @@ export class Pipeline {
       this.sender,
       {
         schema: config.schema,
+        webhooksTable: webhooksTable(config),
         workerId: this.workerId,
         userAgent: `pg-webhook-bridge/${VERSION}`,
         concurrency: config.delivery.concurrency,
@@ -110,7 +111,7 @@ export class Pipeline {
     );
     await this.coordinator.start();
     if (this.stopping) return; // stop() drains the coordinator (and clears its timers) once this returns
-    this.coordinator.updateSubscribers(this.registry.active, this.registry.disabled);
+    this.coordinator.updateSubscribers(this.registry.active);
     const types = new TypeCatalog((sql, params) => pool.query(sql, params));
     const catalog: DecoderCatalog = {
       ensureTypes: (oids) => types.ensure(oids),
@@ -248,7 +249,7 @@ export class Pipeline {
   private async refreshRegistry(): Promise<void> {
     try {
       await this.registry.reload();
-      this.coordinator.updateSubscribers(this.registry.active, this.registry.disabled);
+      this.coordinator.updateSubscribers(this.registry.active);
       this.metrics.webhooks.set({ state: 'active' }, this.registry.active.length);
       this.metrics.webhooks.set({ state: 'disabled' }, this.registry.disabled.size);
       this.metrics.webhooks.set({ state: 'invalid' }, this.registry.invalid.length);
