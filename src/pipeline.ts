@@ -130,6 +130,8 @@ export class Pipeline {
       clientConfig: clientConfig(config),
       slot: config.replication.slot,
       publication: config.replication.publication,
+      // A row whose text is past the payload limit goes out truncated anyway: its values are not read.
+      maxValueBytes: config.delivery.maxPayloadBytes,
       ackIntervalMs: config.replication.ackIntervalMs,
       log: log.child({ module: 'replication' }),
       safeLsn: this.ack,

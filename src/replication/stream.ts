@@ -22,7 +22,7 @@ class BridgePgoutputPlugin {
   /** Frames parsed (= received), so the stream can tell when every received frame was handled. */
   frames = 0;
 
-  constructor(readonly options: { publication: string }) {}
+  constructor(readonly options: { publication: string; maxValueBytes: number }) {}
 
   get name(): string {
     return 'pgoutput';
@@ -41,7 +41,7 @@ class BridgePgoutputPlugin {
     // orderly stop, so it is handed on as a value instead.
     this.frames++;
     try {
-      return parsePgoutputMessage(buffer);
+      return parsePgoutputMessage(buffer, { maxValueBytes: this.options.maxValueBytes });
     } catch (error) {
       return { tag: 'unparsable', error: error as Error };
     }
@@ -52,6 +52,8 @@ export interface ReplicationStreamOptions {
   clientConfig: pg.ClientConfig;
   slot: string;
   publication: string;
+  /** Text a row's image may hold as strings; larger values are read as their size only (pgoutput.ts). */
+  maxValueBytes: number;
   ackIntervalMs: number;
   log: Logger;
   safeLsn: SafeLsnSource;
@@ -128,7 +130,7 @@ export class ReplicationStream {
     this.lastSentLsn = 0n;
     this.idleLsn = 0n;
     this.shutdownWait = new ShutdownWaitDetector();
-    const plugin = new BridgePgoutputPlugin({ publication: this.options.publication });
+    const plugin = new BridgePgoutputPlugin({ publication: this.options.publication, maxValueBytes: this.options.maxValueBytes });
     let handled = 0;
     service.on('data', async (lsn: string, message: ParsedFrame) => {
       // Not counted as handled: a frame dropped here must keep the idle position from passing it.
