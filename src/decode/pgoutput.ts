@@ -117,8 +117,11 @@ function parseBody(reader: Reader, tag: number): PgoutputMessage {
       const lsn = reader.uint64();
       const prefix = reader.cstring();
       const length = reader.uint32();
-      // Copied: the buffer belongs to the connection and is reused for the next frame.
-      return { tag: 'message', transactional, lsn, prefix, content: Buffer.from(reader.bytes(length)) };
+      const bytes = reader.bytes(length);
+      // Copied: the buffer belongs to the connection and is reused for the next frame. The bridge reads
+      // only the prefix (its heartbeats are empty), so another application's huge message is not copied.
+      const content = length <= reader.maxValueBytes ? Buffer.from(bytes) : null;
+      return { tag: 'message', transactional, lsn, prefix, content, contentLength: length };
     }
     default:
       // Stream ('S' 'E' 'c' 'A') and two-phase messages need protocol >= 2, which we never request.
@@ -154,7 +157,7 @@ class Reader {
   constructor(
     private readonly buf: Buffer,
     private readonly what: string,
-    private readonly maxValueBytes: number,
+    readonly maxValueBytes: number,
   ) {}
 
   fail(problem: string): never {

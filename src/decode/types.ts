@@ -59,7 +59,8 @@ export type PgoutputMessage =
   | { tag: 'update'; relationId: number; oldTuple: TupleValue[] | null; keyOnly: boolean; newTuple: TupleValue[] }
   | { tag: 'delete'; relationId: number; oldTuple: TupleValue[]; keyOnly: boolean }
   | { tag: 'truncate'; relationIds: number[]; cascade: boolean; restartIdentity: boolean }
-  | { tag: 'message'; transactional: boolean; lsn: Lsn; prefix: string; content: Buffer };
+  /** `content` is null when longer than the reader's limit (never read by the bridge). */
+  | { tag: 'message'; transactional: boolean; lsn: Lsn; prefix: string; content: Buffer | null; contentLength: number };
 
 export type Row = Record<string, unknown>;
 

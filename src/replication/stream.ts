@@ -5,6 +5,7 @@ import { DecodeError } from '../errors.js';
 import { parsePgoutputMessage } from '../decode/pgoutput.js';
 import type { Logger } from '../log.js';
 import { formatLsn, parseLsn } from './lsn.js';
+import { alignedConnection } from './messageAligner.js';
 import { ShutdownWaitDetector } from './shutdownWait.js';
 import type { MessageHandler, SafeLsnSource, StreamState } from './types.js';
 
@@ -122,7 +123,11 @@ export class ReplicationStream {
 
   private async streamOnce(): Promise<void> {
     const { log } = this.options;
-    const service = new LogicalReplicationService(this.options.clientConfig, {
+    // The library spreads this config into a new Client once per subscribe: the getter gives that
+    // client a connection whose reader gets whole messages, so a huge row is held once, not twice.
+    const clientConfig = { ...this.options.clientConfig };
+    Object.defineProperty(clientConfig, 'connection', { enumerable: true, get: () => alignedConnection(this.options.clientConfig) });
+    const service = new LogicalReplicationService(clientConfig, {
       acknowledge: { auto: false, timeoutSeconds: 0 },
       flowControl: { enabled: true },
     });
