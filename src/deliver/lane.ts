@@ -386,6 +386,11 @@ export class Lane {
     const batch = this.endpointDown ? 1 : this.settings.concurrency * CLAIM_BATCH_FACTOR;
     const webhook = { id: this.webhook.id, targetUrl: this.webhook.targetUrl, table: this.settings.webhooksTable };
     const rows = await claimDeliveries(this.db, this.settings.schema, webhook, this.settings.workerId, batch, this.settings.timeoutMs + LEASE_MARGIN_MS + CLAIM_QUEUE_LEASE_MS);
+    if (this.disabled || this.stopping) {
+      // Sending stopped while the claim ran: give the rows back now rather than when their lease ends.
+      if (rows.length > 0) await withDatabaseRetry(this.log, 'release claims', () => releaseDeliveries(this.db, this.settings.schema, rows.map((r) => ({ eventId: r.eventId, webhookId: r.webhookId }))));
+      return;
+    }
     this.claimed.push(...rows);
     this.dispatchClaimed(limit);
     if (rows.length === batch) {
