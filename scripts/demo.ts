@@ -14,7 +14,7 @@ import { Daemon } from '../src/daemon.js';
 import { createLogger } from '../src/log.js';
 import { migrate } from '../src/migrate.js';
 import { verifySignature } from '../src/verify.js';
-import { startCluster } from '../test/helpers/postgresCluster.js';
+import { ClusterSetupError, startCluster } from '../test/helpers/postgresCluster.js';
 import { runTwentyDemo } from './demoTwenty.js';
 
 const DEMO_TIMEOUT_MS = 60_000;
@@ -25,7 +25,12 @@ const exitAfter = values['exit-after'] ? Number(values['exit-after']) : null;
 if (values.twenty) await runTwentyDemo({ exitAfter, verbose: values.verbose === true });
 
 console.log('starting an embedded Postgres with wal_level=logical ...');
-const cluster = await startCluster();
+const cluster = await startCluster().catch((error: unknown) => {
+  // This machine cannot run the demo's Postgres: the message says what to do; a stack trace would not.
+  if (!(error instanceof ClusterSetupError)) throw error;
+  console.error(`demo: ${error.message}`);
+  process.exit(1);
+});
 const url = cluster.adminUrl('postgres');
 let received = 0;
 let failed = 0;

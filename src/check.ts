@@ -8,6 +8,11 @@ import { assertSlotUsable, readSlot, slotAheadError, type SlotInfo } from './rep
 
 /** WAL retained by the slot past which `check` warns: a subscriber or the bridge is far behind. */
 const SLOT_LAG_WARN_BYTES = 1024 ** 3;
+/** (table, column) added by migrations after the first ones: a schema missing one is too old. */
+const MIGRATED_COLUMNS: ReadonlyArray<readonly [string, string]> = [
+  ['slot_state', 'confirmed_lsn'],
+  ['deliveries', 'target_url'],
+];
 
 export interface PreflightReport {
   /** Each one line: what is wrong, and the command or setting that fixes it. */
@@ -52,11 +57,13 @@ export async function preflight(client: pg.ClientBase | pg.Pool, config: BridgeC
     problems.push(`role "${s.role}" may not use schema "${config.schema}": as an admin run psql -v role=${s.role} -f sql/least_privilege_role.sql (see docs/configuration.md)`);
     return { problems, warnings };
   }
-  // The newest migration's column: readable by any role, where the migrations ledger is not.
-  const current = await client.query(`select 1 from pg_attribute where attrelid = to_regclass($1) and attname = 'confirmed_lsn' and not attisdropped`, [
-    `${quoteIdent(config.schema)}.slot_state`,
-  ]);
-  if (current.rowCount === 0) problems.push(`schema "${config.schema}" is older than this version of the bridge: run "pg-webhook-bridge migrate" (as an admin)`);
+  // The columns later migrations added: readable by any role, where the migrations ledger is not.
+  const current = await client.query(
+    `select 1 from unnest($1::text[], $2::text[]) as c(t, a)
+       join pg_attribute on attrelid = to_regclass($3 || '.' || c.t) and attname = c.a and not attisdropped`,
+    [MIGRATED_COLUMNS.map(([t]) => t), MIGRATED_COLUMNS.map(([, a]) => a), quoteIdent(config.schema)],
+  );
+  if (current.rowCount !== MIGRATED_COLUMNS.length) problems.push(`schema "${config.schema}" is older than this version of the bridge: run "pg-webhook-bridge migrate" (as an admin)`);
   const table = webhooksTable(config);
   const webhooks = await client.query('select to_regclass($1) as t', [table]);
   if (webhooks.rows[0].t === null) problems.push(`webhooks table ${table} does not exist: run "pg-webhook-bridge migrate" or set webhooks.table`);

@@ -249,7 +249,7 @@ export const configSchema = {
       env: 'PG_WEBHOOK_BRIDGE_ALLOWED_CIDRS',
     },
     maxPayloadBytes: {
-      doc: 'Largest request body; a larger event is sent in its truncated form (primary key only).',
+      doc: 'Largest request body; a larger event is sent in its truncated form (primary key only), and row values past this much text are read as their length only.',
       format: 'nat',
       default: 1_048_576,
       env: 'PG_WEBHOOK_BRIDGE_MAX_PAYLOAD_BYTES',

@@ -109,6 +109,7 @@ export class Pipeline {
       this.sender,
       {
         schema: config.schema,
+        webhooksTable: webhooksTable(config),
         workerId: this.workerId,
         userAgent: `pg-webhook-bridge/${VERSION}`,
         concurrency: config.delivery.concurrency,
@@ -126,7 +127,7 @@ export class Pipeline {
     );
     await this.coordinator.start();
     if (this.stopping) return; // stop() drains the coordinator (and clears its timers) once this returns
-    this.coordinator.updateSubscribers(this.registry.active, this.registry.disabled);
+    this.coordinator.updateSubscribers(this.registry.active);
     const types = new TypeCatalog((sql, params) => pool.query(sql, params));
     const catalog: DecoderCatalog = {
       ensureTypes: (oids) => types.ensure(oids),
@@ -146,6 +147,8 @@ export class Pipeline {
       clientConfig: clientConfig(config),
       slot: config.replication.slot,
       publication: config.replication.publication,
+      // A row whose text is past the payload limit goes out truncated anyway: its values are not read.
+      maxValueBytes: config.delivery.maxPayloadBytes,
       ackIntervalMs: config.replication.ackIntervalMs,
       log: log.child({ module: 'replication' }),
       safeLsn: this.ack,
@@ -289,7 +292,7 @@ export class Pipeline {
   private async refreshRegistry(): Promise<void> {
     try {
       await this.registry.reload();
-      this.coordinator.updateSubscribers(this.registry.active, this.registry.disabled);
+      this.coordinator.updateSubscribers(this.registry.active);
       this.metrics.webhooks.set({ state: 'active' }, this.registry.active.length);
       this.metrics.webhooks.set({ state: 'disabled' }, this.registry.disabled.size);
       this.metrics.webhooks.set({ state: 'invalid' }, this.registry.invalid.length);

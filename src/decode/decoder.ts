@@ -3,7 +3,7 @@ import type { Logger } from '../log.js';
 import { postgresTimeToDate } from './pgoutput.js';
 import { isPlainKey, newRow } from './rowObject.js';
 import type { Lsn } from '../replication/lsn.js';
-import { UNCHANGED_TOAST, type DecodedItem, type PgoutputMessage, type Relation, type Row, type RowChange, type TupleValue } from './types.js';
+import { OversizedValue, UNCHANGED_TOAST, type DecodedItem, type PgoutputMessage, type Relation, type Row, type RowChange, type TupleValue } from './types.js';
 import { convertValue, type TypeLookup } from './values.js';
 
 /** Prefix of the heartbeat messages the bridge writes to WAL (pg_logical_emit_message). */
@@ -177,7 +177,8 @@ function toRow(known: KnownRelation, tuple: TupleValue[], fallback: TupleValue[]
       }
       value = old;
     }
-    row[columns[i].name] = value === null || value === undefined ? null : convertValue(value, columns[i].typeOid, lookup);
+    // An oversized value stays a marker: its event goes out truncated, so its text is never needed.
+    row[columns[i].name] = value === null || value === undefined ? null : value instanceof OversizedValue ? value : convertValue(value, columns[i].typeOid, lookup);
   }
   return row;
 }

@@ -1,14 +1,26 @@
 import { DecodeError } from '../errors.js';
-import { UNCHANGED_TOAST, type PgoutputMessage, type ReplicaIdentity, type RelationColumn, type TupleValue } from './types.js';
+import { OversizedValue, UNCHANGED_TOAST, type PgoutputMessage, type ReplicaIdentity, type RelationColumn, type TupleValue } from './types.js';
+
+export interface PgoutputOptions {
+  /**
+   * Text bytes a tuple may hold as strings. A value longer than this, or one (over SMALL_VALUE_BYTES)
+   * that would take the tuple's text past it, is read as an OversizedValue: its length only. No string
+   * is built from it, so neither the heap nor V8's string length limit bounds the size of a row.
+   */
+  maxValueBytes?: number;
+}
+
+/** Values up to this size always stay text (keys, names, dates), whatever the rest of the tuple holds. */
+const SMALL_VALUE_BYTES = 1_024;
 
 /**
  * Parser of pgoutput protocol version 1 messages (the payload of an XLogData frame). Pure: bytes in,
  * message out. Field layouts follow "Logical Replication Message Formats" in the Postgres docs.
  * Values stay in their text form here; values.ts converts them once the column type is known.
  */
-export function parsePgoutputMessage(buf: Buffer): PgoutputMessage {
+export function parsePgoutputMessage(buf: Buffer, options: PgoutputOptions = {}): PgoutputMessage {
   if (buf.length === 0) throw new DecodeError('pgoutput: empty message (expected at least a message type byte)');
-  const reader = new Reader(buf, MESSAGE_NAMES[buf[0]] ?? `message 0x${buf[0].toString(16).padStart(2, '0')}`);
+  const reader = new Reader(buf, MESSAGE_NAMES[buf[0]] ?? `message 0x${buf[0].toString(16).padStart(2, '0')}`, options.maxValueBytes ?? Infinity);
   const message = parseBody(reader, reader.byte());
   // Protocol 1 messages have no optional tail: leftover bytes mean we read the fields wrongly.
   reader.end();
@@ -64,28 +76,30 @@ function parseBody(reader: Reader, tag: number): PgoutputMessage {
       // 'I' Insert: Int32 relation id, Byte1 'N', TupleData
       const relationId = reader.uint32();
       reader.expect(0x4e, "'N' (new tuple)");
-      return { tag: 'insert', relationId, newTuple: reader.tuple() };
+      return { tag: 'insert', relationId, newTuple: reader.tuple().values };
     }
     case 0x55: {
       // 'U' Update: Int32 relation id, optional ('K' key | 'O' old) TupleData, then 'N' TupleData
       const relationId = reader.uint32();
       let kind = reader.byte();
-      let oldTuple: TupleValue[] | null = null;
+      let old: TupleData | null = null;
       let keyOnly = false;
       if (kind === 0x4b || kind === 0x4f) {
         keyOnly = kind === 0x4b;
-        oldTuple = reader.tuple();
+        old = reader.tuple();
         kind = reader.byte();
       }
       if (kind !== 0x4e) reader.fail(`expected 'K', 'O' or 'N' (new tuple), got 0x${kind.toString(16)}`);
-      return { tag: 'update', relationId, oldTuple, keyOnly, newTuple: reader.tuple() };
+      const next = reader.tuple();
+      if (old && !keyOnly) reader.unifyOversized(old, next);
+      return { tag: 'update', relationId, oldTuple: old?.values ?? null, keyOnly, newTuple: next.values };
     }
     case 0x44: {
       // 'D' Delete: Int32 relation id, 'K' key | 'O' old, TupleData
       const relationId = reader.uint32();
       const kind = reader.byte();
       if (kind !== 0x4b && kind !== 0x4f) reader.fail(`expected 'K' (key) or 'O' (old tuple), got 0x${kind.toString(16)}`);
-      return { tag: 'delete', relationId, keyOnly: kind === 0x4b, oldTuple: reader.tuple() };
+      return { tag: 'delete', relationId, keyOnly: kind === 0x4b, oldTuple: reader.tuple().values };
     }
     case 0x54: {
       // 'T' Truncate: Int32 relation count, Int8 options (1 cascade, 2 restart identity), Int32 ids
@@ -103,8 +117,11 @@ function parseBody(reader: Reader, tag: number): PgoutputMessage {
       const lsn = reader.uint64();
       const prefix = reader.cstring();
       const length = reader.uint32();
-      // Copied: the buffer belongs to the connection and is reused for the next frame.
-      return { tag: 'message', transactional, lsn, prefix, content: Buffer.from(reader.bytes(length)) };
+      const bytes = reader.bytes(length);
+      // Copied: the buffer belongs to the connection and is reused for the next frame. The bridge reads
+      // only the prefix (its heartbeats are empty), so another application's huge message is not copied.
+      const content = length <= reader.maxValueBytes ? Buffer.from(bytes) : null;
+      return { tag: 'message', transactional, lsn, prefix, content, contentLength: length };
     }
     default:
       // Stream ('S' 'E' 'c' 'A') and two-phase messages need protocol >= 2, which we never request.
@@ -127,6 +144,12 @@ function replicaIdentityOf(byte: number): ReplicaIdentity {
   }
 }
 
+/** A tuple's values, and where each text value lies in the message (start, length; -1 when not text). */
+interface TupleData {
+  values: TupleValue[];
+  spans: number[];
+}
+
 /** Bounds-checked big-endian reads over one message; every failure names the message and offset. */
 class Reader {
   private offset = 0;
@@ -134,6 +157,7 @@ class Reader {
   constructor(
     private readonly buf: Buffer,
     private readonly what: string,
+    readonly maxValueBytes: number,
   ) {}
 
   fail(problem: string): never {
@@ -209,12 +233,17 @@ class Reader {
     return b;
   }
 
-  /** TupleData: Int16 column count, then per column 'n' null | 'u' unchanged TOAST | 't' Int32 len + text. */
-  tuple(): TupleValue[] {
+  /**
+   * TupleData: Int16 column count, then per column 'n' null | 'u' unchanged TOAST | 't' Int32 len + text.
+   * Text values past the tuple's budget (maxValueBytes) are kept as their length only.
+   */
+  tuple(): TupleData {
     const count = this.count();
     // At least one byte per column: a corrupt count fails here instead of allocating a huge array.
     this.need(count);
     const values: TupleValue[] = new Array(count);
+    const spans: number[] = new Array(count * 2).fill(-1);
+    let textBytes = 0;
     for (let i = 0; i < count; i++) {
       const kind = this.byte();
       switch (kind) {
@@ -228,7 +257,14 @@ class Reader {
           // 't' text: Int32 length, then the value's text output
           const len = this.uint32();
           this.need(len);
-          values[i] = this.buf.toString('utf8', this.offset, this.offset + len);
+          spans[2 * i] = this.offset;
+          spans[2 * i + 1] = len;
+          if (len > this.maxValueBytes || (len > SMALL_VALUE_BYTES && textBytes + len > this.maxValueBytes)) {
+            values[i] = new OversizedValue(len);
+          } else {
+            values[i] = this.buf.toString('utf8', this.offset, this.offset + len);
+            textBytes += len;
+          }
           this.offset += len;
           break;
         }
@@ -237,7 +273,27 @@ class Reader {
           this.fail(`column ${i + 1}: unsupported tuple value kind 0x${kind.toString(16)} (expected 'n', 'u' or 't')`);
       }
     }
-    return values;
+    return { values, spans };
+  }
+
+  /**
+   * An UPDATE's old and new images of a column where either is oversized: compared byte for byte in
+   * the message (no string built), and when equal both get the same OversizedValue, so the column
+   * reads as unchanged. Text on one side and oversized on the other can happen (the budgets differ).
+   */
+  unifyOversized(old: TupleData, next: TupleData): void {
+    const n = Math.min(old.values.length, next.values.length);
+    for (let i = 0; i < n; i++) {
+      const a = old.values[i];
+      const b = next.values[i];
+      if (!(a instanceof OversizedValue) && !(b instanceof OversizedValue)) continue;
+      const [aStart, aLen, bStart, bLen] = [old.spans[2 * i], old.spans[2 * i + 1], next.spans[2 * i], next.spans[2 * i + 1]];
+      if (aStart < 0 || bStart < 0 || aLen !== bLen) continue;
+      if (this.buf.compare(this.buf, bStart, bStart + bLen, aStart, aStart + aLen) !== 0) continue;
+      const same = a instanceof OversizedValue ? a : (b as OversizedValue);
+      old.values[i] = same;
+      next.values[i] = same;
+    }
   }
 }
 

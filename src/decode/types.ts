@@ -24,8 +24,27 @@ export interface Relation {
 /** An unchanged TOASTed value ('u'): the server did not send it. */
 export const UNCHANGED_TOAST: unique symbol = Symbol('unchanged-toast');
 
-/** One column of a tuple as sent: null, unchanged TOAST, or the value's text form. */
-export type TupleValue = null | typeof UNCHANGED_TOAST | string;
+/**
+ * A value too large to hold as text (longer than the reader's limit): only its size is kept, no string
+ * is ever built from it. The event that carries it goes out in its truncated form. Two values are the
+ * same value exactly when they are the same object (the reader compares an old and a new image byte
+ * for byte and hands out one object when they match).
+ */
+export class OversizedValue {
+  constructor(readonly byteLength: number) {}
+
+  /** In a payload (only ever a key column of a truncated event): what it was, not its content. */
+  toJSON(): { truncated: true; byteLength: number } {
+    return { truncated: true, byteLength: this.byteLength };
+  }
+
+  toString(): string {
+    return `[oversized value of ${this.byteLength} bytes]`;
+  }
+}
+
+/** One column of a tuple as sent: null, unchanged TOAST, the value's text form, or just its size. */
+export type TupleValue = null | typeof UNCHANGED_TOAST | string | OversizedValue;
 
 export type PgoutputMessage =
   | { tag: 'begin'; finalLsn: Lsn; commitTimeMicros: bigint; xid: number }
@@ -37,7 +56,8 @@ export type PgoutputMessage =
   | { tag: 'update'; relationId: number; oldTuple: TupleValue[] | null; keyOnly: boolean; newTuple: TupleValue[] }
   | { tag: 'delete'; relationId: number; oldTuple: TupleValue[]; keyOnly: boolean }
   | { tag: 'truncate'; relationIds: number[]; cascade: boolean; restartIdentity: boolean }
-  | { tag: 'message'; transactional: boolean; lsn: Lsn; prefix: string; content: Buffer };
+  /** `content` is null when longer than the reader's limit (never read by the bridge). */
+  | { tag: 'message'; transactional: boolean; lsn: Lsn; prefix: string; content: Buffer | null; contentLength: number };
 
 export type Row = Record<string, unknown>;
 

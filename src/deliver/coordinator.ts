@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log.js';
 import type { TransactionEntry } from '../replication/ackTracker.js';
 import type { Subscriber, WebhookEvent } from '../route/types.js';
@@ -14,6 +15,8 @@ const SUCCESS_FLUSH_INTERVAL_MS = 5_000;
 const DUE_CHECK_EVERY_TICKS = 4;
 /** A failing webhook's state row is written at most this often (a dead endpoint fails a lot). */
 const FAILURE_WRITE_INTERVAL_MS = 1_000;
+/** How often a stopped lane is checked for its last attempts and writes to finish, before it is dropped. */
+const RETIRE_POLL_MS = 50;
 
 /**
  * Fans routed events out to one Lane per webhook and runs the lanes' timers: spilling old work to the
@@ -30,6 +33,11 @@ export class DeliveryCoordinator {
   private ticks = 0;
   private readonly failing = new Map<string, { failingSince: number; lastWrite: number }>();
   private ticking = false;
+  /** Lanes of webhooks no longer live: sending stopped, dropped once idle. */
+  private readonly retiring = new Set<string>();
+  /** Webhooks whose lane was dropped: a new one starts from the store, where their deliveries wait. */
+  private readonly dropped = new Set<string>();
+  private draining = false;
 
   constructor(
     private readonly db: Queryable,
@@ -56,7 +64,7 @@ export class DeliveryCoordinator {
     const now = Date.now();
     for (const subscriber of subscribers) {
       const own = event.bodyFor === null ? event : { ...event, body: event.bodyFor(subscriber) };
-      this.laneFor(subscriber).enqueue({ event: own, hold, enqueuedAt: now, stored: null, finished: false });
+      this.laneFor(subscriber).enqueue({ event: own, hold, targetUrl: subscriber.targetUrl, enqueuedAt: now, stored: null, finished: false });
     }
   }
 
@@ -68,20 +76,40 @@ export class DeliveryCoordinator {
     return null;
   }
 
-  /** The registry changed: lanes follow the new URL/secret; disabled webhooks stop sending. */
-  updateSubscribers(active: readonly Subscriber[], disabled: ReadonlySet<string>): void {
-    // Every active webhook gets its lane now, so stored work of a webhook with no new events is found.
-    for (const subscriber of active) this.laneFor(subscriber).webhook = subscriber;
-    for (const [id, lane] of this.lanes) {
-      const isDisabled = disabled.has(id);
-      if (isDisabled && !lane.disabled) {
-        lane.disabled = true;
-        if (lane.mode === 'memory') void lane.spill();
-      } else if (!isDisabled && lane.disabled) {
-        lane.disabled = false;
-        lane.poll();
+  /**
+   * The registry changed. Live webhooks' lanes follow the new secret (next attempt) and targetUrl (the
+   * backlog routed for the previous one is set aside); a webhook no longer live (deleted, soft-deleted,
+   * disabled, invalid) starts no attempt from now on, its lane is dropped once its last attempts and
+   * writes are done, and its stored deliveries wait in the store until it is live again.
+   */
+  updateSubscribers(active: readonly Subscriber[]): void {
+    const live = new Set<string>();
+    for (const subscriber of active) {
+      live.add(subscriber.id);
+      const lane = this.lanes.get(subscriber.id);
+      if (!lane) {
+        // Every live webhook gets its lane now, so stored work of a webhook with no new events is found.
+        this.laneFor(subscriber);
+        continue;
       }
+      lane.updateWebhook(subscriber);
+      if (this.retiring.delete(subscriber.id)) lane.resumeSending();
     }
+    for (const [id, lane] of this.lanes) if (!live.has(id) && !this.retiring.has(id)) this.retire(id, lane);
+  }
+
+  private retire(id: string, lane: Lane): void {
+    this.retiring.add(id);
+    void (async () => {
+      await lane.stopSending();
+      while (this.retiring.has(id) && !this.draining && !lane.idle) await sleep(RETIRE_POLL_MS);
+      if (!this.retiring.has(id) || this.draining || this.lanes.get(id) !== lane) return;
+      this.retiring.delete(id);
+      this.lanes.delete(id);
+      this.dropped.add(id);
+      this.log.info({ webhookId: id }, 'webhook no longer live: its lane is freed; stored deliveries wait until it is live again');
+      this.releaseWaiters();
+    })().catch((error) => this.log.warn({ err: error, webhookId: id }, 'could not stop the lane of a webhook that is no longer live'));
   }
 
   laneStates(): Array<{ webhookId: string; mode: string; inMemory: number; inFlight: number }> {
@@ -99,8 +127,10 @@ export class DeliveryCoordinator {
         },
         capacityFreed: () => this.releaseWaiters(),
       }, this.log.child({ webhookId: subscriber.id }));
-      if (this.startupPending.has(subscriber.id)) {
+      if (this.startupPending.has(subscriber.id) || this.dropped.has(subscriber.id)) {
         lane.mode = 'store';
+        // Its targetUrl may have changed while no lane watched it (daemon stopped, webhook removed).
+        lane.setAsideOldTargets();
         lane.poll();
       }
       this.lanes.set(subscriber.id, lane);
@@ -160,8 +190,7 @@ export class DeliveryCoordinator {
       this.log.warn({ webhookId, reason }, 'webhook disabled; re-enable with "pg-webhook-bridge webhooks enable <id>"');
       this.observer.webhookAutoDisabled(webhookId, outcome.reason === 'gone' ? 'gone' : 'failing');
       // At once, not at the next registry refresh: a 410 means no further attempts.
-      const lane = this.lanes.get(webhookId);
-      if (lane) lane.disabled = true;
+      this.lanes.get(webhookId)?.stopSending().catch((error) => this.log.warn({ err: error, webhookId }, 'could not store the work of a disabled webhook; its transaction stays unacknowledged'));
       this.onDisabled(webhookId, true);
     }
   }
@@ -175,6 +204,7 @@ export class DeliveryCoordinator {
 
   /** Shutdown: stop timers, move memory work to the store, wait for attempts up to `deadline`. */
   async drain(deadline: number): Promise<void> {
+    this.draining = true;
     if (this.tick) clearInterval(this.tick);
     if (this.successTimer) clearInterval(this.successTimer);
     this.tick = this.successTimer = null;

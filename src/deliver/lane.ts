@@ -1,6 +1,6 @@
 import type { Logger } from '../log.js';
 import type { Subscriber } from '../route/types.js';
-import { claimDeliveries, completeDeliveries, failDelivery, hasPending, insertDeliveries, releaseDeliveries } from '../store/deliveryStore.js';
+import { claimDeliveries, completeDeliveries, failDelivery, hasPending, insertDeliveries, releaseDeliveries, setAsideOtherTargets } from '../store/deliveryStore.js';
 import type { DeliveryKey, NewStoredDelivery, Queryable, StoredDelivery } from '../store/types.js';
 import { nextRetryDelayMs } from './backoff.js';
 import type { AttemptOutcome, HttpSender } from './httpSender.js';
@@ -25,6 +25,8 @@ const CLAIM_BATCH_FACTOR = 4;
 const CLAIM_QUEUE_LEASE_MS = 30_000;
 /** Consecutive endpoint-level failures (refused, timed out, 502/503/504/429) that open the breaker. */
 const BREAKER_THRESHOLD = 3;
+/** last_error of a delivery set aside because its webhook's targetUrl changed. */
+export const TARGET_CHANGED_REASON = 'targetUrl changed; redeliver to send to the new URL';
 
 export interface LaneHooks {
   /** A failed attempt: records it and applies the disable rules (410, failing too long). */
@@ -44,10 +46,16 @@ export interface LaneHooks {
  *   pending delivery of each record and sends it.
  *
  * memory -> store ("spill") when an attempt fails, when the oldest delivery waited longer than
- * `storeAfterMs`, when the webhook is disabled, or at shutdown: everything queued is stored, in-flight
- * ones are stored under a lease and finish there. store -> memory when the store holds nothing pending
- * for the webhook and no write is under way. Either way each record's deliveries go out in commit
- * order and only the record with the failing head waits.
+ * `storeAfterMs`, when the webhook stops being live, or at shutdown: everything queued is stored,
+ * in-flight ones are stored under a lease and finish there. store -> memory when the store holds
+ * nothing pending for the webhook and no write is under way. Either way each record's deliveries go
+ * out in commit order and only the record with the failing head waits.
+ *
+ * Independently, sending is on or off (`disabled`): stopSending() (webhook deleted, soft-deleted,
+ * disabled or invalid; 410 Gone) starts no attempt from that moment and gives back claimed rows;
+ * resumeSending() polls the store again. Every delivery remembers the targetUrl it was routed for,
+ * and a delivery is only ever sent to that URL: updateWebhook() with a new URL sets the older ones
+ * aside (dead, listed, redeliverable).
  */
 export class Lane {
   mode: 'memory' | 'store' = 'memory';
@@ -96,6 +104,85 @@ export class Lane {
     private readonly log: Logger,
     private readonly random: () => number = Math.random,
   ) {}
+
+  /**
+   * The webhook as last loaded. A new secret applies from the next attempt (each is signed afresh); a
+   * new targetUrl sets aside what was routed for the previous one.
+   */
+  updateWebhook(next: Subscriber): void {
+    const previousUrl = this.webhook.targetUrl;
+    this.webhook = next;
+    if (next.targetUrl !== previousUrl) this.setAsideOldTargets();
+  }
+
+  /**
+   * Deliveries routed for another targetUrl than the current one become dead with a reason, in memory
+   * and in the store, and are logged once: they are listed and `deliveries redeliver` sends them to
+   * the current URL. The poller waits until this is done.
+   */
+  setAsideOldTargets(): void {
+    const url = this.webhook.targetUrl;
+    this.claimed = this.claimed.filter((row) => row.targetUrl === null || row.targetUrl === url);
+    // Memory holds only deliveries routed before the change: stored first (with their URL), then set aside.
+    if (this.mode === 'memory' && this.memoryCount > 0) this.spill().catch((error) => this.onUnexpected(error));
+    const flushing = this.storeFlush;
+    this.pendingWrites++;
+    void (async () => {
+      try {
+        // Once these settle, everything routed before the change is in the store; later rows carry the new URL.
+        await flushing;
+        await this.writeChain.catch(() => undefined);
+        const count = await withDatabaseRetry(this.log, 'set aside deliveries routed for a previous targetUrl', () =>
+          setAsideOtherTargets(this.db, this.settings.schema, this.webhook.id, url, TARGET_CHANGED_REASON),
+        );
+        if (count > 0) {
+          this.log.warn(
+            { setAside: count },
+            `targetUrl changed: ${count} pending deliveries routed for the previous URL are set aside as dead; "pg-webhook-bridge deliveries redeliver --webhook ${this.webhook.id} --since <time>" sends them to the new URL`,
+          );
+        }
+      } catch (error) {
+        this.onUnexpected(error);
+      } finally {
+        this.pendingWrites--;
+        this.poll();
+      }
+    })();
+  }
+
+  /**
+   * No attempt starts from now on (the webhook was deleted, soft-deleted, disabled or made invalid):
+   * memory work goes to the store, claimed rows are given back. Resolves once both are written.
+   */
+  async stopSending(): Promise<void> {
+    this.disabled = true;
+    const unsent = this.claimed.splice(0);
+    const spilled = this.mode === 'memory' && this.memoryCount > 0 ? this.spill() : Promise.resolve();
+    const released =
+      unsent.length === 0
+        ? Promise.resolve()
+        : withDatabaseRetry(this.log, 'release claims', () => releaseDeliveries(this.db, this.settings.schema, unsent.map((r) => ({ eventId: r.eventId, webhookId: r.webhookId }))));
+    await Promise.all([spilled, released]);
+  }
+
+  /** The webhook is live again: its stored deliveries go out. */
+  resumeSending(): void {
+    this.disabled = false;
+    this.poll();
+  }
+
+  /** Nothing in flight, held in memory, claimed or being written: the lane can be dropped. */
+  get idle(): boolean {
+    return (
+      this.inFlight === 0 &&
+      this.memoryCount === 0 &&
+      this.claimed.length === 0 &&
+      this.storeFlush === null &&
+      this.pendingWrites === 0 &&
+      this.completions.length === 0 &&
+      !this.polling
+    );
+  }
 
   /** Deliveries held in memory (queued or in flight): what back-pressure looks at. */
   get memoryCount(): number {
@@ -297,7 +384,13 @@ export class Lane {
     // Claims fetch more than the free slots: one round trip then feeds many attempts. The lease covers
     // the wait in the local queue as well as the attempt.
     const batch = this.endpointDown ? 1 : this.settings.concurrency * CLAIM_BATCH_FACTOR;
-    const rows = await claimDeliveries(this.db, this.settings.schema, this.webhook.id, this.settings.workerId, batch, this.settings.timeoutMs + LEASE_MARGIN_MS + CLAIM_QUEUE_LEASE_MS);
+    const webhook = { id: this.webhook.id, targetUrl: this.webhook.targetUrl, table: this.settings.webhooksTable };
+    const rows = await claimDeliveries(this.db, this.settings.schema, webhook, this.settings.workerId, batch, this.settings.timeoutMs + LEASE_MARGIN_MS + CLAIM_QUEUE_LEASE_MS);
+    if (this.disabled || this.stopping) {
+      // Sending stopped while the claim ran: give the rows back now rather than when their lease ends.
+      if (rows.length > 0) await withDatabaseRetry(this.log, 'release claims', () => releaseDeliveries(this.db, this.settings.schema, rows.map((r) => ({ eventId: r.eventId, webhookId: r.webhookId }))));
+      return;
+    }
     this.claimed.push(...rows);
     this.dispatchClaimed(limit);
     if (rows.length === batch) {
@@ -317,6 +410,8 @@ export class Lane {
   private dispatchClaimed(limit: number): void {
     while (this.claimed.length > 0 && this.inFlight < limit && !this.stopping && !this.disabled) {
       const row = this.claimed.shift()!;
+      // Claimed for a targetUrl that has changed since: setAsideOldTargets() marks it, it is never sent.
+      if (row.targetUrl !== null && row.targetUrl !== this.webhook.targetUrl) continue;
       this.inFlight++;
       void (async () => {
         const outcome = await this.attempt(row.eventId, row.body, row.eventName, row.createdAt, row.attempts);
@@ -405,6 +500,7 @@ export class Lane {
       lastStatusCode: outcome?.statusCode ?? null,
       lockedUntil: dead ? null : lockedUntil,
       status: dead ? 'dead' : 'pending',
+      targetUrl: delivery.targetUrl,
     };
   }
 

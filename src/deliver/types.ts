@@ -9,6 +9,8 @@ import type { AttemptOutcome } from './httpSender.js';
 export interface MemoryDelivery {
   event: WebhookEvent;
   hold: TransactionEntry;
+  /** The webhook's targetUrl when the event was routed: a later URL never gets it. */
+  targetUrl: string;
   enqueuedAt: number;
   /** Set once the delivery has been written to the store; its outcome is then recorded there. */
   stored: Promise<void> | null;
@@ -29,6 +31,8 @@ export interface DeliveryObserver {
 
 export interface LaneSettings {
   schema: string;
+  /** The quoted, schema-qualified webhooks table: claims check the webhook is still live there. */
+  webhooksTable: string;
   workerId: string;
   userAgent: string;
   concurrency: number;

@@ -6,6 +6,7 @@ import { DecodeError } from '../errors.js';
 import { parsePgoutputMessage } from '../decode/pgoutput.js';
 import type { Logger } from '../log.js';
 import { formatLsn, parseLsn } from './lsn.js';
+import { alignedConnection } from './messageAligner.js';
 import { ShutdownWaitDetector } from './shutdownWait.js';
 import type { MessageHandler, SafeLsnSource, StreamState } from './types.js';
 
@@ -23,7 +24,7 @@ class BridgePgoutputPlugin {
   /** Frames parsed (= received), so the stream can tell when every received frame was handled. */
   frames = 0;
 
-  constructor(readonly options: { publication: string }) {}
+  constructor(readonly options: { publication: string; maxValueBytes: number }) {}
 
   get name(): string {
     return 'pgoutput';
@@ -42,7 +43,7 @@ class BridgePgoutputPlugin {
     // orderly stop, so it is handed on as a value instead.
     this.frames++;
     try {
-      return parsePgoutputMessage(buffer);
+      return parsePgoutputMessage(buffer, { maxValueBytes: this.options.maxValueBytes });
     } catch (error) {
       return { tag: 'unparsable', error: error as Error };
     }
@@ -53,6 +54,8 @@ export interface ReplicationStreamOptions {
   clientConfig: pg.ClientConfig;
   slot: string;
   publication: string;
+  /** Text a row's image may hold as strings; larger values are read as their size only (pgoutput.ts). */
+  maxValueBytes: number;
   ackIntervalMs: number;
   log: Logger;
   safeLsn: SafeLsnSource;
@@ -121,7 +124,11 @@ export class ReplicationStream {
 
   private async streamOnce(): Promise<void> {
     const { log } = this.options;
-    const service = new LogicalReplicationService(this.options.clientConfig, {
+    // The library spreads this config into a new Client once per subscribe: the getter gives that
+    // client a connection whose reader gets whole messages, so a huge row is held once, not twice.
+    const clientConfig = { ...this.options.clientConfig };
+    Object.defineProperty(clientConfig, 'connection', { enumerable: true, get: () => alignedConnection(this.options.clientConfig) });
+    const service = new LogicalReplicationService(clientConfig, {
       acknowledge: { auto: false, timeoutSeconds: 0 },
       flowControl: { enabled: true },
     });
@@ -129,7 +136,7 @@ export class ReplicationStream {
     this.lastSentLsn = 0n;
     this.idleLsn = 0n;
     this.shutdownWait = new ShutdownWaitDetector();
-    const plugin = new BridgePgoutputPlugin({ publication: this.options.publication });
+    const plugin = new BridgePgoutputPlugin({ publication: this.options.publication, maxValueBytes: this.options.maxValueBytes });
     let handled = 0;
     service.on('data', async (lsn: string, message: ParsedFrame) => {
       // Not counted as handled: a frame dropped here must keep the idle position from passing it.

@@ -1,4 +1,4 @@
-import type { RowChange, Row } from '../decode/types.js';
+import { OversizedValue, type RowChange, type Row } from '../decode/types.js';
 import { isPlainKey, newRow } from '../decode/rowObject.js';
 import { lsnToSortableHex } from '../replication/lsn.js';
 import type { ObjectResolver } from './objectMapping.js';
@@ -42,9 +42,17 @@ export function buildEvent(change: RowChange, options: EventOptions): WebhookEve
     // Not a silent drop: the receiver is told which values Postgres did not send (table not FULL).
     payload.unavailableFields = options.camelCase ? change.unavailableColumns.map(toCamelCase) : change.unavailableColumns;
   }
-  let body = stringifyPayload(payload);
-  if (Buffer.byteLength(body) > options.maxPayloadBytes) body = truncatedBody(name, id, timestamp, row, change.keyColumns, options.camelCase);
+  // A row holding a value the reader kept as its size only is too large by construction: no attempt
+  // to serialise it (hundreds of megabytes would exhaust the heap or V8's string limit).
+  let body = hasOversizedValue(row) ? null : stringifyPayload(payload);
+  if (body === null || Buffer.byteLength(body) > options.maxPayloadBytes) body = truncatedBody(name, id, timestamp, row, change.keyColumns, options.camelCase);
   return { id, name, object, action, recordKey: `${object}:${key}`, body, bodyFor: null, commitLsn: change.commitLsn, changeIndex: change.indexInTransaction, commitTime: change.commitTime };
+}
+
+/** A row holding a value the pgoutput reader kept as its size only (see OversizedValue). */
+export function hasOversizedValue(row: Row): boolean {
+  for (const key in row) if (row[key] instanceof OversizedValue) return true;
+  return false;
 }
 
 /**

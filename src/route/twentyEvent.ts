@@ -1,6 +1,6 @@
 import type { RowChange } from '../decode/types.js';
 import type { TwentyObject } from '../twenty/types.js';
-import { actionFor, eventIdFor } from './router.js';
+import { actionFor, eventIdFor, hasOversizedValue } from './router.js';
 import { compilePresentation, presentRecord, updatedFieldsOf, type Presentation } from './twentyRecord.js';
 import type { Subscriber, WebhookEvent } from './types.js';
 
@@ -50,11 +50,14 @@ export function buildTwentyEvent(change: RowChange, object: TwentyObject, option
   const name = `${object.nameSingular}.${action}`;
   const eventDate = change.commitTime.toISOString();
   const recordId = row.id;
-  let recordJson = JSON.stringify(record);
+  // A value the reader kept as its size only makes the record too large by construction: it is not
+  // serialised at all (hundreds of megabytes would exhaust the heap or V8's string limit).
+  const oversized = hasOversizedValue(row);
+  let recordJson = oversized ? '' : JSON.stringify(record);
   const updatedJson = updatedFields === null ? '' : `,"updatedFields":${JSON.stringify(updatedFields)}`;
   let truncated = '';
   // Room for the envelope: names, ids, a date and the longest URL a webhook row may hold.
-  if (recordJson.length + updatedJson.length + 2_600 > options.maxPayloadBytes) {
+  if (oversized || recordJson.length + updatedJson.length + 2_600 > options.maxPayloadBytes) {
     record = { id: recordId, truncated: true };
     recordJson = JSON.stringify(record);
     truncated = ',"truncated":true';

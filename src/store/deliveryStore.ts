@@ -20,15 +20,15 @@ function table(schema: string): string {
 export async function insertDeliveries(db: Queryable, schema: string, rows: NewStoredDelivery[], workerId: string): Promise<void> {
   if (rows.length === 0) return;
   const json = JSON.stringify(
-    rows.map((r) => ({ w: r.webhookId, e: r.eventId, n: r.eventName, r: r.recordKey, l: r.commitLsn, i: r.changeIndex, b: r.body, a: r.attempts, t: r.runAt, le: r.lastError, ls: r.lastStatusCode, lu: r.lockedUntil, st: r.status })),
+    rows.map((r) => ({ w: r.webhookId, e: r.eventId, n: r.eventName, r: r.recordKey, l: r.commitLsn, i: r.changeIndex, b: r.body, a: r.attempts, t: r.runAt, le: r.lastError, ls: r.lastStatusCode, lu: r.lockedUntil, st: r.status, u: r.targetUrl })),
   );
   await db.query(
     `insert into ${table(schema)}
        (webhook_id, event_id, event_name, record_key, commit_lsn, change_index, body, attempts, run_at,
-        last_error, last_status_code, locked_by, locked_until, status)
-     select w, e, n, r, l::pg_lsn, i, b, a, t, le, ls, case when lu is null then null else $2 end, lu, st
+        last_error, last_status_code, locked_by, locked_until, status, target_url)
+     select w, e, n, r, l::pg_lsn, i, b, a, t, le, ls, case when lu is null then null else $2 end, lu, st, u
        from json_to_recordset($1::json)
-            as x(w uuid, e text, n text, r text, l text, i int, b text, a int, t timestamptz, le text, ls int, lu timestamptz, st text)
+            as x(w uuid, e text, n text, r text, l text, i int, b text, a int, t timestamptz, le text, ls int, lu timestamptz, st text, u text)
      on conflict (event_id, webhook_id) do nothing`,
     [json, workerId],
   );
@@ -38,14 +38,25 @@ export async function insertDeliveries(db: Queryable, schema: string, rows: NewS
  * Claims up to `limit` due deliveries of one webhook, each the oldest pending delivery of its record
  * (so a failing delivery holds back later ones of the same record only), skipping rows another worker
  * holds. The lease makes a crashed worker's claims claimable again once it expires.
+ *
+ * Nothing is claimed for a webhook that is deleted, soft-deleted or disabled in the tables right now
+ * (whatever the caller last loaded), nor a delivery routed for another targetUrl than `targetUrl`.
  */
-export async function claimDeliveries(db: Queryable, schema: string, webhookId: string, workerId: string, limit: number, leaseMs: number): Promise<StoredDelivery[]> {
+export async function claimDeliveries(
+  db: Queryable,
+  schema: string,
+  webhook: { id: string; targetUrl: string; table: string },
+  workerId: string,
+  limit: number,
+  leaseMs: number,
+): Promise<StoredDelivery[]> {
   const t = table(schema);
   const { rows } = await db.query(
     `with heads as (
        select d.id from ${t} d
         where d.webhook_id = $1 and d.status = 'pending' and d.run_at <= now()
           and (d.locked_until is null or d.locked_until < now())
+          and (d.target_url is null or d.target_url = $5)
           -- the head of its record: the oldest pending delivery of the same (webhook, record); the
           -- ORDER BY + LIMIT 1 walks deliveries_pending_order_idx, whatever the table statistics say
           and d.id = (
@@ -53,17 +64,33 @@ export async function claimDeliveries(db: Queryable, schema: string, webhookId: 
              where p.webhook_id = d.webhook_id and p.record_key = d.record_key and p.status = 'pending'
              order by p.commit_lsn, p.change_index
              limit 1)
+          and exists (select 1 from ${webhook.table} w where w.id = $1 and w."deletedAt" is null)
+          and not exists (select 1 from ${quoteIdent(schema)}.webhook_state s where s.webhook_id = $1 and s.disabled_at is not null)
         order by d.commit_lsn, d.change_index
         limit $3
-        for update skip locked)
+        for update of d skip locked)
      update ${t} d set locked_by = $2, locked_until = now() + ($4::int * interval '1 millisecond'), updated_at = now()
        from heads where d.id = heads.id
      returning d.id, d.webhook_id, d.event_id, d.event_name, d.record_key, d.body, d.attempts, d.status, d.run_at,
-               d.last_error, d.last_status_code, d.created_at, d.commit_lsn, d.change_index`,
-    [webhookId, workerId, limit, leaseMs],
+               d.last_error, d.last_status_code, d.created_at, d.commit_lsn, d.change_index, d.target_url`,
+    [webhook.id, workerId, limit, leaseMs, webhook.targetUrl],
   );
   rows.sort((a, b) => (a.commit_lsn === b.commit_lsn ? a.change_index - b.change_index : compareLsnText(a.commit_lsn, b.commit_lsn)));
   return rows.map(toStoredDelivery);
+}
+
+/**
+ * Pending deliveries routed for another targetUrl than the webhook's current one become dead with
+ * `reason`, so the old backlog is never sent to the new URL; `deliveries redeliver` sends them there.
+ * Returns how many.
+ */
+export async function setAsideOtherTargets(db: Queryable, schema: string, webhookId: string, targetUrl: string, reason: string): Promise<number> {
+  const { rowCount } = await db.query(
+    `update ${table(schema)} set status = 'dead', last_error = $3, locked_by = null, locked_until = null, updated_at = now()
+      where webhook_id = $1 and status = 'pending' and target_url is not null and target_url <> $2`,
+    [webhookId, targetUrl, reason],
+  );
+  return rowCount ?? 0;
 }
 
 function compareLsnText(a: string, b: string): number {
@@ -81,7 +108,10 @@ export async function completeDeliveries(db: Queryable, schema: string, keys: De
   );
 }
 
-/** A failed attempt: the next one at `runAt`, or dead when `runAt` is null (budget spent). */
+/**
+ * A failed attempt: the next one at `runAt`, or dead when `runAt` is null (budget spent). A row set
+ * aside (dead) while the attempt ran stays dead.
+ */
 export async function failDelivery(
   db: Queryable,
   schema: string,
@@ -93,7 +123,7 @@ export async function failDelivery(
         set attempts = $3, status = case when $4::timestamptz is null then 'dead' else 'pending' end,
             run_at = coalesce($4::timestamptz, run_at), last_error = $5, last_status_code = $6,
             locked_by = null, locked_until = null, updated_at = now()
-      where event_id = $1 and webhook_id = $2`,
+      where event_id = $1 and webhook_id = $2 and status = 'pending'`,
     [key.eventId, key.webhookId, failure.attempts, failure.runAt, failure.error.slice(0, 1_000), failure.statusCode],
   );
 }
@@ -141,7 +171,7 @@ export async function listDeliveries(
   filter: { status?: 'pending' | 'dead'; webhookId?: string; limit?: number },
 ): Promise<StoredDelivery[]> {
   const { rows } = await db.query(
-    `select id, webhook_id, event_id, event_name, record_key, body, attempts, status, run_at, last_error, last_status_code, created_at
+    `select id, webhook_id, event_id, event_name, record_key, body, attempts, status, run_at, last_error, last_status_code, created_at, target_url
        from ${table(schema)}
       where ($1::text is null or status = $1) and ($2::uuid is null or webhook_id = $2)
       order by commit_lsn, change_index limit $3`,
@@ -150,11 +180,14 @@ export async function listDeliveries(
   return rows.map(toStoredDelivery);
 }
 
-/** Makes dead or failing deliveries due again with a fresh retry budget. Returns how many. */
+/**
+ * Makes dead or failing deliveries due again with a fresh retry budget, for the webhook's current
+ * targetUrl. Returns how many.
+ */
 export async function redeliver(db: Queryable, schema: string, filter: { id?: string; webhookId?: string; since?: Date }): Promise<number> {
   const { rowCount } = await db.query(
     `update ${table(schema)}
-        set status = 'pending', attempts = 0, run_at = now(), locked_by = null, locked_until = null, updated_at = now()
+        set status = 'pending', attempts = 0, run_at = now(), locked_by = null, locked_until = null, target_url = null, updated_at = now()
       where ($1::bigint is not null and id = $1)
          or ($1::bigint is null and webhook_id = $2 and created_at >= $3 and (status = 'dead' or attempts > 0))`,
     [filter.id ?? null, filter.webhookId ?? null, filter.since ?? new Date(0)],
@@ -202,5 +235,6 @@ function toStoredDelivery(r: Record<string, any>): StoredDelivery {
     lastError: r.last_error,
     lastStatusCode: r.last_status_code,
     createdAt: r.created_at,
+    targetUrl: r.target_url ?? null,
   };
 }

@@ -12,6 +12,8 @@ export interface StoredDelivery {
   lastError: string | null;
   lastStatusCode: number | null;
   createdAt: Date;
+  /** The webhook's targetUrl when the delivery was routed; null: whatever it is now. */
+  targetUrl: string | null;
 }
 
 /** What is written when a delivery enters the store. */
@@ -31,6 +33,8 @@ export interface NewStoredDelivery {
   lastStatusCode: number | null;
   /** Set when the delivery is in flight right now: the lease keeps the store poller off it. */
   lockedUntil: Date | null;
+  /** The webhook's targetUrl when the delivery was routed. */
+  targetUrl: string;
 }
 
 /** The key of a delivery everywhere: one event, one webhook. */

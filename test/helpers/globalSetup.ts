@@ -8,7 +8,7 @@
  */
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { startCluster, type ClusterHandle } from './postgresCluster.js';
+import { ClusterSetupError, startCluster, type ClusterHandle } from './postgresCluster.js';
 
 export interface ProvidedPgCluster {
   host: string;
@@ -48,7 +48,12 @@ export default async function setup(project: TestProject): Promise<(() => Promis
   if (!needsCluster(project)) return undefined;
 
   const startedAt = Date.now();
-  let cluster: ClusterHandle | undefined = await startCluster();
+  let cluster: ClusterHandle | undefined = await startCluster().catch((error: unknown) => {
+    if (!(error instanceof ClusterSetupError)) throw error;
+    // One line saying what to do, instead of vitest's report of a failed setup with its stack trace.
+    console.error(`integration tests: ${error.message}`);
+    process.exit(1);
+  });
   if (process.env.PGWB_TEST_VERBOSE) {
     console.log(`[globalSetup] Postgres on ${cluster.host}:${cluster.port} (${cluster.binDir}) in ${Date.now() - startedAt} ms`);
   }

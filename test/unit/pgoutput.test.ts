@@ -203,21 +203,27 @@ describe('pgoutput fixtures', () => {
     expectTransaction(f, 0, 4);
     const inside = as(f.messages[1], 'message');
     expect(inside).toMatchObject({ transactional: true, prefix: 'fixture_prefix', lsn: f.messages[1].lsn });
-    expect(inside.content.toString('utf8')).toBe('inside a transaction');
+    expect(inside.content!.toString('utf8')).toBe('inside a transaction');
     const heartbeat = as(f.messages[5], 'message');
     expect(heartbeat).toMatchObject({ transactional: false, prefix: 'pg_webhook_bridge_heartbeat', lsn: f.messages[5].lsn });
-    expect(heartbeat.content.length).toBe(0);
+    expect(heartbeat.content!.length).toBe(0);
     expect(f.messages[5].xid).toBe(0);
     const binary = as(f.messages[6], 'message');
     expect(binary).toMatchObject({ transactional: false, prefix: 'binary', lsn: f.messages[6].lsn });
-    expect([...binary.content]).toEqual([0x00, 0xff, 0x10]);
+    expect([...binary.content!]).toEqual([0x00, 0xff, 0x10]);
   });
 
   it('the message content is a copy: reusing the frame buffer does not change it', () => {
     const bytes = Buffer.from(load('message.hex').messages[6].bytes);
     const message = parsePgoutputMessage(bytes) as Extract<PgoutputMessage, { tag: 'message' }>;
     bytes.fill(0);
-    expect([...message.content]).toEqual([0x00, 0xff, 0x10]);
+    expect([...message.content!]).toEqual([0x00, 0xff, 0x10]);
+  });
+
+  it('a message longer than the value limit is not copied: its length only', () => {
+    const bytes = load('message.hex').messages[6].bytes;
+    expect(parsePgoutputMessage(bytes, { maxValueBytes: 2 })).toMatchObject({ tag: 'message', prefix: 'binary', content: null, contentLength: 3 });
+    expect(parsePgoutputMessage(bytes, { maxValueBytes: 3 })).toMatchObject({ content: Buffer.from([0x00, 0xff, 0x10]), contentLength: 3 });
   });
 
   it("origin: the Origin message follows Begin with the origin's name and commit LSN", () => {

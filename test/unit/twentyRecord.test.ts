@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { RowChange } from '../../src/decode/types.js';
+import { OversizedValue, type RowChange } from '../../src/decode/types.js';
 import { RawJson } from '../../src/decode/values.js';
 import { buildCatalog } from '../../src/twenty/catalog.js';
 import { buildTwentyEvent } from '../../src/route/twentyEvent.js';
@@ -209,6 +209,13 @@ describe('buildTwentyEvent', () => {
     const body = JSON.parse(event.body);
     expect(Object.keys(body)).toEqual(['event', 'data', 'timestamp', 'id']);
     expect(body.data.name).toEqual({ firstName: 'Ada', lastName: '' });
+  });
+
+  it('sends a row with a value the reader kept as its size only as its id, without serialising it', () => {
+    const event = buildTwentyEvent(change({ newRow: row({ jobTitle: new OversizedValue(600_000_000) }) }), PERSON, options)!;
+    const body = JSON.parse(event.bodyFor!(subscriber('w1', 'https://example.com/')));
+    expect(body.record).toEqual({ id: 'a0000000-0000-4000-8000-000000000001', truncated: true });
+    expect(body.truncated).toBe(true);
   });
 
   it('sends a record too large for maxPayloadBytes as its id, marked truncated', () => {
