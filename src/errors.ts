@@ -60,3 +60,21 @@ export class PreflightError extends BridgeError {
     this.problems = problems;
   }
 }
+
+/**
+ * What a catch block works with: the thrown value itself when it is an Error (its `code` and `cause`
+ * intact), otherwise an Error that says what was thrown and keeps it as `cause`.
+ */
+export function coerceError(thrown: unknown): Error {
+  if (thrown instanceof Error) return thrown;
+  const described = typeof thrown === 'string' ? thrown : safeDescribe(thrown);
+  return new Error(`non-Error thrown: ${described}`, { cause: thrown });
+}
+
+function safeDescribe(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}

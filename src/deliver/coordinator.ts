@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { coerceError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { TransactionEntry } from '../replication/ackTracker.js';
 import type { Subscriber, WebhookEvent } from '../route/types.js';
@@ -163,8 +164,8 @@ export class DeliveryCoordinator {
       if (++this.ticks % DUE_CHECK_EVERY_TICKS === 0) {
         for (const lane of this.lanes.values()) if (lane.mode === 'memory') lane.poll();
       }
-    } catch (error) {
-      this.log.warn({ err: error }, 'delivery tick failed');
+    } catch (caught) {
+      this.log.warn({ err: coerceError(caught) }, 'delivery tick failed');
     } finally {
       this.ticking = false;
     }

@@ -1,22 +1,9 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { coerceError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { calculateDelay, DATABASE_RETRY_SCHEDULE_MS, isTransientSqlState, NO_JITTER, SHUTTING_DOWN_SQLSTATES } from './backoff.js';
 
-/**
- * SQLSTATEs (and socket errors) after which the same statement may succeed if sent again: lost
- * connections, a restarting server, contention. Anything else is a bug or a broken schema and is thrown.
- */
-const RETRYABLE_SQLSTATES = new Set([
-  '40001', // serialization_failure
-  '40P01', // deadlock_detected
-  '53300', // too_many_connections
-  '55P03', // lock_not_available
-  '57P01', // admin_shutdown
-  '57P02', // crash_shutdown
-  '57P03', // cannot_connect_now
-]);
 const RETRYABLE_SOCKET_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
-const RETRY_DELAYS_MS = [100, 250, 500, 1_000, 2_000, 5_000];
-/** The server is going down: it also waits for our replication stream to confirm, which waits for us. */
-const SHUTTING_DOWN_SQLSTATES = new Set(['57P01', '57P02', '57P03']);
 
 let onServerShuttingDown: (() => void) | null = null;
 
@@ -33,7 +20,7 @@ export function setServerShuttingDownListener(listener: (() => void) | null): vo
 
 export function isRetryableDatabaseError(error: unknown): boolean {
   const code = (error as { code?: string } | null)?.code;
-  if (code && (RETRYABLE_SQLSTATES.has(code) || code.startsWith('08') || RETRYABLE_SOCKET_CODES.has(code))) return true;
+  if (code && (isTransientSqlState(code) || RETRYABLE_SOCKET_CODES.has(code))) return true;
   const message = (error as Error | null)?.message ?? '';
   return /Connection terminated|connection timeout|Client has encountered a connection error/i.test(message);
 }
@@ -47,12 +34,14 @@ export async function withDatabaseRetry<T>(log: Logger, what: string, run: () =>
   for (let attempt = 0; ; attempt++) {
     try {
       return await run();
-    } catch (error) {
+    } catch (caught) {
+      const error = coerceError(caught);
       if (!isRetryableDatabaseError(error)) throw error;
       if (SHUTTING_DOWN_SQLSTATES.has((error as { code?: string }).code ?? '')) onServerShuttingDown?.();
-      const delay = RETRY_DELAYS_MS[Math.min(attempt, RETRY_DELAYS_MS.length - 1)];
+      // The last step of the schedule repeats: store writes are never given up.
+      const delay = calculateDelay(Math.min(attempt + 1, DATABASE_RETRY_SCHEDULE_MS.length), DATABASE_RETRY_SCHEDULE_MS, NO_JITTER)!;
       log.warn({ err: error, attempt: attempt + 1, retryInMs: delay }, `database unavailable while trying to ${what}; retrying`);
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      await sleep(delay);
     }
   }
 }

@@ -1,9 +1,10 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, buildConnector, type Dispatcher } from 'undici';
 import { settleBy } from '../deadline.js';
-import { DeliveryError } from '../errors.js';
+import { coerceError, DeliveryError } from '../errors.js';
 import { compileAddressPolicy, type AddressCheck, type AddressPolicy } from './addressPolicy.js';
 
 /**
@@ -207,8 +208,8 @@ export function createHttpSender(options: HttpSenderOptions): HttpSender {
       const attempt = new Attempt(started, timeoutMs, maxResponseBytes, resolve);
       try {
         agent.dispatch({ origin: t.origin, path: t.path, method: 'POST', headers, body }, attempt);
-      } catch (err) {
-        attempt.onResponseError(undefined, err instanceof Error ? err : new Error(String(err)));
+      } catch (caught) {
+        attempt.onResponseError(undefined, coerceError(caught));
       }
     });
   }
@@ -305,7 +306,8 @@ async function resolveAllowed(
   let resolved: Array<{ address: string; family: 4 | 6 }>;
   try {
     resolved = await withTimeout(lookup(host), timeoutMs);
-  } catch (err) {
+  } catch (caught) {
+    const err = coerceError(caught);
     const code = (err as { code?: unknown }).code;
     throw new DeliveryError('ERR_DNS', `could not resolve the target host${typeof code === 'string' ? ` (${code})` : ''}`, {
       retryable: true,
@@ -328,14 +330,17 @@ async function resolveAllowed(
 }
 
 /** Bounds a lookup so a stuck resolver cannot pin a connection slot (and close()) forever. */
-function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => {
-      reject(Object.assign(new Error(`lookup took longer than ${timeoutMs} ms`), { code: 'ETIMEDOUT' }));
-    }, timeoutMs);
+async function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
+  // Aborted once the race is decided: the timer keeps nothing alive and its rejection is the race's.
+  const settled = new AbortController();
+  const timeout = sleep(timeoutMs, undefined, { signal: settled.signal }).then((): never => {
+    throw Object.assign(new Error(`lookup took longer than ${timeoutMs} ms`), { code: 'ETIMEDOUT' });
   });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    settled.abort();
+  }
 }
 
 function isConnectFailure(err: Error | null | undefined): boolean {
