@@ -1,15 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { coerceError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { TransactionEntry } from '../replication/ackTracker.js';
 import type { Subscriber, WebhookEvent } from '../route/types.js';
 import { webhooksWithPending } from '../store/deliveryStore.js';
 import type { Queryable } from '../store/types.js';
 import { disableWebhook, recordFailure, recordSuccesses } from '../store/webhookState.js';
 import { withDatabaseRetry } from './databaseRetry.js';
-import type { AttemptOutcome, HttpSender } from './httpSender.js';
 import { Lane } from './lane.js';
-import type { DeliveryObserver, LaneSettings } from './types.js';
+import type { DeliveryObserver, FailedAttempt, HttpSender, LaneSettings, TransactionHold } from './types.js';
 
 const SUCCESS_FLUSH_INTERVAL_MS = 5_000;
 /** Fast-path lanes look for rows made due from outside every this many ticks (storePollMs each). */
@@ -61,7 +59,7 @@ export class DeliveryCoordinator {
   }
 
   /** Hands one event to every subscriber it was routed to; `hold` keeps its transaction unacknowledged. */
-  route(event: WebhookEvent, subscribers: readonly Subscriber[], hold: TransactionEntry): void {
+  route(event: WebhookEvent, subscribers: readonly Subscriber[], hold: TransactionHold): void {
     const now = Date.now();
     for (const subscriber of subscribers) {
       const own = event.bodyFor === null ? event : { ...event, body: event.bodyFor(subscriber) };
@@ -94,7 +92,7 @@ export class DeliveryCoordinator {
         continue;
       }
       lane.updateWebhook(subscriber);
-      if (this.retiring.delete(subscriber.id)) lane.resumeSending();
+      if (this.retiring.delete(subscriber.id)) lane.enable();
     }
     for (const [id, lane] of this.lanes) if (!live.has(id) && !this.retiring.has(id)) this.retire(id, lane);
   }
@@ -102,7 +100,7 @@ export class DeliveryCoordinator {
   private retire(id: string, lane: Lane): void {
     this.retiring.add(id);
     void (async () => {
-      await lane.stopSending();
+      await lane.disable('webhook no longer live');
       while (this.retiring.has(id) && !this.draining && !lane.idle) await sleep(RETIRE_POLL_MS);
       if (!this.retiring.has(id) || this.draining || this.lanes.get(id) !== lane) return;
       this.retiring.delete(id);
@@ -128,12 +126,7 @@ export class DeliveryCoordinator {
         },
         capacityFreed: () => this.releaseWaiters(),
       }, this.log.child({ webhookId: subscriber.id }));
-      if (this.startupPending.has(subscriber.id) || this.dropped.has(subscriber.id)) {
-        lane.mode = 'store';
-        // Its targetUrl may have changed while no lane watched it (daemon stopped, webhook removed).
-        lane.setAsideOldTargets();
-        lane.poll();
-      }
+      if (this.startupPending.has(subscriber.id) || this.dropped.has(subscriber.id)) lane.startFromStore();
       this.lanes.set(subscriber.id, lane);
     }
     return lane;
@@ -155,7 +148,7 @@ export class DeliveryCoordinator {
       for (const lane of this.lanes.values()) {
         // A slow receiver must not hold the slot back: old in-memory work moves to the store.
         if (lane.mode === 'memory' && lane.oldestAgeMs(now) > this.settings.storeAfterMs) {
-          void lane.spill().then(() => this.releaseWaiters());
+          void lane.moveToStore().then(() => this.releaseWaiters());
         } else if (lane.mode === 'store') lane.poll();
       }
       // Rows made due from outside (CLI redeliver, a crashed replica's leases) for lanes on the fast
@@ -171,7 +164,7 @@ export class DeliveryCoordinator {
     }
   }
 
-  private async onFailure(webhookId: string, outcome: Extract<AttemptOutcome, { ok: false }>): Promise<void> {
+  private async onFailure(webhookId: string, outcome: FailedAttempt): Promise<void> {
     // Before any await: a registry reload already under way must not route to a gone webhook again.
     if (outcome.reason === 'gone') this.onDisabled(webhookId, false);
     const now = Date.now();
@@ -191,7 +184,7 @@ export class DeliveryCoordinator {
       this.log.warn({ webhookId, reason }, 'webhook disabled; re-enable with "pg-webhook-bridge webhooks enable <id>"');
       this.observer.webhookAutoDisabled(webhookId, outcome.reason === 'gone' ? 'gone' : 'failing');
       // At once, not at the next registry refresh: a 410 means no further attempts.
-      this.lanes.get(webhookId)?.stopSending().catch((error) => this.log.warn({ err: error, webhookId }, 'could not store the work of a disabled webhook; its transaction stays unacknowledged'));
+      this.lanes.get(webhookId)?.disable(reason).catch((error) => this.log.warn({ err: coerceError(error), webhookId }, 'could not store the work of a disabled webhook; its transaction stays unacknowledged'));
       this.onDisabled(webhookId, true);
     }
   }

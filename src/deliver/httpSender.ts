@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, buildConnector, type Dispatcher } from 'undici';
 import { settleBy } from '../deadline.js';
 import { coerceError, DeliveryError } from '../errors.js';
+import type { AttemptFailureReason, AttemptOutcome, HttpSender } from './types.js';
 import { compileAddressPolicy, type AddressCheck, type AddressPolicy } from './addressPolicy.js';
 
 /**
@@ -29,32 +30,7 @@ export interface HttpSenderOptions {
   lookup?: (hostname: string) => Promise<Array<{ address: string; family: 4 | 6 }>>;
 }
 
-export type AttemptFailureReason =
-  | 'http_status'
-  | 'redirect'
-  | 'gone'
-  | 'timeout'
-  | 'connection_refused'
-  | 'connection_error'
-  | 'blocked_address'
-  | 'invalid_url'
-  | 'payload_too_large';
-
-export type AttemptOutcome =
-  | { ok: true; statusCode: number; durationMs: number }
-  | {
-      ok: false;
-      reason: AttemptFailureReason;
-      statusCode?: number;
-      retryAfterMs?: number;
-      message: string;
-      durationMs: number;
-    };
-
-export interface HttpSender {
-  send(url: string, body: string, headers: Record<string, string>): Promise<AttemptOutcome>;
-  close(deadline?: number): Promise<void>;
-}
+export type { AttemptFailureReason, AttemptOutcome, HttpSender } from './types.js';
 
 /** Raised by the connector when no address of the target may be dialled. */
 export class BlockedAddressError extends DeliveryError {

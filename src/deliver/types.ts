@@ -1,6 +1,48 @@
-import type { TransactionEntry } from '../replication/ackTracker.js';
 import type { WebhookEvent } from '../route/types.js';
-import type { AttemptOutcome } from './httpSender.js';
+
+/**
+ * The deliver stage's contract. It consumes routed events and a way to hold their transaction's
+ * acknowledgement back; it produces attempts (through an HttpSender) and reports them to an observer.
+ */
+
+export type AttemptFailureReason =
+  | 'http_status'
+  | 'redirect'
+  | 'gone'
+  | 'timeout'
+  | 'connection_refused'
+  | 'connection_error'
+  | 'blocked_address'
+  | 'invalid_url'
+  | 'payload_too_large';
+
+export type AttemptOutcome =
+  | { ok: true; statusCode: number; durationMs: number }
+  | {
+      ok: false;
+      reason: AttemptFailureReason;
+      statusCode?: number;
+      retryAfterMs?: number;
+      message: string;
+      durationMs: number;
+    };
+
+export type FailedAttempt = Extract<AttemptOutcome, { ok: false }>;
+
+/** Sends one signed request; never rejects: every failure is an outcome. */
+export interface HttpSender {
+  send(url: string, body: string, headers: Record<string, string>): Promise<AttemptOutcome>;
+  close(deadline?: number): Promise<void>;
+}
+
+/**
+ * What a delivery keeps of its transaction: the acknowledgement waits while any delivery holds it.
+ * The replication stage's transaction entry is passed in; deliver only needs these two calls.
+ */
+export interface TransactionHold {
+  hold(): void;
+  release(): void;
+}
 
 /**
  * A delivery on the fast path: one event to one webhook, held in memory. Its transaction's
@@ -8,7 +50,7 @@ import type { AttemptOutcome } from './httpSender.js';
  */
 export interface MemoryDelivery {
   event: WebhookEvent;
-  hold: TransactionEntry;
+  hold: TransactionHold;
   /** The webhook's targetUrl when the event was routed: a later URL never gets it. */
   targetUrl: string;
   enqueuedAt: number;
@@ -43,5 +85,3 @@ export interface LaneSettings {
   storeAfterMs: number;
   disableAfterMs: number;
 }
-
-
