@@ -1,4 +1,4 @@
-import { setImmediate as realImmediate } from 'node:timers/promises';
+import { setImmediate as realImmediate, setTimeout as realSleep } from 'node:timers/promises';
 import pino from 'pino';
 import type { AttemptOutcome, DeliveryObserver, DeliveryOutcomeLabel, HttpSender, LaneSettings, MemoryDelivery, TransactionHold } from '../../../src/deliver/types.js';
 import type { Subscriber, WebhookEvent } from '../../../src/route/types.js';
@@ -313,4 +313,16 @@ export async function until(condition: () => boolean, rounds = 200): Promise<voi
     await realImmediate();
   }
   throw new Error(`condition not met after ${rounds} turns: ${condition.toString()}`);
+}
+
+/**
+ * Waits for `condition` in real time (for code that sleeps with node:timers/promises, which fake
+ * timers leave alone); fails after `timeoutMs`.
+ */
+export async function eventually(condition: () => boolean, timeoutMs = 1_000): Promise<void> {
+  // Counted in real sleeps: fake timers freeze Date and performance.
+  for (let waited = 0; !condition(); waited += 5) {
+    if (waited >= timeoutMs) throw new Error(`condition not met within ${timeoutMs} ms: ${condition.toString()}`);
+    await realSleep(5);
+  }
 }
