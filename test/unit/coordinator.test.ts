@@ -144,7 +144,7 @@ describe('DeliveryCoordinator', () => {
   });
 
   it('disables a webhook that has failed for longer than disableAfterMs', async () => {
-    const { coordinator, sender, store, disabled, route, webhook } = await setup({ concurrency: 1, disableAfterMs: 1_000, retryScheduleS: [1, 1, 1] });
+    const { coordinator, sender, store, disabled, route, webhook } = await setup({ concurrency: 1, disableAfterMs: 500, retryScheduleS: [1, 1, 1] });
     sender.answer = () => HTTP_500;
     route('a', 1);
     await until(() => store.rows.length === 1 && store.count('recordFailure') === 1);
