@@ -2,14 +2,14 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { coerceError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { formatLsn } from '../replication/lsn.js';
 import type { Subscriber } from '../route/types.js';
 import type { DeliveryKey, NewStoredDelivery, Queryable, StoredDelivery } from '../store/types.js';
 import { nextRetryDelayMs } from './backoff.js';
+import { AttemptRunner } from './attemptRunner.js';
 import { EndpointBreaker } from './endpointBreaker.js';
 import { RecordQueue } from './recordQueue.js';
-import { signRequest } from './sign.js';
 import { LEASE_MARGIN_MS, StoreClaimer } from './storeClaimer.js';
+import { describeOutcome, storedRow } from './storedRow.js';
 import { StoreWriter } from './storeWriter.js';
 import type { AttemptOutcome, DeliveryObserver, FailedAttempt, HttpSender, LaneSettings, MemoryDelivery } from './types.js';
 
@@ -71,19 +71,21 @@ export class Lane {
   private polling = false;
   private repoll = false;
   private readonly breaker = new EndpointBreaker();
+  private readonly attempts: AttemptRunner;
   private readonly writer: StoreWriter;
   private readonly claimer: StoreClaimer;
 
   constructor(
     private current: Subscriber,
     db: Queryable,
-    private readonly sender: HttpSender,
+    sender: HttpSender,
     private readonly settings: LaneSettings,
     private readonly observer: DeliveryObserver,
     private readonly hooks: LaneHooks,
     private readonly log: Logger,
     private readonly random: () => number = Math.random,
   ) {
+    this.attempts = new AttemptRunner(sender, settings, observer, this.breaker, log, random);
     this.writer = new StoreWriter(db, settings, {
       toRow: (delivery, now) => this.toRow(delivery, 0, now, null, null),
       batchStored: (batch) => {
@@ -418,23 +420,14 @@ export class Lane {
 
   // ---- One attempt. ----
 
-  /** One HTTP attempt, signed afresh (new timestamp and nonce per attempt). */
   private async attempt(eventId: string, body: string, eventName: string, commitTime: Date, previousAttempts: number): Promise<AttemptOutcome> {
-    const headers = signRequest(body, this.current.secret, eventId, Date.now(), this.settings.userAgent);
-    const outcome = await this.sender.send(this.current.targetUrl, body, headers);
+    const outcome = await this.attempts.run(this.current, { eventId, body, eventName, commitTime, previousAttempts });
     if (outcome.ok) {
-      this.breaker.succeeded();
       this.hooks.success(this.current.id);
-      this.observer.attempt(this.current.id, outcome, 'success', { name: eventName, commitTime });
       return outcome;
     }
     // 410 Gone: no further attempts, from this very moment (the state write follows).
     if (outcome.reason === 'gone') this.setSendingOff();
-    this.breaker.failed(outcome, Date.now(), () => nextRetryDelayMs(Math.max(1, previousAttempts + 1), this.settings.retryScheduleS, this.random, outcome.retryAfterMs));
-    const label = outcome.reason === 'blocked_address' ? 'refused' : 'retry';
-    this.observer.attempt(this.current.id, outcome, label, { name: eventName, commitTime });
-    // webhookId comes with this lane's child logger.
-    this.log.info({ eventId, attempt: previousAttempts + 1, reason: outcome.reason, statusCode: outcome.statusCode, error: outcome.message }, 'delivery attempt failed');
     if (this.lifecycle !== 'closed') await this.hooks.failure(this.current.id, outcome);
     return outcome;
   }
@@ -445,24 +438,8 @@ export class Lane {
   }
 
   private toRow(delivery: MemoryDelivery, attempts: number, runAt: Date, outcome: FailedAttempt | null, lockedUntil: Date | null): NewStoredDelivery {
-    const { event } = delivery;
     const dead = outcome !== null && this.nextRunAt(attempts, outcome) === null;
-    return {
-      webhookId: this.current.id,
-      eventId: event.id,
-      eventName: event.name,
-      recordKey: event.recordKey,
-      commitLsn: formatLsn(event.commitLsn),
-      changeIndex: event.changeIndex,
-      body: event.body,
-      attempts,
-      runAt,
-      lastError: outcome ? describeOutcome(outcome) : null,
-      lastStatusCode: outcome?.statusCode ?? null,
-      lockedUntil: dead ? null : lockedUntil,
-      status: dead ? 'dead' : 'pending',
-      targetUrl: delivery.targetUrl,
-    };
+    return storedRow(this.current.id, delivery, { attempts, runAt, outcome, lockedUntil, dead });
   }
 
   /**
@@ -486,8 +463,4 @@ export class Lane {
     await this.claimer.flushCompletions();
     this.setLifecycleClosed();
   }
-}
-
-function describeOutcome(outcome: FailedAttempt): string {
-  return outcome.statusCode ? `${outcome.reason} (HTTP ${outcome.statusCode}): ${outcome.message}` : `${outcome.reason}: ${outcome.message}`;
 }
