@@ -108,7 +108,7 @@ export class DeliveryCoordinator {
       this.dropped.add(id);
       this.log.info({ webhookId: id }, 'webhook no longer live: its lane is freed; stored deliveries wait until it is live again');
       this.releaseWaiters();
-    })().catch((error) => this.log.warn({ err: error, webhookId: id }, 'could not stop the lane of a webhook that is no longer live'));
+    })().catch((error) => this.log.warn({ err: coerceError(error), webhookId: id }, 'could not stop the lane of a webhook that is no longer live'));
   }
 
   laneStates(): Array<{ webhookId: string; mode: string; inMemory: number; inFlight: number }> {
@@ -193,7 +193,7 @@ export class DeliveryCoordinator {
     if (this.successes.size === 0) return;
     const batch = new Map(this.successes);
     this.successes.clear();
-    await recordSuccesses(this.db, this.settings.schema, batch).catch((error) => this.log.warn({ err: error }, 'could not record webhook successes'));
+    await recordSuccesses(this.db, this.settings.schema, batch).catch((error) => this.log.warn({ err: coerceError(error) }, 'could not record webhook successes'));
   }
 
   /** Shutdown: stop timers, move memory work to the store, wait for attempts up to `deadline`. */

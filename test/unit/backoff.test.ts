@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { calculateDelay, DATABASE_RETRY_SCHEDULE_MS, isTransientSqlState, NO_JITTER } from '../../src/deliver/backoff.js';
-import { isRetryableDatabaseError } from '../../src/deliver/databaseRetry.js';
+import pino from 'pino';
+import { isRetryableDatabaseError, setServerShuttingDownListener, withDatabaseRetry } from '../../src/deliver/databaseRetry.js';
 import { coerceError } from '../../src/errors.js';
 
 describe('calculateDelay', () => {
@@ -49,5 +50,33 @@ describe('coerceError', () => {
     const circular: Record<string, unknown> = {};
     circular.self = circular;
     expect(coerceError(circular).cause).toBe(circular);
+  });
+});
+
+describe('withDatabaseRetry', () => {
+  it('sends a statement again after a transient SQLSTATE, waiting the first step of the schedule, and tells the shutdown listener', async () => {
+    const log = pino({ level: 'silent' });
+    let calls = 0;
+    let shuttingDown = 0;
+    setServerShuttingDownListener(() => shuttingDown++);
+    try {
+      const started = performance.now();
+      const result = await withDatabaseRetry(log, 'test', async () => {
+        if (++calls === 1) throw Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' });
+        return 'done';
+      });
+      expect(result).toBe('done');
+      expect(calls).toBe(2);
+      expect(shuttingDown).toBe(1);
+      expect(performance.now() - started).toBeGreaterThanOrEqual(DATABASE_RETRY_SCHEDULE_MS[0] - 5);
+    } finally {
+      setServerShuttingDownListener(null);
+    }
+  });
+
+  it('throws anything else at once, as an Error', async () => {
+    const log = pino({ level: 'silent' });
+    await expect(withDatabaseRetry(log, 'test', () => Promise.reject(Object.assign(new Error('duplicate key'), { code: '23505' })))).rejects.toMatchObject({ code: '23505' });
+    await expect(withDatabaseRetry(log, 'test', () => Promise.reject('a string'))).rejects.toBeInstanceOf(Error);
   });
 });
