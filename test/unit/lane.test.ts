@@ -103,6 +103,26 @@ describe('Lane memory -> store -> memory', () => {
     expect(store.count('insert')).toBe(inserts);
   });
 
+  it('two attempts failing together spill once: the second, already stored under a lease, records its failure in the store', async () => {
+    const { lane, sender, store, hold, failures, enqueue } = setup({ concurrency: 2 });
+    sender.answer = () => 'hold';
+    enqueue('a', 1);
+    enqueue('b', 2);
+    enqueue('a', 3);
+    await settle();
+    expect(sender.sentIds()).toEqual(['a-1', 'b-2']);
+    sender.finish(HTTP_500);
+    await until(() => failures.length === 2 && store.count('fail') === 1);
+    await settle();
+    expect(lane.mode).toBe('store');
+    expect(store.count('insert')).toBe(1);
+    expect(hold.outstanding).toBe(0);
+    const rows = Object.fromEntries(store.rows.map((r) => [r.event_id, r]));
+    expect(rows['a-1']).toMatchObject({ attempts: 1, status: 'pending', last_status_code: 500 });
+    expect(rows['b-2']).toMatchObject({ attempts: 1, status: 'pending', last_status_code: 500, locked_until: null });
+    expect(rows['a-3']).toMatchObject({ attempts: 0, status: 'pending' });
+  });
+
   it('moveToStore() stores queued work and leases in-flight work, whose late outcome is recorded in the store', async () => {
     const { lane, sender, store, hold, enqueue } = setup({ concurrency: 1 });
     sender.answer = () => 'hold';
