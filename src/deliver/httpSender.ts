@@ -30,7 +30,7 @@ export interface HttpSenderOptions {
   lookup?: (hostname: string) => Promise<Array<{ address: string; family: 4 | 6 }>>;
 }
 
-export type { AttemptFailureReason, AttemptOutcome, HttpSender } from './types.js';
+export type { AttemptOutcome, HttpSender } from './types.js';
 
 /** Raised by the connector when no address of the target may be dialled. */
 export class BlockedAddressError extends DeliveryError {
