@@ -5,6 +5,7 @@ import { webhooksRelation, webhooksTable } from './config.js';
 import { clientConfig, isTransactionVisible } from './database.js';
 import { settleBy } from './deadline.js';
 import { Decoder, HEARTBEAT_PREFIX, type DecoderCatalog } from './decode/decoder.js';
+import { parsePgoutputMessage } from './decode/pgoutput.js';
 import { TypeCatalog } from './decode/typeCatalog.js';
 import type { PgoutputMessage, RowChange } from './decode/types.js';
 import type { Lsn } from './replication/lsn.js';
@@ -39,7 +40,7 @@ const VISIBILITY_WARN_EVERY_MS = 10_000;
 export class Pipeline {
   private coordinator!: DeliveryCoordinator;
   private registry!: WebhookRegistry;
-  private stream!: ReplicationStream;
+  private stream!: ReplicationStream<PgoutputMessage>;
   private positionRecord!: ConfirmedPositionRecord;
   private decoder!: Decoder;
   private readonly ack = new AckTracker();
@@ -148,7 +149,8 @@ export class Pipeline {
       slot: config.replication.slot,
       publication: config.replication.publication,
       // A row whose text is past the payload limit goes out truncated anyway: its values are not read.
-      maxValueBytes: config.delivery.maxPayloadBytes,
+      // Values larger than a payload may be are read as their size only: no string is built from them.
+      parse: (frame) => parsePgoutputMessage(frame, { maxValueBytes: config.delivery.maxPayloadBytes }),
       ackIntervalMs: config.replication.ackIntervalMs,
       log: log.child({ module: 'replication' }),
       safeLsn: this.ack,
