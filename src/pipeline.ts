@@ -197,7 +197,7 @@ export class Pipeline {
         if (this.skipping || !this.transaction) return;
         const { change } = item;
         // The bare table name: a schema label would make one series per Twenty workspace.
-        this.metrics.changeDecoded(change.table, change.kind);
+        this.metrics.changeDecoded(this.tableLabel(change), change.kind);
         if (change.schema === this.webhooksRelation.schema && change.table === this.webhooksRelation.table) {
           this.transaction.webhooksChanged = true;
           return;
@@ -248,6 +248,15 @@ export class Pipeline {
     if (event === null) return null;
     const subscribers = this.registry.index.forEvent(event.object, event.action);
     return subscribers.length === 0 ? null : { event, subscribers, objectLabel: event.object };
+  }
+
+  /**
+   * The `table` label of decoded changes: the bare table name, and in Twenty mode "custom" for every
+   * custom object's table, whose names each workspace chooses (series must not grow with tenants).
+   */
+  private tableLabel(change: RowChange): string {
+    if (this.twenty && change.table.startsWith('_') && this.twenty.catalog.objectFor(change.schema, change.table)?.isCustom) return 'custom';
+    return change.table;
   }
 
   private async refreshTwenty(): Promise<void> {
