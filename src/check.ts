@@ -1,7 +1,8 @@
 import type pg from 'pg';
 import type { BridgeConfig } from './config.js';
 import { databaseTlsWarning, webhooksTable } from './config.js';
-import { findWatchedTables, quoteIdent, type WatchedTable } from './migrate.js';
+import { quoteIdent } from './database.js';
+import { findWatchedTables, type WatchedTable } from './migrate.js';
 import { hasWorkspaceColumn } from './store/webhookState.js';
 import { tableStates } from './twenty/publication.js';
 import { assertSlotUsable, readSlot, slotAheadError, type SlotInfo } from './replication/slot.js';

@@ -1,5 +1,6 @@
 import convict from 'convict';
 import { existsSync, readFileSync } from 'node:fs';
+import { quoteQualified } from './database.js';
 import { ConfigError } from './errors.js';
 
 /**
@@ -513,7 +514,7 @@ function deepFreeze<T>(value: T): T {
 /** The subscribers table, schema-qualified and quoted for SQL. */
 export function webhooksTable(config: BridgeConfig): string {
   const { schema, table } = webhooksRelation(config);
-  return `"${schema.replace(/"/g, '""')}"."${table.replace(/"/g, '""')}"`;
+  return quoteQualified(schema, table);
 }
 
 /** The subscribers table as the replication stream names it. */

@@ -2,6 +2,16 @@ import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import type { BridgeConfig } from './config.js';
 
+/** Quotes a name for SQL ("person", "my ""odd"" table"). */
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** Quotes a qualified name for SQL: "schema"."table". */
+export function quoteQualified(schema: string, table: string): string {
+  return `${quoteIdent(schema)}.${quoteIdent(table)}`;
+}
+
 /** Anything with pg's query(): a Pool, or a Client inside a transaction. */
 export interface Queryable {
   query(text: string, values?: unknown[]): Promise<{ rows: any[]; rowCount: number | null }>;

@@ -6,6 +6,7 @@ import type { BridgeConfig } from './config.js';
 import { webhooksTable } from './config.js';
 import { compileObjectMapping } from './route/objectMapping.js';
 import type { Logger } from './log.js';
+import { quoteIdent, quoteQualified } from './database.js';
 import { BridgeError } from './errors.js';
 import { hasTwentyMetadata, loadTwentyCatalog } from './twenty/catalog.js';
 
@@ -19,14 +20,6 @@ export interface MigrateResult {
   replicaIdentityChanged: string[];
 }
 
-/** Quotes a name for SQL: "schema"."table". */
-export function quoteQualified(schema: string, table: string): string {
-  return `${quoteIdent(schema)}.${quoteIdent(table)}`;
-}
-
-export function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
 
 /** The numbered SQL files, in order. */
 export function migrationFiles(): string[] {

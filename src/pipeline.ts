@@ -5,6 +5,7 @@ import { webhooksRelation, webhooksTable } from './config.js';
 import { clientConfig, isTransactionVisible } from './database.js';
 import { settleBy } from './deadline.js';
 import { Decoder, HEARTBEAT_PREFIX, type DecoderCatalog } from './decode/decoder.js';
+import { parsePgoutputMessage } from './decode/pgoutput.js';
 import { TypeCatalog } from './decode/typeCatalog.js';
 import type { PgoutputMessage, RowChange } from './decode/types.js';
 import type { Lsn } from './replication/lsn.js';
@@ -39,7 +40,7 @@ const VISIBILITY_WARN_EVERY_MS = 10_000;
 export class Pipeline {
   private coordinator!: DeliveryCoordinator;
   private registry!: WebhookRegistry;
-  private stream!: ReplicationStream;
+  private stream!: ReplicationStream<PgoutputMessage>;
   private positionRecord!: ConfirmedPositionRecord;
   private decoder!: Decoder;
   private readonly ack = new AckTracker();
@@ -148,7 +149,8 @@ export class Pipeline {
       slot: config.replication.slot,
       publication: config.replication.publication,
       // A row whose text is past the payload limit goes out truncated anyway: its values are not read.
-      maxValueBytes: config.delivery.maxPayloadBytes,
+      // Values larger than a payload may be are read as their size only: no string is built from them.
+      parse: (frame) => parsePgoutputMessage(frame, { maxValueBytes: config.delivery.maxPayloadBytes }),
       ackIntervalMs: config.replication.ackIntervalMs,
       log: log.child({ module: 'replication' }),
       safeLsn: this.ack,
@@ -195,7 +197,7 @@ export class Pipeline {
         if (this.skipping || !this.transaction) return;
         const { change } = item;
         // The bare table name: a schema label would make one series per Twenty workspace.
-        this.metrics.changeDecoded(change.table, change.kind);
+        this.metrics.changeDecoded(this.tableLabel(change), change.kind);
         if (change.schema === this.webhooksRelation.schema && change.table === this.webhooksRelation.table) {
           this.transaction.webhooksChanged = true;
           return;
@@ -246,6 +248,15 @@ export class Pipeline {
     if (event === null) return null;
     const subscribers = this.registry.index.forEvent(event.object, event.action);
     return subscribers.length === 0 ? null : { event, subscribers, objectLabel: event.object };
+  }
+
+  /**
+   * The `table` label of decoded changes: the bare table name, and in Twenty mode "custom" for every
+   * custom object's table, whose names each workspace chooses (series must not grow with tenants).
+   */
+  private tableLabel(change: RowChange): string {
+    if (this.twenty && change.table.startsWith('_') && this.twenty.catalog.objectFor(change.schema, change.table)?.isCustom) return 'custom';
+    return change.table;
   }
 
   private async refreshTwenty(): Promise<void> {

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Lsn } from './lsn.js';
 import type { Logger } from '../log.js';
-import { quoteIdent } from '../migrate.js';
+import { quoteIdent } from '../database.js';
 import { formatLsn } from './lsn.js';
 
 /** A database that refuses the write is retried at each status report (1 s): warn less often. */

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { ReplicationError } from '../errors.js';
-import { quoteIdent } from '../migrate.js';
+import { quoteIdent } from '../database.js';
 
 export interface SlotInfo {
   slotName: string;

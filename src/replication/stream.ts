@@ -1,30 +1,31 @@
 import { LogicalReplicationService } from 'pg-logical-replication';
 import type pg from 'pg';
-import type { PgoutputMessage } from '../decode/types.js';
 import type { Lsn } from './lsn.js';
 import { DecodeError } from '../errors.js';
-import { parsePgoutputMessage } from '../decode/pgoutput.js';
 import type { Logger } from '../log.js';
 import { formatLsn, parseLsn } from './lsn.js';
 import { alignedConnection } from './messageAligner.js';
 import { ShutdownWaitDetector } from './shutdownWait.js';
-import type { MessageHandler, SafeLsnSource, StreamState } from './types.js';
+import type { FrameParser, MessageHandler, SafeLsnSource, StreamState } from './types.js';
 
-type ParsedFrame = PgoutputMessage | { tag: 'unparsable'; error: Error };
+/** A frame the parser refused, handed on as a value (see BridgePgoutputPlugin.parse). */
+class UnparsableFrame {
+  constructor(readonly error: Error) {}
+}
 
 /** Reconnect delays after a lost stream: quick first, capped so a down database is not hammered. */
 const RECONNECT_DELAYS_MS = [250, 500, 1_000, 2_000, 5_000];
 
 /**
- * Our pgoutput plugin for pg-logical-replication: our own parser (bytes -> messages, unit-tested on
- * fixtures) instead of the library's, which runs values through pg's global type parsers.
- * `messages 'true'` makes the heartbeats written with pg_logical_emit_message reach us.
+ * Our pgoutput plugin for pg-logical-replication: the bridge's own parser (bytes -> messages,
+ * unit-tested on fixtures) instead of the library's, which runs values through pg's global type
+ * parsers. `messages 'true'` makes the heartbeats written with pg_logical_emit_message reach us.
  */
-class BridgePgoutputPlugin {
+class BridgePgoutputPlugin<Message> {
   /** Frames parsed (= received), so the stream can tell when every received frame was handled. */
   frames = 0;
 
-  constructor(readonly options: { publication: string; maxValueBytes: number }) {}
+  constructor(readonly options: { publication: string; parse: FrameParser<Message> }) {}
 
   get name(): string {
     return 'pgoutput';
@@ -37,31 +38,30 @@ class BridgePgoutputPlugin {
     );
   }
 
-  parse(buffer: Buffer): ParsedFrame {
+  parse(buffer: Buffer): Message | UnparsableFrame {
     // Parsed synchronously: the buffer belongs to the connection and is reused after this returns.
     // A throw here would escape the library's socket listener and kill the process without the
     // orderly stop, so it is handed on as a value instead.
     this.frames++;
     try {
-      return parsePgoutputMessage(buffer, { maxValueBytes: this.options.maxValueBytes });
+      return this.options.parse(buffer);
     } catch (error) {
-      return { tag: 'unparsable', error: error as Error };
+      return new UnparsableFrame(error as Error);
     }
   }
 }
 
-export interface ReplicationStreamOptions {
+export interface ReplicationStreamOptions<Message> {
   clientConfig: pg.ClientConfig;
   slot: string;
   publication: string;
-  /** Text a row's image may hold as strings; larger values are read as their size only (pgoutput.ts). */
-  maxValueBytes: number;
+  parse: FrameParser<Message>;
   ackIntervalMs: number;
   log: Logger;
   safeLsn: SafeLsnSource;
   /** What may be confirmed of a wanted position: only what is recorded first (ConfirmedPositionRecord). */
   confirmable?: (wanted: Lsn) => Lsn;
-  onMessage: MessageHandler;
+  onMessage: MessageHandler<Message>;
   /** Called before each new connection: state tied to the previous connection must be dropped. */
   onReconnect?: () => void;
   onStateChange?: (state: StreamState) => void;
@@ -72,7 +72,7 @@ export interface ReplicationStreamOptions {
  * LSN. pg-logical-replication is used with auto-acknowledge and its timer OFF, and a fresh service per
  * connection (a reused one resumes from the last *received* LSN). Nothing else acknowledges.
  */
-export class ReplicationStream {
+export class ReplicationStream<Message> {
   private service: LogicalReplicationService | null = null;
   private stopped = false;
   private ackTimer: NodeJS.Timeout | null = null;
@@ -90,7 +90,7 @@ export class ReplicationStream {
   private fatal: Error | null = null;
   state: StreamState = 'connecting';
 
-  constructor(private readonly options: ReplicationStreamOptions) {}
+  constructor(private readonly options: ReplicationStreamOptions<Message>) {}
 
   /** Streams until stop() or a fatal error; resolves when the stream is closed. */
   async run(): Promise<void> {
@@ -136,15 +136,15 @@ export class ReplicationStream {
     this.lastSentLsn = 0n;
     this.idleLsn = 0n;
     this.shutdownWait = new ShutdownWaitDetector();
-    const plugin = new BridgePgoutputPlugin({ publication: this.options.publication, maxValueBytes: this.options.maxValueBytes });
+    const plugin = new BridgePgoutputPlugin({ publication: this.options.publication, parse: this.options.parse });
     let handled = 0;
-    service.on('data', async (lsn: string, message: ParsedFrame) => {
+    service.on('data', async (lsn: string, message: Message | UnparsableFrame) => {
       // Not counted as handled: a frame dropped here must keep the idle position from passing it.
       if (this.fatal || this.stopped || !this.accepting) return;
       handled++;
       this.inHandler = true;
       try {
-        if (message.tag === 'unparsable') throw new DecodeError(`cannot parse a pgoutput message: ${message.error.message}`, lsn, { cause: message.error });
+        if (message instanceof UnparsableFrame) throw new DecodeError(`cannot parse a pgoutput message: ${message.error.message}`, lsn, { cause: message.error });
         await this.options.onMessage(message, lsn);
       } catch (error) {
         // A message we cannot handle must not be skipped: stop without acknowledging past it.

@@ -1,4 +1,4 @@
-import { quoteIdent } from '../migrate.js';
+import { quoteIdent } from '../database.js';
 import type { Queryable } from './types.js';
 
 /**

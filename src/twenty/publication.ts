@@ -1,4 +1,4 @@
-import type { Queryable } from '../database.js';
+import { quoteIdent, type Queryable } from '../database.js';
 
 /** A table the bridge streams, and where it stands with the publication. */
 export interface TableState {
@@ -32,10 +32,6 @@ export interface PublicationSyncResult {
   madeFull: string[];
   /** One line per table the bridge could not fix, with the reason Postgres gave. */
   problems: string[];
-}
-
-function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
 }
 
 /**

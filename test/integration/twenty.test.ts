@@ -326,6 +326,22 @@ describe('Twenty mode', () => {
     expect(healthy.requests[0].json.eventDate).toBe(first.json.eventDate);
   });
 
+  it('labels metrics by object and action, never by workspace schema, custom objects as one label', async () => {
+    const r = await receiver();
+    await addWebhook(alpha, r.url, ['pet.created', 'person.created']);
+    await db.pool.query(`insert into ${alpha.schema}._pet (name) values ('Labelled')`);
+    await db.pool.query(`insert into ${alpha.schema}.person ("nameFirstName") values ('Labelled')`);
+    await r.waitFor((reqs) => reqs.some((q) => q.json.eventName === 'pet.created') && reqs.some((q) => q.json.eventName === 'person.created'));
+    const text = await daemon.metrics.registry.metrics();
+    expect(text).toMatch(/pgwb_changes_decoded_total\{table="custom",kind="insert"\} [1-9]/);
+    expect(text).toMatch(/pgwb_events_routed_total\{object="custom",action="created"\} [1-9]/);
+    expect(text).toMatch(/pgwb_events_routed_total\{object="person",action="created"\} [1-9]/);
+    expect(text).toMatch(/pgwb_source_workspaces [2-9]/);
+    for (const line of text.split('\n').filter((l) => l.startsWith('pgwb_'))) {
+      expect(line).not.toMatch(/workspace_|_pet|[0-9a-f]{8}-[0-9a-f]{4}-/);
+    }
+  });
+
   it('check refuses a Twenty webhooks table read in tables mode with workspace schema patterns', async () => {
     const result = await runCli(
       ['--database-url', db.url, '--replication-slot', 'slot_other', '--replication-publication', 'pgwb', '--webhooks-table', 'core.webhook', '--source-tables', JSON.stringify({ 'workspace_*.person': 'person' }), 'check'],
