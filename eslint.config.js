@@ -33,6 +33,8 @@ export default tseslint.config(
       '@typescript-eslint/no-explicit-any': 'off',
       // Control characters are matched on purpose: terminal output and log text are sanitised with them.
       'no-control-regex': 'off',
+      // A variable a cleanup closure reads before start-up assigns it stays `let`.
+      'prefer-const': ['error', { ignoreReadBeforeAssign: true }],
       'import-x/no-cycle': 'error',
       'import-x/no-restricted-paths': ['error', { zones: stageZones }],
     },

@@ -75,7 +75,11 @@ const SCENARIOS: Scenario[] = [
   {
     file: 'update-key.hex',
     about: "UPDATE changing the primary key of a default-identity table: the old key only ('K'); then an UPDATE that keeps the key: no old image at all",
-    sql: [`insert into fixture.document values (10, 'draft', 'short')`, `update fixture.document set id = 11 where id = 10`, `update fixture.document set title = 'final' where id = 11`],
+    sql: [
+      `insert into fixture.document values (10, 'draft', 'short')`,
+      `update fixture.document set id = 11 where id = 10`,
+      `update fixture.document set title = 'final' where id = 11`,
+    ],
   },
   {
     file: 'toast.hex',

@@ -10,7 +10,8 @@ export const END = '<!-- config-table:end -->';
 
 export function configTable(): string {
   const rows = configKeys().map((k) => {
-    const value = k.key === 'source.tables' ? Object.fromEntries((k.default as Array<{ table: string; object: string }>).map((p) => [p.table, p.object])) : k.default;
+    const value =
+      k.key === 'source.tables' ? Object.fromEntries((k.default as Array<{ table: string; object: string }>).map((p) => [p.table, p.object])) : k.default;
     const shown = `\`${JSON.stringify(value)}\``;
     return `| \`${k.key}\` | \`${k.env ?? ''}\` | \`${flagForKey(k.key)}\` | ${shown} | ${k.doc.replace(/\|/g, '\\|')} |`;
   });

@@ -50,7 +50,9 @@ const receiver = http.createServer((req, res) => {
     const label = 'name' in event.data ? event.data.name : (event.data.firstName ?? event.data.title);
     if (check.valid) received++;
     else failed++;
-    console.log(`${event.event.padEnd(18)} id=${event.id}  ${check.valid ? `verified (${check.scheme})` : `NOT VERIFIED: ${check.reason}`}  ${JSON.stringify(label)}`);
+    console.log(
+      `${event.event.padEnd(18)} id=${event.id}  ${check.valid ? `verified (${check.scheme})` : `NOT VERIFIED: ${check.reason}`}  ${JSON.stringify(label)}`,
+    );
     if (failed > 0) void finish(1);
     else if (exitAfter !== null && received >= exitAfter) void finish(0);
   });
@@ -72,25 +74,39 @@ const db = new pg.Client({ connectionString: url });
 await db.connect();
 await db.query(readFileSync(new URL('../examples/crm-schema.sql', import.meta.url), 'utf8'));
 await migrate(db, config);
-await db.query(`insert into webhook_bridge.webhooks ("targetUrl", operations, secret, description) values ($1, '{*.*}', $2, 'demo receiver')`, [receiverUrl, SECRET]);
+await db.query(`insert into webhook_bridge.webhooks ("targetUrl", operations, secret, description) values ($1, '{*.*}', $2, 'demo receiver')`, [
+  receiverUrl,
+  SECRET,
+]);
 console.log(`receiver at ${receiverUrl}; webhook registered for *.* (secret ${SECRET.slice(0, 10)}...)`);
 
 const daemon = new Daemon(config, createLogger(config.log.level));
 await daemon.start();
 console.log('daemon streaming; writing CRM changes ...\n');
 
-const timeout = setTimeout(() => {
-  console.error(`demo: only ${received} verified events after ${DEMO_TIMEOUT_MS / 1000} s`);
-  void finish(1);
-}, exitAfter !== null ? DEMO_TIMEOUT_MS : 2 ** 31 - 1);
+const timeout = setTimeout(
+  () => {
+    console.error(`demo: only ${received} verified events after ${DEMO_TIMEOUT_MS / 1000} s`);
+    void finish(1);
+  },
+  exitAfter !== null ? DEMO_TIMEOUT_MS : 2 ** 31 - 1,
+);
 
 function pick(headers: http.IncomingHttpHeaders, pattern: RegExp): http.IncomingHttpHeaders {
   return Object.fromEntries(Object.entries(headers).filter(([name]) => pattern.test(name)));
 }
 
 async function writeSomeChanges(round: number): Promise<void> {
-  const company = await db.query(`insert into company (name, "domainName", employees) values ($1, $2, $3) returning id`, [`Acme ${round}`, `acme${round}.example`, 10 + round]);
-  const person = await db.query(`insert into person ("firstName", "lastName", email, "companyId") values ($1, 'Doe', $2, $3) returning id`, [`Alice ${round}`, `alice${round}@example.com`, company.rows[0].id]);
+  const company = await db.query(`insert into company (name, "domainName", employees) values ($1, $2, $3) returning id`, [
+    `Acme ${round}`,
+    `acme${round}.example`,
+    10 + round,
+  ]);
+  const person = await db.query(`insert into person ("firstName", "lastName", email, "companyId") values ($1, 'Doe', $2, $3) returning id`, [
+    `Alice ${round}`,
+    `alice${round}@example.com`,
+    company.rows[0].id,
+  ]);
   await db.query(`insert into note (title, "bodyV2") values ($1, 'Met at the conference')`, [`Call with Alice ${round}`]);
   await db.query(`insert into task (title, "dueAt") values ($1, now() + interval '1 day')`, [`Follow up ${round}`]);
   await db.query(`update person set email = $1, "updatedAt" = now() where id = $2`, [`alice.doe${round}@example.com`, person.rows[0].id]);

@@ -27,7 +27,10 @@ export async function runTwentyDemo(options: { exitAfter: number | null; verbose
   await db.query(TWENTY_CORE_SQL);
   const acme = await createTwentyWorkspace(db, { displayName: 'Acme', registration: 'databaseSchema' });
   const globex = await createTwentyWorkspace(db, { displayName: 'Globex', registration: 'dataSource' });
-  const names = new Map([[acme.id, 'Acme'], [globex.id, 'Globex']]);
+  const names = new Map([
+    [acme.id, 'Acme'],
+    [globex.id, 'Globex'],
+  ]);
   console.log(`Twenty-shaped database: workspaces Acme (${acme.schema}) and Globex (${globex.schema})`);
 
   let received = 0;
@@ -42,15 +45,27 @@ export async function runTwentyDemo(options: { exitAfter: number | null; verbose
         const body = Buffer.concat(chunks).toString('utf8');
         const event = JSON.parse(body) as { eventName: string; workspaceId: string; record: Record<string, any>; updatedFields?: string[] };
         // A signed webhook's requests must verify; an unsigned one's must carry no signature.
-        const check = secret ? verifySignature(body, req.headers, secret) : req.headers['x-twenty-webhook-signature'] ? { valid: false as const, reason: 'unexpected signature' } : { valid: true as const, scheme: 'unsigned' };
+        const check = secret
+          ? verifySignature(body, req.headers, secret)
+          : req.headers['x-twenty-webhook-signature']
+            ? { valid: false as const, reason: 'unexpected signature' }
+            : { valid: true as const, scheme: 'unsigned' };
         const ownWorkspace = names.get(event.workspaceId) === owner;
         const ok = check.valid && ownWorkspace;
         res.writeHead(ok ? 200 : 401).end();
         if (ok) received++;
         else failed++;
         const label = event.record.name?.firstName ?? event.record.name ?? event.record.title ?? '';
-        const verdict = !ownWorkspace ? `WRONG WORKSPACE (${names.get(event.workspaceId)})` : check.valid ? (secret ? 'verified' : 'unsigned') : `NOT VERIFIED: ${check.reason}`;
-        console.log(`[${owner} receiver] ${event.eventName.padEnd(16)} ${verdict.padEnd(9)} ${JSON.stringify(label)}${event.updatedFields ? `  updatedFields=${JSON.stringify(event.updatedFields)}` : ''}`);
+        const verdict = !ownWorkspace
+          ? `WRONG WORKSPACE (${names.get(event.workspaceId)})`
+          : check.valid
+            ? secret
+              ? 'verified'
+              : 'unsigned'
+            : `NOT VERIFIED: ${check.reason}`;
+        console.log(
+          `[${owner} receiver] ${event.eventName.padEnd(16)} ${verdict.padEnd(9)} ${JSON.stringify(label)}${event.updatedFields ? `  updatedFields=${JSON.stringify(event.updatedFields)}` : ''}`,
+        );
         if (failed > 0) void finish(1);
         else if (options.exitAfter !== null && received >= options.exitAfter) void finish(0);
       });
@@ -61,7 +76,10 @@ export async function runTwentyDemo(options: { exitAfter: number | null; verbose
   };
   const acmeUrl = await startReceiver('Acme', ACME_SECRET);
   const globexUrl = await startReceiver('Globex', '');
-  await db.query(`insert into core.webhook ("targetUrl", operations, secret, "workspaceId") values ($1, '{*.*}', $2, $3), ($4, '{person.*,company.*}', '', $5)`, [acmeUrl, ACME_SECRET, acme.id, globexUrl, globex.id]);
+  await db.query(
+    `insert into core.webhook ("targetUrl", operations, secret, "workspaceId") values ($1, '{*.*}', $2, $3), ($4, '{person.*,company.*}', '', $5)`,
+    [acmeUrl, ACME_SECRET, acme.id, globexUrl, globex.id],
+  );
 
   const config = loadConfig({
     env: {},
@@ -79,14 +97,23 @@ export async function runTwentyDemo(options: { exitAfter: number | null; verbose
   await daemon.start();
   console.log('daemon streaming in Twenty mode; writing records in both workspaces ...\n');
 
-  const timeout = setTimeout(() => {
-    console.error(`demo: only ${received} events after ${DEMO_TIMEOUT_MS / 1000} s`);
-    void finish(1);
-  }, options.exitAfter !== null ? DEMO_TIMEOUT_MS : 2 ** 31 - 1);
+  const timeout = setTimeout(
+    () => {
+      console.error(`demo: only ${received} events after ${DEMO_TIMEOUT_MS / 1000} s`);
+      void finish(1);
+    },
+    options.exitAfter !== null ? DEMO_TIMEOUT_MS : 2 ** 31 - 1,
+  );
 
   const write = async (ws: TwentyWorkspace, round: number, who: string): Promise<void> => {
-    const company = await db.query(`insert into ${ws.schema}.company (name, "domainNamePrimaryLinkUrl", "annualRecurringRevenueAmountMicros", "annualRecurringRevenueCurrencyCode") values ($1, $2, 5000000000, 'USD') returning id`, [`${who} Corp ${round}`, `https://${who.toLowerCase()}.example`]);
-    const person = await db.query(`insert into ${ws.schema}.person ("nameFirstName", "nameLastName", "emailsPrimaryEmail", "companyId") values ($1, 'Doe', $2, $3) returning id`, [`${who} person ${round}`, `p${round}@${who.toLowerCase()}.example`, company.rows[0].id]);
+    const company = await db.query(
+      `insert into ${ws.schema}.company (name, "domainNamePrimaryLinkUrl", "annualRecurringRevenueAmountMicros", "annualRecurringRevenueCurrencyCode") values ($1, $2, 5000000000, 'USD') returning id`,
+      [`${who} Corp ${round}`, `https://${who.toLowerCase()}.example`],
+    );
+    const person = await db.query(
+      `insert into ${ws.schema}.person ("nameFirstName", "nameLastName", "emailsPrimaryEmail", "companyId") values ($1, 'Doe', $2, $3) returning id`,
+      [`${who} person ${round}`, `p${round}@${who.toLowerCase()}.example`, company.rows[0].id],
+    );
     await db.query(`insert into ${ws.schema}.task (title, status) values ($1, 'TODO')`, [`${who} task ${round}`]);
     await db.query(`update ${ws.schema}.person set "jobTitle" = 'CTO', "updatedAt" = now() where id = $1`, [person.rows[0].id]);
     await db.query(`update ${ws.schema}.person set "deletedAt" = now() where id = $1`, [person.rows[0].id]);
@@ -94,7 +121,9 @@ export async function runTwentyDemo(options: { exitAfter: number | null; verbose
   let round = 0;
   const writeRound = () => {
     round++;
-    void write(acme, round, 'Acme').then(() => write(globex, round, 'Globex')).catch((error: Error) => console.error('writer:', error.message));
+    void write(acme, round, 'Acme')
+      .then(() => write(globex, round, 'Globex'))
+      .catch((error: Error) => console.error('writer:', error.message));
   };
   const writer = setInterval(() => {
     if (!finishing) writeRound();

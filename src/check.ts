@@ -55,7 +55,9 @@ export async function preflight(client: pg.ClientBase | pg.Pool, config: BridgeC
   }
   const usage = await client.query(`select has_schema_privilege(current_user, $1, 'USAGE') as ok`, [config.schema]);
   if (!usage.rows[0].ok) {
-    problems.push(`role "${s.role}" may not use schema "${config.schema}": as an admin run psql -v role=${s.role} -f sql/least_privilege_role.sql (see docs/configuration.md)`);
+    problems.push(
+      `role "${s.role}" may not use schema "${config.schema}": as an admin run psql -v role=${s.role} -f sql/least_privilege_role.sql (see docs/configuration.md)`,
+    );
     return { problems, warnings };
   }
   // The columns later migrations added: readable by any role, where the migrations ledger is not.
@@ -64,7 +66,8 @@ export async function preflight(client: pg.ClientBase | pg.Pool, config: BridgeC
        join pg_attribute on attrelid = to_regclass($3 || '.' || c.t) and attname = c.a and not attisdropped`,
     [MIGRATED_COLUMNS.map(([t]) => t), MIGRATED_COLUMNS.map(([, a]) => a), quoteIdent(config.schema)],
   );
-  if (current.rowCount !== MIGRATED_COLUMNS.length) problems.push(`schema "${config.schema}" is older than this version of the bridge: run "pg-webhook-bridge migrate" (as an admin)`);
+  if (current.rowCount !== MIGRATED_COLUMNS.length)
+    problems.push(`schema "${config.schema}" is older than this version of the bridge: run "pg-webhook-bridge migrate" (as an admin)`);
   const table = webhooksTable(config);
   const webhooks = await client.query('select to_regclass($1) as t', [table]);
   if (webhooks.rows[0].t === null) problems.push(`webhooks table ${table} does not exist: run "pg-webhook-bridge migrate" or set webhooks.table`);
@@ -85,10 +88,9 @@ export async function preflight(client: pg.ClientBase | pg.Pool, config: BridgeC
   if (watched.length === 0) {
     problems.push(`none of the tables in source.tables (${Object.keys(config.source.tables).join(', ')}) exists: create them or change source.tables`);
   }
-  const published = await client.query(
-    `select schemaname || '.' || tablename as t from pg_publication_tables where pubname = $1`,
-    [config.replication.publication],
-  );
+  const published = await client.query(`select schemaname || '.' || tablename as t from pg_publication_tables where pubname = $1`, [
+    config.replication.publication,
+  ]);
   const publishedSet = new Set(published.rows.map((r) => r.t as string));
   const pub = await client.query('select 1 from pg_publication where pubname = $1', [config.replication.publication]);
   if (pub.rowCount === 0) {
@@ -102,7 +104,9 @@ export async function preflight(client: pg.ClientBase | pg.Pool, config: BridgeC
   }
   for (const t of watched) {
     if (t.replicaIdentity !== 'f') {
-      warnings.push(`table ${t.schema}.${t.table} is not REPLICA IDENTITY FULL (updatedFields, soft-delete and unchanged large values need it): ALTER TABLE ${t.schema}.${t.table} REPLICA IDENTITY FULL; or run "pg-webhook-bridge migrate"`);
+      warnings.push(
+        `table ${t.schema}.${t.table} is not REPLICA IDENTITY FULL (updatedFields, soft-delete and unchanged large values need it): ALTER TABLE ${t.schema}.${t.table} REPLICA IDENTITY FULL; or run "pg-webhook-bridge migrate"`,
+      );
     }
   }
 
@@ -128,7 +132,13 @@ async function tenantProblems(client: pg.ClientBase | pg.Pool, config: BridgeCon
  * from it matters only where this role cannot add it. Those are warnings: the daemon still streams
  * every other workspace (and logs and counts the tables it cannot add).
  */
-async function checkTwentyTables(client: pg.ClientBase | pg.Pool, config: BridgeConfig, watched: WatchedTable[], problems: string[], warnings: string[]): Promise<void> {
+async function checkTwentyTables(
+  client: pg.ClientBase | pg.Pool,
+  config: BridgeConfig,
+  watched: WatchedTable[],
+  problems: string[],
+  warnings: string[],
+): Promise<void> {
   const publication = config.replication.publication;
   const pub = await client.query(`select pg_has_role(current_user, pubowner, 'USAGE') as owner from pg_publication where pubname = $1`, [publication]);
   if (pub.rowCount === 0) {
@@ -136,13 +146,20 @@ async function checkTwentyTables(client: pg.ClientBase | pg.Pool, config: Bridge
     return;
   }
   if (!pub.rows[0].owner) {
-    warnings.push(`role "${await currentRole(client)}" does not own publication "${publication}", so it cannot add new workspace tables to it: ALTER PUBLICATION ${quoteIdent(publication)} OWNER TO <this role> (see docs/configuration.md, Twenty mode)`);
+    warnings.push(
+      `role "${await currentRole(client)}" does not own publication "${publication}", so it cannot add new workspace tables to it: ALTER PUBLICATION ${quoteIdent(publication)} OWNER TO <this role> (see docs/configuration.md, Twenty mode)`,
+    );
   }
-  if (watched.length === 0) warnings.push('no Twenty workspace with tables was found in core.workspace / core."dataSource": nothing to stream yet (new workspaces are picked up while running)');
+  if (watched.length === 0)
+    warnings.push(
+      'no Twenty workspace with tables was found in core.workspace / core."dataSource": nothing to stream yet (new workspaces are picked up while running)',
+    );
   for (const t of await tableStates(client, publication, watched)) {
     if ((t.published && t.full) || t.manageable) continue;
     const fix = !t.published ? 'add it to the publication' : 'set REPLICA IDENTITY FULL';
-    warnings.push(`table ${t.schema}.${t.table} is not streamed: the bridge must ${fix}, but its role may not change it: GRANT <owner of Twenty's tables> TO <this role>, or run "pg-webhook-bridge migrate" as that owner (see docs/configuration.md, Twenty mode)`);
+    warnings.push(
+      `table ${t.schema}.${t.table} is not streamed: the bridge must ${fix}, but its role may not change it: GRANT <owner of Twenty's tables> TO <this role>, or run "pg-webhook-bridge migrate" as that owner (see docs/configuration.md, Twenty mode)`,
+    );
   }
 }
 
@@ -150,7 +167,13 @@ async function currentRole(client: pg.ClientBase | pg.Pool): Promise<string> {
   return (await client.query('select current_user as role')).rows[0].role as string;
 }
 
-async function checkSlot(client: pg.ClientBase | pg.Pool, config: BridgeConfig, s: { db: string; max_slots: number }, problems: string[], warnings: string[]): Promise<void> {
+async function checkSlot(
+  client: pg.ClientBase | pg.Pool,
+  config: BridgeConfig,
+  s: { db: string; max_slots: number },
+  problems: string[],
+  warnings: string[],
+): Promise<void> {
   const slot = await readSlot(client, config.replication.slot);
   if (slot) {
     try {
@@ -161,19 +184,28 @@ async function checkSlot(client: pg.ClientBase | pg.Pool, config: BridgeConfig, 
     const ahead = await slotAheadOfRecord(client, config.schema, slot);
     if (ahead) problems.push(ahead);
     if (slot.walStatus === 'unreserved') {
-      warnings.push(`slot "${slot.slotName}" is about to lose WAL it needs (wal_status=unreserved): make sure the bridge is running and delivering, or raise max_slot_wal_keep_size`);
+      warnings.push(
+        `slot "${slot.slotName}" is about to lose WAL it needs (wal_status=unreserved): make sure the bridge is running and delivering, or raise max_slot_wal_keep_size`,
+      );
     }
     if (slot.lagBytes !== null && Number(slot.lagBytes) > SLOT_LAG_WARN_BYTES) {
-      warnings.push(`slot "${slot.slotName}" retains ${Math.round(Number(slot.lagBytes) / 1024 ** 2)} MiB of WAL: is the bridge running? ("pg-webhook-bridge status")`);
+      warnings.push(
+        `slot "${slot.slotName}" retains ${Math.round(Number(slot.lagBytes) / 1024 ** 2)} MiB of WAL: is the bridge running? ("pg-webhook-bridge status")`,
+      );
     }
   } else {
     const stateTable = await client.query('select to_regclass($1) as t', [`${config.schema}.slot_state`]);
-    const recorded = stateTable.rows[0].t ? await client.query(`select created_at from ${config.schema}.slot_state where slot_name = $1`, [config.replication.slot]) : { rowCount: 0, rows: [] };
+    const recorded = stateTable.rows[0].t
+      ? await client.query(`select created_at from ${config.schema}.slot_state where slot_name = $1`, [config.replication.slot])
+      : { rowCount: 0, rows: [] };
     if (recorded.rowCount) {
-      problems.push(`replication slot "${config.replication.slot}" (created by this bridge at ${new Date(recorded.rows[0].created_at).toISOString()}) no longer exists: changes committed since the bridge last acknowledged are lost. Recover: "pg-webhook-bridge slot reset --yes" creates a new slot at the current position`);
+      problems.push(
+        `replication slot "${config.replication.slot}" (created by this bridge at ${new Date(recorded.rows[0].created_at).toISOString()}) no longer exists: changes committed since the bridge last acknowledged are lost. Recover: "pg-webhook-bridge slot reset --yes" creates a new slot at the current position`,
+      );
     }
     const used = await client.query('select count(*)::int as n from pg_replication_slots');
-    if (used.rows[0].n >= s.max_slots) problems.push(`no free replication slot (max_replication_slots=${s.max_slots}): raise max_replication_slots and restart Postgres`);
+    if (used.rows[0].n >= s.max_slots)
+      problems.push(`no free replication slot (max_replication_slots=${s.max_slots}): raise max_replication_slots and restart Postgres`);
   }
 }
 
@@ -190,4 +222,3 @@ async function slotAheadOfRecord(client: pg.ClientBase | pg.Pool, schema: string
     return null; // no state table or column yet: the missing migration is reported on its own
   }
 }
-

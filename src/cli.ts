@@ -26,35 +26,45 @@ export function buildProgram(): Command {
   // One flag per config key, generated from the schema: flags outrank env and file.
   for (const key of configKeys()) {
     // source.tables is kept as pairs inside convict; users write (and see) the map form.
-    const shownDefault = key.key === 'source.tables' ? Object.fromEntries((key.default as Array<{ table: string; object: string }>).map((p) => [p.table, p.object])) : key.default;
+    const shownDefault =
+      key.key === 'source.tables' ? Object.fromEntries((key.default as Array<{ table: string; object: string }>).map((p) => [p.table, p.object])) : key.default;
     const shown = key.sensitive ? '' : ` (default: ${JSON.stringify(shownDefault)})`;
     program.addOption(new Option(`${flagForKey(key.key)} <value>`, `${key.doc}${shown}${key.env ? ` [env ${key.env}]` : ''}`));
   }
 
-  program.command('start').description('stream changes and deliver webhooks until SIGTERM').action(async (_o, cmd: Command) => {
-    process.exitCode = await runStart(configFrom(cmd));
-  });
-
-  program.command('migrate').description('apply sql/ migrations, build the publication, set REPLICA IDENTITY FULL').action(async (_o, cmd: Command) => {
-    const config = configFrom(cmd);
-    await withClient(config, async (client) => {
-      const result = await migrate(client, config);
-      console.log(`migrations applied: ${result.applied.length ? result.applied.join(', ') : 'none (up to date)'}`);
-      console.log(`publication "${config.replication.publication}" covers: ${result.publicationTables.join(', ') || '(no watched table exists yet)'}`);
-      if (result.replicaIdentityChanged.length) console.log(`REPLICA IDENTITY FULL set on: ${result.replicaIdentityChanged.join(', ')}`);
+  program
+    .command('start')
+    .description('stream changes and deliver webhooks until SIGTERM')
+    .action(async (_o, cmd: Command) => {
+      process.exitCode = await runStart(configFrom(cmd));
     });
-  });
 
-  program.command('check').description('preflight: wal_level, privileges, publication, slot, replica identity').action(async (_o, cmd: Command) => {
-    const config = configFrom(cmd);
-    await withClient(config, async (client) => {
-      const report = await preflight(client, config);
-      for (const w of report.warnings) console.log(`warning: ${w}`);
-      for (const p of report.problems) console.log(`problem: ${p}`);
-      if (report.problems.length === 0) console.log('ok: ready to stream');
-      else process.exitCode = EXIT.preflight;
+  program
+    .command('migrate')
+    .description('apply sql/ migrations, build the publication, set REPLICA IDENTITY FULL')
+    .action(async (_o, cmd: Command) => {
+      const config = configFrom(cmd);
+      await withClient(config, async (client) => {
+        const result = await migrate(client, config);
+        console.log(`migrations applied: ${result.applied.length ? result.applied.join(', ') : 'none (up to date)'}`);
+        console.log(`publication "${config.replication.publication}" covers: ${result.publicationTables.join(', ') || '(no watched table exists yet)'}`);
+        if (result.replicaIdentityChanged.length) console.log(`REPLICA IDENTITY FULL set on: ${result.replicaIdentityChanged.join(', ')}`);
+      });
     });
-  });
+
+  program
+    .command('check')
+    .description('preflight: wal_level, privileges, publication, slot, replica identity')
+    .action(async (_o, cmd: Command) => {
+      const config = configFrom(cmd);
+      await withClient(config, async (client) => {
+        const report = await preflight(client, config);
+        for (const w of report.warnings) console.log(`warning: ${w}`);
+        for (const p of report.problems) console.log(`problem: ${p}`);
+        if (report.problems.length === 0) console.log('ok: ready to stream');
+        else process.exitCode = EXIT.preflight;
+      });
+    });
 
   registerWebhookCommands(program, configFrom, withClient);
   registerDeliveryCommands(program, configFrom, withClient);
@@ -70,7 +80,9 @@ export function configFrom(cmd: Command): BridgeConfig {
   const opts = root.opts() as Record<string, string | undefined>;
   const overrides: Record<string, unknown> = {};
   for (const key of configKeys()) {
-    const name = flagForKey(key.key).slice(2).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    const name = flagForKey(key.key)
+      .slice(2)
+      .replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
     if (opts[name] !== undefined) overrides[key.key] = opts[name];
   }
   return loadConfig({ file: opts.config, overrides });
@@ -89,7 +101,11 @@ export async function withClient<T>(config: BridgeConfig, fn: (client: pg.Client
   try {
     await client.connect();
   } catch (cause) {
-    throw new BridgeError('ERR_CONNECT', `cannot connect to ${maskDatabaseUrl(config.database.url)}: ${(cause as Error).message}; check database.url (DATABASE_URL) and that Postgres is running`, { cause });
+    throw new BridgeError(
+      'ERR_CONNECT',
+      `cannot connect to ${maskDatabaseUrl(config.database.url)}: ${(cause as Error).message}; check database.url (DATABASE_URL) and that Postgres is running`,
+      { cause },
+    );
   }
   try {
     return await fn(client);

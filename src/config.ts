@@ -64,7 +64,13 @@ convict.addFormat({
       throw new Error('must be a JSON array of strings, e.g. ["10.0.0.0/8"]');
     }
   },
-  coerce: (value: string) => (value.trim().startsWith("[") ? safeJson(value) : value.split(',').map((s) => s.trim()).filter(Boolean)),
+  coerce: (value: string) =>
+    value.trim().startsWith('[')
+      ? safeJson(value)
+      : value
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean),
 });
 
 /** `true`/`1` and `false`/`0`, any case; anything else is left as it is, for validation to refuse. */
@@ -386,7 +392,12 @@ export function loadConfig(options: LoadConfigOptions = {}): BridgeConfig {
     // table names inside source.tables, which are data, not keys.
     config.validate({ allowed: 'warn', output: () => undefined });
   } catch (cause) {
-    problems.push(...String((cause as Error).message).split('\n').filter(Boolean).map(describeConvictProblem));
+    problems.push(
+      ...String((cause as Error).message)
+        .split('\n')
+        .filter(Boolean)
+        .map(describeConvictProblem),
+    );
   }
   const caFile = config.get('database.ssl.caFile' as never) as string;
   if (caFile && !existsSync(caFile)) problems.push(`database.ssl.caFile: ${caFile} does not exist (a PEM file with the CA certificate)`);
@@ -395,7 +406,9 @@ export function loadConfig(options: LoadConfigOptions = {}): BridgeConfig {
   if (tlsInUrl.length > 0 && (sslMode !== 'disable' || caFile)) {
     // The pg driver lets the URL's TLS parameters replace database.ssl.* entirely: `sslmode=disable`
     // would silently turn a configured verify-full off.
-    problems.push(`database.url: carries ${tlsInUrl.join(', ')}, which would replace database.ssl.* (mode ${sslMode}); keep TLS settings in database.ssl.* only`);
+    problems.push(
+      `database.url: carries ${tlsInUrl.join(', ')}, which would replace database.ssl.* (mode ${sslMode}); keep TLS settings in database.ssl.* only`,
+    );
   }
   const mode = config.get('source.mode' as never) as string;
   if (mode === 'tables' && config.get('payload.format' as never) === 'twenty') {
@@ -468,7 +481,13 @@ function coerceEnv(key: string, value: unknown): unknown {
   if (typeof def.default === 'boolean') return parseBooleanText(value);
   if (Array.isArray(def.default)) {
     const numeric = typeof (def.default as unknown[])[0] === 'number';
-    return value.trim().startsWith('[') ? safeJson(value) : value.split(',').map((s) => s.trim()).filter(Boolean).map((s) => (numeric ? Number(s) : s));
+    return value.trim().startsWith('[')
+      ? safeJson(value)
+      : value
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean)
+          .map((s) => (numeric ? Number(s) : s));
   }
   if (typeof def.default === 'object' && def.default !== null) return safeJson(value);
   return value;

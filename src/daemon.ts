@@ -75,7 +75,13 @@ export class Daemon {
   async start(): Promise<void> {
     const { config, log } = this;
     if (config.http.port !== 0) {
-      this.server = await startHttpServer({ port: config.http.port, host: config.http.host, metrics: this.metrics, readiness: () => this.readiness(), log: log.child({ module: 'http' }) });
+      this.server = await startHttpServer({
+        port: config.http.port,
+        host: config.http.host,
+        metrics: this.metrics,
+        readiness: () => this.readiness(),
+        log: log.child({ module: 'http' }),
+      });
     }
     compileAddressPolicy({ allowPrivateTargets: config.delivery.allowPrivateTargets, allowedCidrs: [...config.delivery.allowedCidrs] });
     if (config.delivery.allowPrivateTargets) {
@@ -206,11 +212,17 @@ export class Daemon {
     try {
       const slot = await readSlot(this.pool, this.config.replication.slot);
       if (!slot) {
-        this.log.error({ slot: this.config.replication.slot }, 'the replication slot disappeared while streaming: changes may be lost; see "pg-webhook-bridge check"');
+        this.log.error(
+          { slot: this.config.replication.slot },
+          'the replication slot disappeared while streaming: changes may be lost; see "pg-webhook-bridge check"',
+        );
         return;
       }
       if (slot.walStatus === 'lost' || slot.walStatus === 'unreserved') {
-        this.log.error({ slot: slot.slotName, walStatus: slot.walStatus }, `replication slot wal_status=${slot.walStatus}: Postgres ${slot.walStatus === 'lost' ? 'has removed' : 'may remove'} WAL the slot needs; see "pg-webhook-bridge check"`);
+        this.log.error(
+          { slot: slot.slotName, walStatus: slot.walStatus },
+          `replication slot wal_status=${slot.walStatus}: Postgres ${slot.walStatus === 'lost' ? 'has removed' : 'may remove'} WAL the slot needs; see "pg-webhook-bridge check"`,
+        );
       }
     } catch (error) {
       this.log.warn({ err: error }, 'slot check failed');

@@ -40,11 +40,7 @@ export class DeliveryError extends BridgeError {
   readonly statusCode: number | undefined;
   readonly retryable: boolean;
 
-  constructor(
-    code: string,
-    message: string,
-    { statusCode, retryable, cause }: { statusCode?: number; retryable: boolean; cause?: unknown },
-  ) {
+  constructor(code: string, message: string, { statusCode, retryable, cause }: { statusCode?: number; retryable: boolean; cause?: unknown }) {
     super(code, message, { cause });
     this.statusCode = statusCode;
     this.retryable = retryable;

@@ -62,4 +62,3 @@ export interface TwentyWebhookPayload<TwentyRecord extends Record<string, unknow
   /** Present when the record was larger than delivery.maxPayloadBytes: `record` holds its id only. */
   truncated?: true;
 }
-

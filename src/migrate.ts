@@ -20,7 +20,6 @@ export interface MigrateResult {
   replicaIdentityChanged: string[];
 }
 
-
 /** The numbered SQL files, in order. */
 export function migrationFiles(): string[] {
   return readdirSync(SQL_DIR)
@@ -40,9 +39,7 @@ export async function migrate(client: pg.ClientBase, config: BridgeConfig, log?:
   await client.query('select pg_advisory_lock($1)', [MIGRATE_LOCK_KEY]);
   try {
     await client.query(`create schema if not exists ${quoteIdent(schema)}`);
-    await client.query(
-      `create table if not exists ${quoteIdent(schema)}.migrations (name text primary key, applied_at timestamptz not null default now())`,
-    );
+    await client.query(`create table if not exists ${quoteIdent(schema)}.migrations (name text primary key, applied_at timestamptz not null default now())`);
     const done = new Set((await client.query(`select name from ${quoteIdent(schema)}.migrations`)).rows.map((r) => r.name as string));
     for (const file of migrationFiles()) {
       if (done.has(file)) continue;

@@ -101,7 +101,13 @@ export class Pipeline {
       this.twenty = twenty;
       if (this.stopping) return;
     }
-    this.positionRecord = new ConfirmedPositionRecord(pool, config.schema, config.replication.slot, parseLsn(slot.recordedConfirmedLsn), log.child({ module: 'replication' }));
+    this.positionRecord = new ConfirmedPositionRecord(
+      pool,
+      config.schema,
+      config.replication.slot,
+      parseLsn(slot.recordedConfirmedLsn),
+      log.child({ module: 'replication' }),
+    );
     this.registry = new WebhookRegistry(pool, config.schema, webhooksTable(config), log.child({ module: 'webhooks' }));
     await this.registry.reload();
     if (this.stopping) return;
@@ -263,7 +269,7 @@ export class Pipeline {
     try {
       await this.twenty?.refresh();
     } catch (error) {
-      this.log.warn({ err: error }, 'could not read Twenty\'s metadata; keeping the previous catalog');
+      this.log.warn({ err: error }, "could not read Twenty's metadata; keeping the previous catalog");
     }
   }
 
@@ -293,7 +299,10 @@ export class Pipeline {
       if (attempt === 0) this.log.debug({ xid }, 'a webhooks change is streamed but not visible yet; waiting for it');
       if (Date.now() - warnedAt >= VISIBILITY_WARN_EVERY_MS) {
         warnedAt = Date.now();
-        this.log.warn({ xid, waitingMs: warnedAt - started }, 'still waiting for a committed webhooks change to become visible (a synchronous standby that does not answer?); the stream waits with it');
+        this.log.warn(
+          { xid, waitingMs: warnedAt - started },
+          'still waiting for a committed webhooks change to become visible (a synchronous standby that does not answer?); the stream waits with it',
+        );
       }
       await new Promise((resolve) => setTimeout(resolve, VISIBILITY_POLL_MS[Math.min(attempt, VISIBILITY_POLL_MS.length - 1)]));
     }

@@ -27,9 +27,7 @@ import { STANDARD_SECRET_PREFIX, decodeStandardSecret } from './standardSecret.j
  *   (`payload.format = "twenty"`, Twenty's own format) falls back to the `webhook-id` header, which the
  *   Twenty signature does not cover: `idSigned: false`. No id at all: `id: null`.
  */
-export type VerifyResult =
-  | { valid: true; scheme: 'twenty' | 'standard'; id: string | null; idSigned: boolean }
-  | { valid: false; reason: string };
+export type VerifyResult = { valid: true; scheme: 'twenty' | 'standard'; id: string | null; idSigned: boolean } | { valid: false; reason: string };
 
 export interface VerifyOptions {
   /**
@@ -43,9 +41,7 @@ export interface VerifyOptions {
   nowMs?: number;
 }
 
-export type HeaderBag =
-  | Record<string, string | string[] | undefined>
-  | { get(name: string): string | null | undefined };
+export type HeaderBag = Record<string, string | string[] | undefined> | { get(name: string): string | null | undefined };
 
 const DEFAULT_TOLERANCE_MS = 300_000;
 const SHA256_BYTES = 32;
@@ -56,12 +52,7 @@ const HEX_SHA256 = /^[0-9a-fA-F]{64}$/;
 const BASE64_SHA256 = /^[A-Za-z0-9+/]{43}=$/;
 const MAX_SIGNATURE_ENTRIES = 16;
 
-export function verifySignature(
-  rawBody: string | Buffer,
-  headers: HeaderBag,
-  secret: string,
-  options: VerifyOptions = {},
-): VerifyResult {
+export function verifySignature(rawBody: string | Buffer, headers: HeaderBag, secret: string, options: VerifyOptions = {}): VerifyResult {
   try {
     return verify(rawBody, headers, secret, options);
   } catch {
@@ -92,7 +83,13 @@ function verify(rawBody: string | Buffer, headers: HeaderBag, secret: string, op
   const twentySig = options.requireStandard === true ? undefined : get(HEADER_SIGNATURE);
   const standardSig = standardKey !== undefined ? get(HEADER_WEBHOOK_SIGNATURE) : undefined;
   if (twentySig === undefined && standardSig === undefined) {
-    return { valid: false, reason: options.requireStandard === true ? `missing ${HEADER_WEBHOOK_SIGNATURE} header (the Standard Webhooks scheme was required)` : 'missing signature header' };
+    return {
+      valid: false,
+      reason:
+        options.requireStandard === true
+          ? `missing ${HEADER_WEBHOOK_SIGNATURE} header (the Standard Webhooks scheme was required)`
+          : 'missing signature header',
+    };
   }
 
   let failure: string | undefined;
@@ -102,15 +99,7 @@ function verify(rawBody: string | Buffer, headers: HeaderBag, secret: string, op
     failure = result.reason;
   }
   if (standardSig !== undefined) {
-    const result = verifyStandard(
-      rawBody,
-      standardSig,
-      get(HEADER_WEBHOOK_ID),
-      get(HEADER_WEBHOOK_TIMESTAMP),
-      standardKey!,
-      toleranceMs,
-      nowMs,
-    );
+    const result = verifyStandard(rawBody, standardSig, get(HEADER_WEBHOOK_ID), get(HEADER_WEBHOOK_TIMESTAMP), standardKey!, toleranceMs, nowMs);
     // The id is part of the signed text: the check above failed without one.
     if (result.valid) return { valid: true, scheme: 'standard', id: get(HEADER_WEBHOOK_ID)!, idSigned: true };
     failure = failure === undefined ? result.reason : `${failure}; ${result.reason}`;

@@ -22,14 +22,26 @@ export function registerDeliveryCommands(program: Command, configFrom: ConfigFro
       const config = configFrom(cmd);
       if (opts.status && opts.status !== 'pending' && opts.status !== 'dead') throw new BridgeError('ERR_USAGE', '--status must be pending or dead');
       await withClient(config, async (client) => {
-        const rows = await listDeliveries(client, config.schema, { status: opts.status as 'pending' | 'dead' | undefined, webhookId: opts.webhook, limit: Number(opts.limit) });
+        const rows = await listDeliveries(client, config.schema, {
+          status: opts.status as 'pending' | 'dead' | undefined,
+          webhookId: opts.webhook,
+          limit: Number(opts.limit),
+        });
         if (opts.json) {
-          console.log(JSON.stringify(rows.map(({ body: _body, ...rest }) => rest), null, 2));
+          console.log(
+            JSON.stringify(
+              rows.map(({ body: _body, ...rest }) => rest),
+              null,
+              2,
+            ),
+          );
           return;
         }
         if (rows.length === 0) console.log('no stored deliveries');
         for (const d of rows) {
-          console.log(`${d.id}  ${d.status.padEnd(7)}  ${d.eventName.padEnd(20)}  event=${d.eventId}  webhook=${d.webhookId}  attempts=${d.attempts}  next=${d.status === 'pending' ? d.runAt.toISOString() : '-'}  ${d.lastError ?? ''}`);
+          console.log(
+            `${d.id}  ${d.status.padEnd(7)}  ${d.eventName.padEnd(20)}  event=${d.eventId}  webhook=${d.webhookId}  attempts=${d.attempts}  next=${d.status === 'pending' ? d.runAt.toISOString() : '-'}  ${d.lastError ?? ''}`,
+          );
         }
       });
     });
@@ -45,9 +57,11 @@ export function registerDeliveryCommands(program: Command, configFrom: ConfigFro
       if (opts.status === undefined && opts.olderThan === undefined && opts.webhook === undefined) {
         throw new BridgeError('ERR_USAGE', 'give at least one of --status, --older-than, --webhook (all of them must match)');
       }
-      if (opts.status !== undefined && opts.status !== 'pending' && opts.status !== 'dead') throw new BridgeError('ERR_USAGE', '--status must be pending or dead');
+      if (opts.status !== undefined && opts.status !== 'pending' && opts.status !== 'dead')
+        throw new BridgeError('ERR_USAGE', '--status must be pending or dead');
       const olderThanMs = opts.olderThan === undefined ? null : parseDuration(opts.olderThan);
-      if (olderThanMs === null && opts.olderThan !== undefined) throw new BridgeError('ERR_USAGE', `--older-than "${opts.olderThan}" is not a duration (e.g. 30d, 12h, 45m)`);
+      if (olderThanMs === null && opts.olderThan !== undefined)
+        throw new BridgeError('ERR_USAGE', `--older-than "${opts.olderThan}" is not a duration (e.g. 30d, 12h, 45m)`);
       if (opts.webhook !== undefined && !UUID.test(opts.webhook)) throw new BridgeError('ERR_USAGE', `--webhook ${opts.webhook} is not a webhook id (a UUID)`);
       await withClient(config, async (client) => {
         const filter = {

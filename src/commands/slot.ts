@@ -3,7 +3,6 @@ import type { ConfigFrom, WithClient } from './types.js';
 import { BridgeError } from '../errors.js';
 import { resetSlot } from '../replication/slot.js';
 
-
 export function registerSlotCommands(program: Command, configFrom: ConfigFrom, withClient: WithClient): void {
   const slot = program.command('slot').description('the replication slot');
   slot

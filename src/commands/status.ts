@@ -8,7 +8,6 @@ import { parseSubscriberRow } from '../route/subscribers.js';
 import { countDeliveriesByStatus } from '../store/deliveryStore.js';
 import { listWebhookRows } from '../store/webhookState.js';
 
-
 export interface BridgeStatus {
   slot: { name: string; exists: boolean; streaming: boolean; lagBytes: number | null; walStatus: string | null; confirmedFlushLsn: string | null };
   replicas: { leader: number; standby: number };
@@ -49,10 +48,23 @@ export function formatStatus(status: BridgeStatus): string {
   const { slot } = status;
   const rows: Array<[string, string]> = [
     ['slot', `${slot.name}: ${!slot.exists ? 'MISSING (see "pg-webhook-bridge check")' : slot.streaming ? 'streaming' : 'not streaming'}`],
-    ['slot lag', slot.lagBytes === null ? '-' : `${formatBytes(slot.lagBytes)} (wal_status ${slot.walStatus ?? '-'}, confirmed ${slot.confirmedFlushLsn ?? '-'})`],
+    [
+      'slot lag',
+      slot.lagBytes === null ? '-' : `${formatBytes(slot.lagBytes)} (wal_status ${slot.walStatus ?? '-'}, confirmed ${slot.confirmedFlushLsn ?? '-'})`,
+    ],
     ['replicas', `${status.replicas.leader} leader, ${status.replicas.standby} standby`],
-    ['backlog', Object.entries(status.backlog).map(([k, v]) => `${k} ${v}`).join(', ')],
-    ['webhooks', Object.entries(status.webhooks).map(([k, v]) => `${k} ${v}`).join(', ')],
+    [
+      'backlog',
+      Object.entries(status.backlog)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', '),
+    ],
+    [
+      'webhooks',
+      Object.entries(status.webhooks)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', '),
+    ],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n');

@@ -109,7 +109,8 @@ function parseJsonRequest(text: string): SavedRequest {
   } catch (cause) {
     throw new RequestFileError(`the file starts with "{" but is not valid JSON: ${(cause as Error).message}`);
   }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new RequestFileError('the JSON form is an object: {"headers": {...}, "body": "..."}');
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw new RequestFileError('the JSON form is an object: {"headers": {...}, "body": "..."}');
   const { headers: rawHeaders, body, rawBody, bodyBase64 } = parsed as Record<string, unknown>;
   const headers: Record<string, string | string[]> = {};
   if (Array.isArray(rawHeaders)) {
@@ -132,7 +133,9 @@ function parseJsonRequest(text: string): SavedRequest {
   const raw = body !== undefined ? body : rawBody;
   if (typeof raw === 'string') return { headers, body: Buffer.from(raw, 'utf8') };
   if (raw === undefined) throw new RequestFileError('"body" is missing: the raw request body as a JSON string');
-  throw new RequestFileError(`"body" must be the raw body as a JSON string (the exact bytes that were signed), not ${Array.isArray(raw) ? 'an array' : typeof raw === 'object' ? 'an object' : `a ${typeof raw}`}: re-serialising parsed JSON does not reproduce those bytes`);
+  throw new RequestFileError(
+    `"body" must be the raw body as a JSON string (the exact bytes that were signed), not ${Array.isArray(raw) ? 'an array' : typeof raw === 'object' ? 'an object' : `a ${typeof raw}`}: re-serialising parsed JSON does not reproduce those bytes`,
+  );
 }
 
 export type VerifyCommandResult = { valid: true; line: string } | { valid: false; line: string };
@@ -183,7 +186,12 @@ function signedAgeMs(headers: SavedRequest['headers'], nowMs: number): number | 
 /** 95_000 -> "1 min 35 s"; 7_500_000 -> "2 h 5 min"; 400 -> "400 ms". */
 export function formatDuration(ms: number): string {
   if (ms < 1_000) return `${Math.round(ms)} ms`;
-  const units: Array<[string, number]> = [['d', 86_400_000], ['h', 3_600_000], ['min', 60_000], ['s', 1_000]];
+  const units: Array<[string, number]> = [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['min', 60_000],
+    ['s', 1_000],
+  ];
   const parts: string[] = [];
   let rest = ms;
   for (const [unit, size] of units) {
@@ -206,12 +214,16 @@ export function registerVerifyCommand(program: Command): void {
     .command('verify')
     .description('check the signature of a saved request (headers + body) like a receiver: prints "valid (scheme)" or "invalid: reason"')
     .option('--secret <secret>', `the webhook's secret (or env ${VERIFY_SECRET_ENV}, which keeps it out of ps and shell history)`)
-    .requiredOption('--file <path>', 'the saved request: raw HTTP (request line optional, headers, blank line, body) or JSON {"headers": {...}, "body": "..."}; - reads stdin')
+    .requiredOption(
+      '--file <path>',
+      'the saved request: raw HTTP (request line optional, headers, blank line, body) or JSON {"headers": {...}, "body": "..."}; - reads stdin',
+    )
     .option('--tolerance-ms <ms>', 'largest accepted age (either way) of the signed timestamp', '300000')
     .action((opts: { secret?: string; file: string; toleranceMs: string }) => {
       const secret = opts.secret ?? process.env[VERIFY_SECRET_ENV];
       if (!secret) throw new BridgeError('ERR_USAGE', `give the webhook's secret with --secret or ${VERIFY_SECRET_ENV}`);
-      if (!/^\d+$/.test(opts.toleranceMs)) throw new BridgeError('ERR_USAGE', `--tolerance-ms must be a whole number of milliseconds, e.g. 300000 (got ${JSON.stringify(opts.toleranceMs)})`);
+      if (!/^\d+$/.test(opts.toleranceMs))
+        throw new BridgeError('ERR_USAGE', `--tolerance-ms must be a whole number of milliseconds, e.g. 300000 (got ${JSON.stringify(opts.toleranceMs)})`);
       let content: Buffer;
       try {
         content = readFileSync(opts.file === '-' ? 0 : opts.file);

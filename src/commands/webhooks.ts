@@ -6,7 +6,6 @@ import { BridgeError } from '../errors.js';
 import { parseSubscriberRow } from '../route/subscribers.js';
 import { disableWebhook, enableWebhook, listWebhookRows } from '../store/webhookState.js';
 
-
 /** Secrets shorter than this show no character at all: three of eight would be most of a guess. */
 const MASK_MIN_REVEAL_LENGTH = 16;
 
@@ -25,7 +24,10 @@ export function maskSecret(secret: unknown): string {
  * Rows are user input: in Twenty, any workspace member can write a webhook URL.
  */
 export function printable(text: unknown): string {
-  return String(text).replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return String(text).replace(
+    /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }
 
 interface AddOptions {
@@ -49,7 +51,9 @@ async function secretFromOptions(opts: AddOptions): Promise<string | undefined> 
   if (opts.secretStdin === true) {
     const chunks: Buffer[] = [];
     for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-    return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+    return Buffer.concat(chunks)
+      .toString('utf8')
+      .replace(/\r?\n$/, '');
   }
   return opts.secret;
 }
@@ -62,13 +66,19 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
     .description('add a webhook; a secret is generated and printed once when none is given')
     .requiredOption('--url <url>', 'target URL (http or https)')
     .option('--operations <list>', 'comma-separated object.action filters, e.g. person.*,*.deleted', '*.*')
-    .option('--secret <secret>', 'signing secret (prefix whsec_ for Standard Webhooks headers too); visible in ps and shell history: prefer --secret-env or --secret-stdin')
+    .option(
+      '--secret <secret>',
+      'signing secret (prefix whsec_ for Standard Webhooks headers too); visible in ps and shell history: prefer --secret-env or --secret-stdin',
+    )
     .option('--secret-env <name>', 'read the secret from this environment variable')
     .option('--secret-stdin', 'read the secret from standard input (one trailing newline is dropped)')
     .option('--description <text>', 'free text')
     .action(async (opts: AddOptions, cmd: Command) => {
       const config = configFrom(cmd);
-      const operations = opts.operations.split(',').map((s) => s.trim()).filter(Boolean);
+      const operations = opts.operations
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
       const given = await secretFromOptions(opts);
       const secret = given ?? randomBytes(32).toString('hex');
       const check = parseSubscriberRow({ id: 'new', targetUrl: opts.url, operations, secret });
@@ -112,11 +122,15 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
         else if (list.length === 0) console.log('no webhooks; add one with "pg-webhook-bridge webhooks add --url <url>"');
         else {
           for (const w of list) {
-            console.log(`${printable(w.id)}  ${w.state.padEnd(8)}  ${printable(String(w.url).slice(0, 80))}  ops=${printable(JSON.stringify(w.operations))}  secret=${printable(w.secret)}`);
+            console.log(
+              `${printable(w.id)}  ${w.state.padEnd(8)}  ${printable(String(w.url).slice(0, 80))}  ops=${printable(JSON.stringify(w.operations))}  secret=${printable(w.secret)}`,
+            );
             if (w.problem) console.log(`    ${w.state === 'disabled' ? 'disabled because' : 'problem'}: ${printable(w.problem)}`);
             if (w.ignoredOperations.length > 0) console.log(`    ignored operations (not "object.action"): ${printable(JSON.stringify(w.ignoredOperations))}`);
             if (w.state === 'active' && w.secret === '(none)') console.log('    requests are unsigned (empty secret)');
-            console.log(`    last success: ${w.lastSuccessAt ? new Date(w.lastSuccessAt as string).toISOString() : 'never'}; last error: ${printable(w.lastError ?? 'none')}`);
+            console.log(
+              `    last success: ${w.lastSuccessAt ? new Date(w.lastSuccessAt as string).toISOString() : 'never'}; last error: ${printable(w.lastError ?? 'none')}`,
+            );
           }
         }
       });
@@ -128,16 +142,26 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
     .action(async (id: string, _opts: unknown, cmd: Command) => {
       const config = configFrom(cmd);
       await withClient(config, async (client) => {
-        const { rowCount } = await client.query(`update ${webhooksTable(config)} set "deletedAt" = now(), "updatedAt" = now() where id::text = $1 and "deletedAt" is null`, [id]);
+        const { rowCount } = await client.query(
+          `update ${webhooksTable(config)} set "deletedAt" = now(), "updatedAt" = now() where id::text = $1 and "deletedAt" is null`,
+          [id],
+        );
         if (rowCount === 0) throw new BridgeError('ERR_USAGE', `no active webhook with id ${id} ("pg-webhook-bridge webhooks list" shows them)`);
         console.log(`removed webhook ${id}`);
       });
     });
 
-  for (const [name, enable] of [['enable', true], ['disable', false]] as const) {
+  for (const [name, enable] of [
+    ['enable', true],
+    ['disable', false],
+  ] as const) {
     webhooks
       .command(`${name} <id>`)
-      .description(enable ? 're-enable a webhook the bridge or an operator disabled' : 'stop deliveries to a webhook: events committed while disabled are not sent; stored ones resume on enable')
+      .description(
+        enable
+          ? 're-enable a webhook the bridge or an operator disabled'
+          : 'stop deliveries to a webhook: events committed while disabled are not sent; stored ones resume on enable',
+      )
       .action(async (id: string, _opts: unknown, cmd: Command) => {
         const config = configFrom(cmd);
         await withClient(config, async (client) => {

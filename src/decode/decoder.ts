@@ -178,7 +178,8 @@ function toRow(known: KnownRelation, tuple: TupleValue[], fallback: TupleValue[]
       value = old;
     }
     // An oversized value stays a marker: its event goes out truncated, so its text is never needed.
-    row[columns[i].name] = value === null || value === undefined ? null : value instanceof OversizedValue ? value : convertValue(value, columns[i].typeOid, lookup);
+    row[columns[i].name] =
+      value === null || value === undefined ? null : value instanceof OversizedValue ? value : convertValue(value, columns[i].typeOid, lookup);
   }
   return row;
 }

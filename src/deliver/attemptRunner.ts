@@ -38,11 +38,16 @@ export class AttemptRunner {
       this.observer.attempt(webhook.id, outcome, 'success', { name: eventName, commitTime });
       return outcome;
     }
-    this.breaker.failed(outcome, Date.now(), () => nextRetryDelayMs(Math.max(1, previousAttempts + 1), this.settings.retryScheduleS, this.random, outcome.retryAfterMs));
+    this.breaker.failed(outcome, Date.now(), () =>
+      nextRetryDelayMs(Math.max(1, previousAttempts + 1), this.settings.retryScheduleS, this.random, outcome.retryAfterMs),
+    );
     const label = outcome.reason === 'blocked_address' ? 'refused' : 'retry';
     this.observer.attempt(webhook.id, outcome, label, { name: eventName, commitTime });
     // webhookId comes with the lane's child logger.
-    this.log.info({ eventId, attempt: previousAttempts + 1, reason: outcome.reason, statusCode: outcome.statusCode, error: outcome.message }, 'delivery attempt failed');
+    this.log.info(
+      { eventId, attempt: previousAttempts + 1, reason: outcome.reason, statusCode: outcome.statusCode, error: outcome.message },
+      'delivery attempt failed',
+    );
     return outcome;
   }
 }

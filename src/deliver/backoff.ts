@@ -33,7 +33,11 @@ export const MAX_RETRY_AFTER_MS = 6 * 60 * 60 * 1_000;
  * With the default schedule (s): 5, 300, 1800, 7200, 18000, 36000, 36000, each +-20%.
  */
 export function nextRetryDelayMs(failedAttempts: number, scheduleS: readonly number[], random: () => number, retryAfterMs?: number): number | null {
-  const jittered = calculateDelay(failedAttempts, scheduleS.map((s) => s * 1_000), { ratio: DELIVERY_JITTER_RATIO, random });
+  const jittered = calculateDelay(
+    failedAttempts,
+    scheduleS.map((s) => s * 1_000),
+    { ratio: DELIVERY_JITTER_RATIO, random },
+  );
   if (jittered === null || retryAfterMs === undefined) return jittered;
   return Math.max(jittered, Math.min(retryAfterMs, MAX_RETRY_AFTER_MS));
 }

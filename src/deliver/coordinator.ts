@@ -118,14 +118,22 @@ export class DeliveryCoordinator {
   private laneFor(subscriber: Subscriber): Lane {
     let lane = this.lanes.get(subscriber.id);
     if (!lane) {
-      lane = new Lane(subscriber, this.db, this.sender, this.settings, this.observer, {
-        failure: (id, outcome) => this.onFailure(id, outcome),
-        success: (id) => {
-          this.successes.set(id, new Date());
-          this.failing.delete(id);
+      lane = new Lane(
+        subscriber,
+        this.db,
+        this.sender,
+        this.settings,
+        this.observer,
+        {
+          failure: (id, outcome) => this.onFailure(id, outcome),
+          success: (id) => {
+            this.successes.set(id, new Date());
+            this.failing.delete(id);
+          },
+          capacityFreed: () => this.releaseWaiters(),
         },
-        capacityFreed: () => this.releaseWaiters(),
-      }, this.log.child({ webhookId: subscriber.id }));
+        this.log.child({ webhookId: subscriber.id }),
+      );
       if (this.startupPending.has(subscriber.id) || this.dropped.has(subscriber.id)) lane.startFromStore();
       this.lanes.set(subscriber.id, lane);
     }
@@ -173,18 +181,26 @@ export class DeliveryCoordinator {
     if (known && outcome.reason !== 'gone' && now - known.lastWrite < FAILURE_WRITE_INTERVAL_MS) {
       failingForMs = now - known.failingSince;
     } else {
-      ({ failingForMs } = await withDatabaseRetry(this.log, 'record a webhook failure', () => recordFailure(this.db, this.settings.schema, webhookId, `${outcome.reason}: ${outcome.message}`)));
+      ({ failingForMs } = await withDatabaseRetry(this.log, 'record a webhook failure', () =>
+        recordFailure(this.db, this.settings.schema, webhookId, `${outcome.reason}: ${outcome.message}`),
+      ));
       this.failing.set(webhookId, { failingSince: now - failingForMs, lastWrite: now });
     }
     let reason: string | null = null;
     if (outcome.reason === 'gone') reason = 'target answered 410 Gone';
-    else if (failingForMs > this.settings.disableAfterMs) reason = `no successful delivery for ${Math.round(failingForMs / 3_600_000)} h while failing (last: ${outcome.reason})`;
+    else if (failingForMs > this.settings.disableAfterMs)
+      reason = `no successful delivery for ${Math.round(failingForMs / 3_600_000)} h while failing (last: ${outcome.reason})`;
     if (reason) {
       await withDatabaseRetry(this.log, 'disable a webhook', () => disableWebhook(this.db, this.settings.schema, webhookId, reason!));
       this.log.warn({ webhookId, reason }, 'webhook disabled; re-enable with "pg-webhook-bridge webhooks enable <id>"');
       this.observer.webhookAutoDisabled(webhookId, outcome.reason === 'gone' ? 'gone' : 'failing');
       // At once, not at the next registry refresh: a 410 means no further attempts.
-      this.lanes.get(webhookId)?.disable(reason).catch((error) => this.log.warn({ err: coerceError(error), webhookId }, 'could not store the work of a disabled webhook; its transaction stays unacknowledged'));
+      this.lanes
+        .get(webhookId)
+        ?.disable(reason)
+        .catch((error) =>
+          this.log.warn({ err: coerceError(error), webhookId }, 'could not store the work of a disabled webhook; its transaction stays unacknowledged'),
+        );
       this.onDisabled(webhookId, true);
     }
   }
@@ -193,7 +209,9 @@ export class DeliveryCoordinator {
     if (this.successes.size === 0) return;
     const batch = new Map(this.successes);
     this.successes.clear();
-    await recordSuccesses(this.db, this.settings.schema, batch).catch((error) => this.log.warn({ err: coerceError(error) }, 'could not record webhook successes'));
+    await recordSuccesses(this.db, this.settings.schema, batch).catch((error) =>
+      this.log.warn({ err: coerceError(error) }, 'could not record webhook successes'),
+    );
   }
 
   /** Shutdown: stop timers, move memory work to the store, wait for attempts up to `deadline`. */

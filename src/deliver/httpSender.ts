@@ -78,11 +78,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     if (this.settled) controller.abort(new AttemptTimeoutError('attempt deadline passed'));
   }
 
-  onResponseStart(
-    controller: Dispatcher.DispatchController,
-    statusCode: number,
-    headers: Record<string, string | string[] | undefined>,
-  ): void {
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
     if (statusCode < 200) return; // 1xx informational: the real status follows
     this.statusCode = statusCode;
     this.retryAfter = headers['retry-after'];
@@ -268,12 +264,7 @@ function guardedConnector(check: AddressCheck, lookup: LookupFn, lookupTimeoutMs
   };
 }
 
-async function resolveAllowed(
-  host: string,
-  check: AddressCheck,
-  lookup: LookupFn,
-  timeoutMs: number,
-): Promise<string[]> {
+async function resolveAllowed(host: string, check: AddressCheck, lookup: LookupFn, timeoutMs: number): Promise<string[]> {
   if (isIP(host) !== 0) {
     const verdict = check(host);
     if (!verdict.allowed) throw new BlockedAddressError(`target refused: ${verdict.reason}`);
@@ -298,9 +289,7 @@ async function resolveAllowed(
     else firstReason ??= verdict.reason;
   }
   if (allowed.length === 0) {
-    throw new BlockedAddressError(
-      `target refused: ${firstReason ?? 'the host name resolved to no address'}`,
-    );
+    throw new BlockedAddressError(`target refused: ${firstReason ?? 'the host name resolved to no address'}`);
   }
   return allowed;
 }
@@ -321,13 +310,7 @@ async function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T
 
 function isConnectFailure(err: Error | null | undefined): boolean {
   const code = (err as { code?: unknown } | null)?.code;
-  return (
-    code === 'ECONNREFUSED' ||
-    code === 'EHOSTUNREACH' ||
-    code === 'ENETUNREACH' ||
-    code === 'EADDRNOTAVAIL' ||
-    code === 'UND_ERR_CONNECT_TIMEOUT'
-  );
+  return code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'EADDRNOTAVAIL' || code === 'UND_ERR_CONNECT_TIMEOUT';
 }
 
 function classifyStatus(statusCode: number, retryAfter: string | string[] | undefined, started: number): AttemptOutcome {
@@ -400,12 +383,7 @@ function errorCode(err: unknown): string | undefined {
   return typeof code === 'string' ? code : undefined;
 }
 
-function fail(
-  reason: AttemptFailureReason,
-  message: string,
-  started: number,
-  statusCode?: number,
-): Extract<AttemptOutcome, { ok: false }> {
+function fail(reason: AttemptFailureReason, message: string, started: number, statusCode?: number): Extract<AttemptOutcome, { ok: false }> {
   const outcome: Extract<AttemptOutcome, { ok: false }> = { ok: false, reason, message, durationMs: performance.now() - started };
   if (statusCode !== undefined) outcome.statusCode = statusCode;
   return outcome;

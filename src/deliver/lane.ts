@@ -86,14 +86,19 @@ export class Lane {
     private readonly random: () => number = Math.random,
   ) {
     this.attempts = new AttemptRunner(sender, settings, observer, this.breaker, log, random);
-    this.writer = new StoreWriter(db, settings, {
-      toRow: (delivery, now) => this.toRow(delivery, 0, now, null, null),
-      batchStored: (batch) => {
-        for (const delivery of batch) this.release(delivery);
-        this.hooks.capacityFreed();
+    this.writer = new StoreWriter(
+      db,
+      settings,
+      {
+        toRow: (delivery, now) => this.toRow(delivery, 0, now, null, null),
+        batchStored: (batch) => {
+          for (const delivery of batch) this.release(delivery);
+          this.hooks.capacityFreed();
+        },
+        mayPoll: () => this.poll(),
       },
-      mayPoll: () => this.poll(),
-    }, log);
+      log,
+    );
     this.claimer = new StoreClaimer(db, current.id, settings, log);
   }
 
@@ -106,7 +111,10 @@ export class Lane {
 
   private setModeMemory(): void {
     assert.equal(this.currentMode, 'store', 'only a lane in store mode returns to the fast path');
-    assert.ok(this.inFlight === 0 && this.claimer.claimedCount === 0 && this.writer.buffered === 0 && !this.writer.isFlushing, 'the fast path resumes only once nothing is in flight, claimed or being written');
+    assert.ok(
+      this.inFlight === 0 && this.claimer.claimedCount === 0 && this.writer.buffered === 0 && !this.writer.isFlushing,
+      'the fast path resumes only once nothing is in flight, claimed or being written',
+    );
     this.currentMode = 'memory';
   }
 
@@ -381,7 +389,13 @@ export class Lane {
     if (rows.length > 0 || this.currentMode !== 'store') return;
     if (this.inFlight > 0 || this.writer.buffered > 0 || this.writer.isFlushing) return;
     if (await this.claimer.hasPending()) return;
-    if (generation === this.writer.generation && this.writer.buffered === 0 && !this.writer.isFlushing && this.inFlight === 0 && this.claimer.claimedCount === 0) {
+    if (
+      generation === this.writer.generation &&
+      this.writer.buffered === 0 &&
+      !this.writer.isFlushing &&
+      this.inFlight === 0 &&
+      this.claimer.claimedCount === 0
+    ) {
       this.setModeMemory();
       this.log.debug({ webhookId: this.current.id }, 'store drained; back on the fast path');
     }

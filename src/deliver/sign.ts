@@ -79,13 +79,7 @@ export function standardSignature(body: string | Buffer, key: Buffer, id: string
  * An empty secret signs nothing: only content-type, user-agent and webhook-id, as Twenty sends a
  * webhook whose secret is empty.
  */
-export function signRequest(
-  body: string,
-  secret: string,
-  eventId: string,
-  nowMs: number,
-  userAgent: string,
-): SignedHeaders {
+export function signRequest(body: string, secret: string, eventId: string, nowMs: number, userAgent: string): SignedHeaders {
   if (secret.length === 0) return { 'content-type': 'application/json', 'user-agent': userAgent, [HEADER_WEBHOOK_ID]: eventId };
   const timestampMs = String(Math.floor(nowMs));
   const headers: SignedHeaders = {

@@ -50,7 +50,14 @@ export class StoreClaimer {
    */
   claim(targetUrl: string, limit: number): Promise<StoredDelivery[]> {
     const webhook = { id: this.webhookId, targetUrl, table: this.settings.webhooksTable };
-    return claimDeliveries(this.db, this.settings.schema, webhook, this.settings.workerId, limit, this.settings.timeoutMs + LEASE_MARGIN_MS + CLAIM_QUEUE_LEASE_MS);
+    return claimDeliveries(
+      this.db,
+      this.settings.schema,
+      webhook,
+      this.settings.workerId,
+      limit,
+      this.settings.timeoutMs + LEASE_MARGIN_MS + CLAIM_QUEUE_LEASE_MS,
+    );
   }
 
   queue(rows: StoredDelivery[]): void {
@@ -74,7 +81,13 @@ export class StoreClaimer {
 
   async release(rows: StoredDelivery[]): Promise<void> {
     if (rows.length === 0) return;
-    await withDatabaseRetry(this.log, 'release claims', () => releaseDeliveries(this.db, this.settings.schema, rows.map((r) => ({ eventId: r.eventId, webhookId: r.webhookId }))));
+    await withDatabaseRetry(this.log, 'release claims', () =>
+      releaseDeliveries(
+        this.db,
+        this.settings.schema,
+        rows.map((r) => ({ eventId: r.eventId, webhookId: r.webhookId })),
+      ),
+    );
   }
 
   /** A stored delivery was delivered: its row is deleted with the next batch. */

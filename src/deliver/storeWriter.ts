@@ -72,7 +72,10 @@ export class StoreWriter {
       while (count < this.buffer.length && count < STORE_BATCH_ROWS && bytes < STORE_BATCH_BYTES) bytes += this.buffer[count++].event.body.length;
       const batch = this.buffer.splice(0, count);
       const now = new Date();
-      await this.write('store new deliveries', batch.map((d) => this.hooks.toRow(d, now)));
+      await this.write(
+        'store new deliveries',
+        batch.map((d) => this.hooks.toRow(d, now)),
+      );
       this.hooks.batchStored(batch);
     }
     this.flushing = null;
@@ -83,7 +86,9 @@ export class StoreWriter {
   write(what: string, rows: NewStoredDelivery[]): Promise<void> {
     this.writes++;
     this.pending++;
-    const written = this.chain.then(() => withDatabaseRetry(this.log, what, () => insertDeliveries(this.db, this.settings.schema, rows, this.settings.workerId)));
+    const written = this.chain.then(() =>
+      withDatabaseRetry(this.log, what, () => insertDeliveries(this.db, this.settings.schema, rows, this.settings.workerId)),
+    );
     this.chain = written.finally(() => {
       this.pending--;
       if (this.pending === 0) this.hooks.mayPoll();

@@ -6,15 +6,7 @@ import type { WebhookEvent } from '../route/types.js';
  */
 
 export type AttemptFailureReason =
-  | 'http_status'
-  | 'redirect'
-  | 'gone'
-  | 'timeout'
-  | 'connection_refused'
-  | 'connection_error'
-  | 'blocked_address'
-  | 'invalid_url'
-  | 'payload_too_large';
+  'http_status' | 'redirect' | 'gone' | 'timeout' | 'connection_refused' | 'connection_error' | 'blocked_address' | 'invalid_url' | 'payload_too_large';
 
 export type AttemptOutcome =
   | { ok: true; statusCode: number; durationMs: number }

@@ -9,7 +9,13 @@ export interface Readiness {
 }
 
 /** /healthz (the process answers), /readyz (connected and streaming or standing by), /metrics. */
-export async function startHttpServer(options: { port: number; host: string; metrics: BridgeMetrics; readiness: () => Readiness; log: Logger }): Promise<http.Server> {
+export async function startHttpServer(options: {
+  port: number;
+  host: string;
+  metrics: BridgeMetrics;
+  readiness: () => Readiness;
+  log: Logger;
+}): Promise<http.Server> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz') {

@@ -55,7 +55,10 @@ export class ConfirmedPositionRecord {
     const target = wanted + (moved > MIN_AHEAD_BYTES ? moved : MIN_AHEAD_BYTES);
     this.lastWriteAt = Date.now();
     this.writing = this.db
-      .query(`update ${quoteIdent(this.schema)}.slot_state set confirmed_lsn = greatest(confirmed_lsn, $2::pg_lsn) where slot_name = $1`, [this.slot, formatLsn(target)])
+      .query(`update ${quoteIdent(this.schema)}.slot_state set confirmed_lsn = greatest(confirmed_lsn, $2::pg_lsn) where slot_name = $1`, [
+        this.slot,
+        formatLsn(target),
+      ])
       .then(
         () => {
           if (target > this.recorded) this.recorded = target;
@@ -67,7 +70,10 @@ export class ConfirmedPositionRecord {
           this.writing = null;
           if (Date.now() - this.lastWarnedAt < WARN_EVERY_MS) return;
           this.lastWarnedAt = Date.now();
-          this.log.warn({ err: error, lsn: formatLsn(target) }, 'could not record the slot position before confirming it; the slot waits (the database keeps WAL) until it can be recorded');
+          this.log.warn(
+            { err: error, lsn: formatLsn(target) },
+            'could not record the slot position before confirming it; the slot waits (the database keeps WAL) until it can be recorded',
+          );
         },
       );
     return this.writing;

@@ -64,14 +64,21 @@ export async function ensureSlot(client: pg.ClientBase | pg.Pool, slot: string, 
     } catch (error) {
       // 42710 duplicate_object: another replica created it at the same moment; fine.
       if ((error as { code?: string }).code !== '42710') {
-        throw new ReplicationError('ERR_SLOT_CREATE', `could not create replication slot "${slot}": ${(error as Error).message}; the role needs REPLICATION (ALTER ROLE ... REPLICATION) and wal_level=logical`, { cause: error });
+        throw new ReplicationError(
+          'ERR_SLOT_CREATE',
+          `could not create replication slot "${slot}": ${(error as Error).message}; the role needs REPLICATION (ALTER ROLE ... REPLICATION) and wal_level=logical`,
+          { cause: error },
+        );
       }
     }
     info = await readSlot(client, slot);
   }
   if (!info) throw new ReplicationError('ERR_SLOT_MISSING', `replication slot "${slot}" vanished right after creation`);
   const startLsn = info.confirmedFlushLsn ?? info.restartLsn;
-  await client.query(`insert into ${state} (slot_name, created_lsn, confirmed_lsn) values ($1, $2::pg_lsn, $2::pg_lsn) on conflict (slot_name) do nothing`, [slot, startLsn]);
+  await client.query(`insert into ${state} (slot_name, created_lsn, confirmed_lsn) values ($1, $2::pg_lsn, $2::pg_lsn) on conflict (slot_name) do nothing`, [
+    slot,
+    startLsn,
+  ]);
   const { rows } = await client.query('select current_database() as db');
   assertSlotUsable(info, rows[0].db);
   // Recorded before any confirmation (set here on the first start after the column was added).
@@ -104,10 +111,16 @@ export async function resetSlot(client: pg.ClientBase | pg.Pool, slot: string, s
 
 export function assertSlotUsable(info: SlotInfo, database: string): void {
   if (info.plugin !== 'pgoutput' || info.slotType !== 'logical') {
-    throw new ReplicationError('ERR_SLOT_PLUGIN', `replication slot "${info.slotName}" uses plugin ${info.plugin}, not pgoutput; choose another name with replication.slot`);
+    throw new ReplicationError(
+      'ERR_SLOT_PLUGIN',
+      `replication slot "${info.slotName}" uses plugin ${info.plugin}, not pgoutput; choose another name with replication.slot`,
+    );
   }
   if (info.database !== database) {
-    throw new ReplicationError('ERR_SLOT_DATABASE', `replication slot "${info.slotName}" belongs to database "${info.database}", not "${database}"; choose another name with replication.slot`);
+    throw new ReplicationError(
+      'ERR_SLOT_DATABASE',
+      `replication slot "${info.slotName}" belongs to database "${info.database}", not "${database}"; choose another name with replication.slot`,
+    );
   }
   if (info.walStatus === 'lost') {
     throw new ReplicationError(

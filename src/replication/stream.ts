@@ -33,9 +33,7 @@ class BridgePgoutputPlugin<Message> {
 
   start(client: pg.Client, slotName: string): Promise<unknown> {
     // 0/0: the server resumes at the slot's confirmed_flush_lsn, the only position we trust.
-    return client.query(
-      `START_REPLICATION SLOT ${slotName} LOGICAL 0/0 (proto_version '1', publication_names '${this.options.publication}', messages 'true')`,
-    );
+    return client.query(`START_REPLICATION SLOT ${slotName} LOGICAL 0/0 (proto_version '1', publication_names '${this.options.publication}', messages 'true')`);
   }
 
   parse(buffer: Buffer): Message | UnparsableFrame {
@@ -144,7 +142,8 @@ export class ReplicationStream<Message> {
       handled++;
       this.inHandler = true;
       try {
-        if (message instanceof UnparsableFrame) throw new DecodeError(`cannot parse a pgoutput message: ${message.error.message}`, lsn, { cause: message.error });
+        if (message instanceof UnparsableFrame)
+          throw new DecodeError(`cannot parse a pgoutput message: ${message.error.message}`, lsn, { cause: message.error });
         await this.options.onMessage(message, lsn);
       } catch (error) {
         // A message we cannot handle must not be skipped: stop without acknowledging past it.
@@ -170,7 +169,10 @@ export class ReplicationStream<Message> {
         // that wait again; work still in flight (a hung receiver, a store write the stopping server
         // refuses) would hold the server for as long. Letting go is safe: the stream reconnects and
         // resumes from the confirmed position, and transactions already routed are not routed twice.
-        log.warn({ confirmed: formatLsn(this.lastSentLsn), sent: lsn }, 'Postgres is waiting for this stream to confirm before it shuts down; dropping the stream (it reconnects and resumes from the confirmed position)');
+        log.warn(
+          { confirmed: formatLsn(this.lastSentLsn), sent: lsn },
+          'Postgres is waiting for this stream to confirm before it shuts down; dropping the stream (it reconnects and resumes from the confirmed position)',
+        );
         void service.stop().catch(() => undefined);
       }
     });
@@ -181,9 +183,7 @@ export class ReplicationStream<Message> {
     });
     const ended = new Promise<void>((resolve, reject) => {
       service.on('error', (error: Error) => reject(error));
-      service
-        .subscribe(plugin, this.options.slot)
-        .then(() => resolve(), reject);
+      service.subscribe(plugin, this.options.slot).then(() => resolve(), reject);
     });
     try {
       await ended;

@@ -46,7 +46,18 @@ export function buildEvent(change: RowChange, options: EventOptions): WebhookEve
   // to serialise it (hundreds of megabytes would exhaust the heap or V8's string limit).
   let body = hasOversizedValue(row) ? null : stringifyPayload(payload);
   if (body === null || Buffer.byteLength(body) > options.maxPayloadBytes) body = truncatedBody(name, id, timestamp, row, change.keyColumns, options.camelCase);
-  return { id, name, object, action, recordKey: `${object}:${key}`, body, bodyFor: null, commitLsn: change.commitLsn, changeIndex: change.indexInTransaction, commitTime: change.commitTime };
+  return {
+    id,
+    name,
+    object,
+    action,
+    recordKey: `${object}:${key}`,
+    body,
+    bodyFor: null,
+    commitLsn: change.commitLsn,
+    changeIndex: change.indexInTransaction,
+    commitTime: change.commitTime,
+  };
 }
 
 /** A row holding a value the pgoutput reader kept as its size only (see OversizedValue). */
@@ -135,7 +146,9 @@ export class SubscriberIndex {
     if (list === undefined) {
       const exactOnly = workspaceId !== null && EXACT_MATCH_ONLY_EVENTS.has(`${object}.${action}`);
       list = this.subscribers.filter(
-        (s) => (workspaceId === null || s.workspaceId === workspaceId) && (exactOnly ? s.operationSet.has(`${object}.${action}`) : subscriberMatches(s, object, action)),
+        (s) =>
+          (workspaceId === null || s.workspaceId === workspaceId) &&
+          (exactOnly ? s.operationSet.has(`${object}.${action}`) : subscriberMatches(s, object, action)),
       );
       this.byEvent.set(name, list);
     }

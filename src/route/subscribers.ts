@@ -7,9 +7,7 @@ const MAX_URL_LENGTH = 2_048;
 export const MAX_SECRET_LENGTH = 512;
 const OPERATION_PATTERN = /^(\*|[A-Za-z_][A-Za-z0-9_]*)\.(\*|[A-Za-z_][A-Za-z0-9_]*)$/;
 
-export type ParsedSubscriber =
-  | { ok: true; subscriber: Subscriber; ignoredOperations: unknown[] }
-  | { ok: false; id: string; problem: string };
+export type ParsedSubscriber = { ok: true; subscriber: Subscriber; ignoredOperations: unknown[] } | { ok: false; id: string; problem: string };
 
 /**
  * Validates one row of the webhooks table. A bad row is reported, never thrown: other webhooks must

@@ -15,7 +15,17 @@ const COMPOSITE_PROPERTIES: Readonly<Record<string, readonly string[]>> = {
   PHONES: ['primaryPhoneNumber', 'primaryPhoneCountryCode', 'primaryPhoneCallingCode', 'additionalPhones'],
   LINKS: ['primaryLinkLabel', 'primaryLinkUrl', 'secondaryLinks'],
   CURRENCY: ['amountMicros', 'currencyCode'],
-  ADDRESS: ['addressStreet1', 'addressStreet2', 'addressStreet3', 'addressCity', 'addressPostcode', 'addressState', 'addressCountry', 'addressLat', 'addressLng'],
+  ADDRESS: [
+    'addressStreet1',
+    'addressStreet2',
+    'addressStreet3',
+    'addressCity',
+    'addressPostcode',
+    'addressState',
+    'addressCountry',
+    'addressLat',
+    'addressLng',
+  ],
   ACTOR: ['source', 'workspaceMemberId', 'name', 'context'],
   RICH_TEXT_V2: ['blocknote', 'markdown'],
   // Since Twenty 1.20 the composite rich text is called RICH_TEXT; before, RICH_TEXT was one text column.

@@ -20,7 +20,22 @@ function table(schema: string): string {
 export async function insertDeliveries(db: Queryable, schema: string, rows: NewStoredDelivery[], workerId: string): Promise<void> {
   if (rows.length === 0) return;
   const json = JSON.stringify(
-    rows.map((r) => ({ w: r.webhookId, e: r.eventId, n: r.eventName, r: r.recordKey, l: r.commitLsn, i: r.changeIndex, b: r.body, a: r.attempts, t: r.runAt, le: r.lastError, ls: r.lastStatusCode, lu: r.lockedUntil, st: r.status, u: r.targetUrl })),
+    rows.map((r) => ({
+      w: r.webhookId,
+      e: r.eventId,
+      n: r.eventName,
+      r: r.recordKey,
+      l: r.commitLsn,
+      i: r.changeIndex,
+      b: r.body,
+      a: r.attempts,
+      t: r.runAt,
+      le: r.lastError,
+      ls: r.lastStatusCode,
+      lu: r.lockedUntil,
+      st: r.status,
+      u: r.targetUrl,
+    })),
   );
   await db.query(
     `insert into ${table(schema)}
@@ -102,10 +117,10 @@ function compareLsnText(a: string, b: string): number {
 /** Delivered: the row is no longer needed. */
 export async function completeDeliveries(db: Queryable, schema: string, keys: DeliveryKey[]): Promise<void> {
   if (keys.length === 0) return;
-  await db.query(
-    `delete from ${table(schema)} d using unnest($1::text[], $2::uuid[]) as k(e, w) where d.event_id = k.e and d.webhook_id = k.w`,
-    [keys.map((k) => k.eventId), keys.map((k) => k.webhookId)],
-  );
+  await db.query(`delete from ${table(schema)} d using unnest($1::text[], $2::uuid[]) as k(e, w) where d.event_id = k.e and d.webhook_id = k.w`, [
+    keys.map((k) => k.eventId),
+    keys.map((k) => k.webhookId),
+  ]);
 }
 
 /**

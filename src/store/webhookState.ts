@@ -12,10 +12,9 @@ function table(schema: string): string {
 
 /** Whether the webhooks table says which Twenty workspace each webhook belongs to. */
 export async function hasWorkspaceColumn(db: Queryable, webhooksTable: string): Promise<boolean> {
-  const { rows } = await db.query(
-    `select 1 from pg_attribute where attrelid = to_regclass($1) and attname = 'workspaceId' and not attisdropped`,
-    [webhooksTable],
-  );
+  const { rows } = await db.query(`select 1 from pg_attribute where attrelid = to_regclass($1) and attname = 'workspaceId' and not attisdropped`, [
+    webhooksTable,
+  ]);
   return rows.length > 0;
 }
 

@@ -39,7 +39,11 @@ export interface PublicationSyncResult {
  * time: a table this role may not change is reported and the others still join. Tables are never
  * removed here: a dropped table leaves the publication by itself.
  */
-export async function addMissingTables(db: Queryable, publication: string, tables: ReadonlyArray<{ schema: string; table: string }>): Promise<PublicationSyncResult> {
+export async function addMissingTables(
+  db: Queryable,
+  publication: string,
+  tables: ReadonlyArray<{ schema: string; table: string }>,
+): Promise<PublicationSyncResult> {
   const result: PublicationSyncResult = { added: [], madeFull: [], problems: [] };
   for (const state of await tableStates(db, publication, tables)) {
     const name = `${quoteIdent(state.schema)}.${quoteIdent(state.table)}`;

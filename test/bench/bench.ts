@@ -67,14 +67,22 @@ const MEMORY_RETRY_SCHEDULE_S = Array.from({ length: 100 }, () => 1);
 // Postgres for benchmarking (on top of the test cluster's wal_level=logical, fsync=off,
 // synchronous_commit=on): room in memory, no checkpoints in the middle of a phase.
 const CLUSTER_FLAGS = [
-  '-c', 'shared_buffers=1GB',
-  '-c', 'wal_buffers=64MB',
-  '-c', 'max_wal_size=16GB',
-  '-c', 'min_wal_size=2GB',
-  '-c', 'checkpoint_timeout=1h',
-  '-c', 'logical_decoding_work_mem=256MB',
-  '-c', 'work_mem=16MB',
-  '-c', 'log_min_messages=warning',
+  '-c',
+  'shared_buffers=1GB',
+  '-c',
+  'wal_buffers=64MB',
+  '-c',
+  'max_wal_size=16GB',
+  '-c',
+  'min_wal_size=2GB',
+  '-c',
+  'checkpoint_timeout=1h',
+  '-c',
+  'logical_decoding_work_mem=256MB',
+  '-c',
+  'work_mem=16MB',
+  '-c',
+  'log_min_messages=warning',
 ];
 
 const PHASES = ['ceilingB', 'drain', 'profile', 'ceilingA', 'fanout', 'fanoutSameOrigin', 'isolation', 'latency', 'memory'] as const;
@@ -134,7 +142,17 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { quick: false, json: null, profile: null, keep: false, only: new Set(PHASES), daemonConfig: {}, backlog: null, latencyRates: DEFAULT_LATENCY_RATES, latencyMaxTransaction: DEFAULT_PACED_MAX_TRANSACTION };
+  const args: Args = {
+    quick: false,
+    json: null,
+    profile: null,
+    keep: false,
+    only: new Set(PHASES),
+    daemonConfig: {},
+    backlog: null,
+    latencyRates: DEFAULT_LATENCY_RATES,
+    latencyMaxTransaction: DEFAULT_PACED_MAX_TRANSACTION,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--quick') args.quick = true;
@@ -143,14 +161,20 @@ function parseArgs(argv: string[]): Args {
     else if (arg === '--profile') args.profile = path.resolve(argv[++i] ?? '');
     else if (arg === '--backlog') args.backlog = Number(argv[++i]);
     else if (arg === '--latency-max-transaction') args.latencyMaxTransaction = Number(argv[++i]);
-    else if (arg === '--latency-rates') args.latencyRates = (argv[++i] ?? '').split(',').map(Number).filter((n) => n > 0);
+    else if (arg === '--latency-rates')
+      args.latencyRates = (argv[++i] ?? '')
+        .split(',')
+        .map(Number)
+        .filter((n) => n > 0);
     else if (arg === '--daemon-config') args.daemonConfig = JSON.parse(argv[++i] ?? '{}') as Record<string, unknown>;
     else if (arg === '--only') {
       const names = (argv[++i] ?? '').split(',').filter(Boolean);
       for (const name of names) if (!PHASES.includes(name as Phase)) throw new Error(`--only: unknown phase ${name} (phases: ${PHASES.join(', ')})`);
       args.only = new Set(names as Phase[]);
     } else if (arg === '--help' || arg === '-h') {
-      console.log("usage: npm run bench -- [--quick] [--json FILE] [--profile DIR] [--only PHASE,...] [--keep] [--backlog N] [--latency-rates 1000,5000] [--latency-max-transaction 10] [--daemon-config '{\"key\":value}']");
+      console.log(
+        'usage: npm run bench -- [--quick] [--json FILE] [--profile DIR] [--only PHASE,...] [--keep] [--backlog N] [--latency-rates 1000,5000] [--latency-max-transaction 10] [--daemon-config \'{"key":value}\']',
+      );
       console.log(`phases: ${PHASES.join(', ')}`);
       process.exit(0);
     } else throw new Error(`unknown argument ${arg} (try --help)`);
@@ -177,7 +201,13 @@ function track(child: ChildProcess): ChildProcess {
 function writePids(): void {
   if (!pidFile) return;
   try {
-    writeFileSync(pidFile, [...children].map((c) => c.pid).filter(Boolean).join('\n'));
+    writeFileSync(
+      pidFile,
+      [...children]
+        .map((c) => c.pid)
+        .filter(Boolean)
+        .join('\n'),
+    );
   } catch {
     // the work directory is being removed
   }
@@ -241,7 +271,18 @@ class ReceiverProcess {
   }
 
   static async start(): Promise<ReceiverProcess> {
-    const child = track(spawn(process.execPath, [...(process.env.PGWB_BENCH_RECEIVER_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.PGWB_BENCH_RECEIVER_PROF] : []), '--import', 'tsx', path.join(HERE, 'receiver.ts')], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+    const child = track(
+      spawn(
+        process.execPath,
+        [
+          ...(process.env.PGWB_BENCH_RECEIVER_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.PGWB_BENCH_RECEIVER_PROF] : []),
+          '--import',
+          'tsx',
+          path.join(HERE, 'receiver.ts'),
+        ],
+        { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
+      ),
+    );
     await new Promise<void>((resolve, reject) => {
       child.once('message', () => resolve());
       child.once('exit', (code) => reject(new Error(`receiver exited with ${code} before it was ready`)));
@@ -314,7 +355,9 @@ async function deadPort(): Promise<number> {
 /** Runs a bench helper script (tsx) to completion; parses the last stdout line as JSON. */
 function runScript<T>(script: string, input: unknown, timeoutMs: number, onSpawn?: (child: ChildProcess) => void): Promise<T> {
   return new Promise((resolve, reject) => {
-    const child = track(spawn(process.execPath, ['--import', 'tsx', path.join(HERE, script), JSON.stringify(input)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
+    const child = track(
+      spawn(process.execPath, ['--import', 'tsx', path.join(HERE, script), JSON.stringify(input)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }),
+    );
     onSpawn?.(child);
     let stdout = '';
     let stderr = '';
@@ -355,7 +398,9 @@ const fmt = {
   ms: (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '-' : `${n.toFixed(1)} ms`),
   mb: (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '-' : `${n.toFixed(0)} MB`),
   cores: (c: CpuUse | undefined, first = 'daemon'): string =>
-    c ? `cores: ${first} ${c.daemonCores.toFixed(2)}, postgres ${c.postgresCores.toFixed(2)}, receiver ${c.receiverCores.toFixed(2)}, bench ${c.benchCores.toFixed(2)}, other ${otherCores(c).toFixed(2)}, machine ${c.machineBusyCores.toFixed(2)}` : '',
+    c
+      ? `cores: ${first} ${c.daemonCores.toFixed(2)}, postgres ${c.postgresCores.toFixed(2)}, receiver ${c.receiverCores.toFixed(2)}, bench ${c.benchCores.toFixed(2)}, other ${otherCores(c).toFixed(2)}, machine ${c.machineBusyCores.toFixed(2)}`
+      : '',
 };
 
 function log(message: string): void {
@@ -406,10 +451,34 @@ interface Results {
   fanout?: DeliveryMeasure & { ratioToCeilingA?: number };
   fanoutSameOrigin?: DeliveryMeasure & { ratioToCeilingA?: number };
   isolation?: { healthy: DeliveryMeasure; alonePerSecond?: number; ratio?: number; deadStoredRows?: number };
-  latency?: Record<string, { rate: number; written: number; achievedRate: number; delivered: number; latency: LatencySummary; cpu?: CpuUse; walsenderLagKb?: { max: number; mean: number }; storeInserts?: number }>;
+  latency?: Record<
+    string,
+    {
+      rate: number;
+      written: number;
+      achievedRate: number;
+      delivered: number;
+      latency: LatencySummary;
+      cpu?: CpuUse;
+      walsenderLagKb?: { max: number; mean: number };
+      storeInserts?: number;
+    }
+  >;
   memory?: {
     events: number;
-    backlogged?: { writeSeconds: number; writeRate: number; storedSeconds: number; storedPerSecond: number; peakRssMb: number; hwmMb: number; storeRows: number; storeMb: number; maxSlotLagMb: number; complete: boolean; cpu?: CpuUse };
+    backlogged?: {
+      writeSeconds: number;
+      writeRate: number;
+      storedSeconds: number;
+      storedPerSecond: number;
+      peakRssMb: number;
+      hwmMb: number;
+      storeRows: number;
+      storeMb: number;
+      maxSlotLagMb: number;
+      complete: boolean;
+      cpu?: CpuUse;
+    };
     draining?: { delivered: number; seconds: number; perSecond: number; peakRssMb: number; hwmMb: number; complete: boolean; cpu?: CpuUse };
     retrySchedule: string;
   };
@@ -453,7 +522,15 @@ class Bench {
         kernel: os.release(),
         node: process.version,
       },
-      settings: { ...this.scale, daemonConfig: args.daemonConfig, daemonConcurrency: DAEMON_CONCURRENCY, fanoutWebhooks: FANOUT_WEBHOOKS, latencyRates: args.latencyRates, latencyMaxTransaction: args.latencyMaxTransaction, clusterFlags: CLUSTER_FLAGS.filter((f) => f !== '-c') },
+      settings: {
+        ...this.scale,
+        daemonConfig: args.daemonConfig,
+        daemonConcurrency: DAEMON_CONCURRENCY,
+        fanoutWebhooks: FANOUT_WEBHOOKS,
+        latencyRates: args.latencyRates,
+        latencyMaxTransaction: args.latencyMaxTransaction,
+        clusterFlags: CLUSTER_FLAGS.filter((f) => f !== '-c'),
+      },
       errors: {},
     };
   }
@@ -486,7 +563,8 @@ class Bench {
     const client = await this.admin.connect();
     try {
       await migrate(client, config);
-      for (const url of targets) await client.query(`insert into bench_${name}.webhooks ("targetUrl", operations, secret) values ($1, '{*.*}', $2)`, [url, SECRET]);
+      for (const url of targets)
+        await client.query(`insert into bench_${name}.webhooks ("targetUrl", operations, secret) values ($1, '{*.*}', $2)`, [url, SECRET]);
     } finally {
       client.release();
     }
@@ -530,7 +608,11 @@ class Bench {
 
   logTail(name: string, lines = 15): string {
     try {
-      return readFileSync(path.join(this.workdir, `daemon-${name}.log`), 'utf8').trim().split('\n').slice(-lines).join('\n');
+      return readFileSync(path.join(this.workdir, `daemon-${name}.log`), 'utf8')
+        .trim()
+        .split('\n')
+        .slice(-lines)
+        .join('\n');
     } catch {
       return '(no log)';
     }
@@ -552,7 +634,13 @@ class Bench {
    * Waits until every awaited port has `expected` distinct deliveries (or the deadline), then measures
    * first-to-last receipt over those ports.
    */
-  async waitDeliveries(expected: Map<number, number>, timeoutMs: number, daemon: DaemonProcess | null, spawnedAt: number, name: string): Promise<DeliveryMeasure> {
+  async waitDeliveries(
+    expected: Map<number, number>,
+    timeoutMs: number,
+    daemon: DaemonProcess | null,
+    spawnedAt: number,
+    name: string,
+  ): Promise<DeliveryMeasure> {
     const deadline = Date.now() + timeoutMs;
     let stats = await this.receiver.stats();
     const total = (s: ReceiverStats): number => [...expected.keys()].reduce((sum, port) => sum + Math.min(s.ports[port]?.unique ?? 0, expected.get(port)!), 0);
@@ -667,7 +755,13 @@ class Bench {
     log('ceiling B: bare pg-logical-replication consumer (counts rows, parses nothing)');
     const library = await runScript<ReplicationCeilingResult>(
       'replicationCeiling.ts',
-      { url: this.url(), slot: 'bench_ceiling_lib', publication: 'bench_ceiling', expectedRows: this.scale.backlog, timeoutMs: 300_000 } satisfies ReplicationCeilingOptions,
+      {
+        url: this.url(),
+        slot: 'bench_ceiling_lib',
+        publication: 'bench_ceiling',
+        expectedRows: this.scale.backlog,
+        timeoutMs: 300_000,
+      } satisfies ReplicationCeilingOptions,
       320_000,
     );
     this.results.ceilingB = { library };
@@ -684,7 +778,24 @@ class Bench {
         const child = track(
           spawn(
             recvlogical,
-            ['-d', `host=${HOST} port=${this.cluster.port} user=${this.cluster.user} dbname=${DATABASE}`, '--slot', 'bench_ceiling_recv', '--start', '--no-loop', '-o', 'proto_version=1', '-o', 'publication_names=bench_ceiling', '--endpos', formatLsn(this.backlogEndLsn), '-F', '0', '-f', '/dev/null'],
+            [
+              '-d',
+              `host=${HOST} port=${this.cluster.port} user=${this.cluster.user} dbname=${DATABASE}`,
+              '--slot',
+              'bench_ceiling_recv',
+              '--start',
+              '--no-loop',
+              '-o',
+              'proto_version=1',
+              '-o',
+              'publication_names=bench_ceiling',
+              '--endpos',
+              formatLsn(this.backlogEndLsn),
+              '-F',
+              '0',
+              '-f',
+              '/dev/null',
+            ],
             { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, PGPASSWORD: this.cluster.password } },
           ),
         );
@@ -732,7 +843,10 @@ class Bench {
 
   /** Rows inserted into a daemon's delivery store so far (statistics are flushed when its backends exit). */
   async storeInserts(name: string): Promise<number> {
-    const { rows } = await this.admin.query(`select coalesce(sum(n_tup_ins), 0)::float8 as n from pg_stat_user_tables where schemaname = $1 and relname = 'deliveries'`, [`bench_${name}`]);
+    const { rows } = await this.admin.query(
+      `select coalesce(sum(n_tup_ins), 0)::float8 as n from pg_stat_user_tables where schemaname = $1 and relname = 'deliveries'`,
+      [`bench_${name}`],
+    );
     return Number(rows[0].n);
   }
 
@@ -752,7 +866,12 @@ class Bench {
     mkdirSync(dir, { recursive: true });
     const before = new Set(readdirSync(dir));
     log(`drain under --cpu-prof (profile into ${dir})`);
-    const measure: NonNullable<Results['drainProfiled']> & { streamingAfterMs: number } = await this.runDrain('profile', new Map([[this.ports[0], this.scale.backlog]]), this.scale.drainTimeoutMs, dir);
+    const measure: NonNullable<Results['drainProfiled']> & { streamingAfterMs: number } = await this.runDrain(
+      'profile',
+      new Map([[this.ports[0], this.scale.backlog]]),
+      this.scale.drainTimeoutMs,
+      dir,
+    );
     // One file per thread (tsx runs its module hooks in a second one): the main thread is thread 0.
     const written = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile') && !before.has(f));
     const file = written.find((f) => /\.0\.\d+\.cpuprofile$/.test(f)) ?? written[0];
@@ -794,7 +913,9 @@ class Bench {
       // The window also covers the client's start-up; its own figure is over the measured seconds only.
       usage.daemonCores = result.clientCores;
       this.results[key] = { ...result, targets, concurrency: DAEMON_CONCURRENCY, bodyBytes: Buffer.byteLength(body), cpu: usage };
-      log(`  ${fmt.rate(result.perSecond)} (${fmt.int(result.requests)} in ${result.seconds.toFixed(1)} s, ${result.failures} failures; client ${result.clientCores.toFixed(2)} cores)`);
+      log(
+        `  ${fmt.rate(result.perSecond)} (${fmt.int(result.requests)} in ${result.seconds.toFixed(1)} s, ${result.failures} failures; client ${result.clientCores.toFixed(2)} cores)`,
+      );
     }
   }
 
@@ -812,7 +933,12 @@ class Bench {
     log(`isolation: ${fmt.int(this.scale.backlog)} changes to a healthy webhook and a dead one (connection refused)`);
     const alone = await this.runDrain('isolationalone', new Map([[this.ports[0], this.scale.backlog]]), this.scale.drainTimeoutMs);
     log(`  alone: ${describe(alone)}`);
-    const healthy = await this.runDrain('isolation', new Map([[this.ports[0], this.scale.backlog]]), this.scale.drainTimeoutMs, process.env.PGWB_BENCH_ISOLATION_PROF);
+    const healthy = await this.runDrain(
+      'isolation',
+      new Map([[this.ports[0], this.scale.backlog]]),
+      this.scale.drainTimeoutMs,
+      process.env.PGWB_BENCH_ISOLATION_PROF,
+    );
     const { rows } = await this.admin.query(`select count(*)::int as n from bench_isolation.deliveries`);
     this.results.isolation = { healthy, alonePerSecond: alone.perSecond, deadStoredRows: rows[0].n };
     log(`  healthy: ${describe(healthy)}; dead webhook's deliveries in the store: ${fmt.int(rows[0].n)}`);
@@ -837,18 +963,34 @@ class Bench {
         try {
           log(`latency: steady ${fmt.int(rate)} changes/s for ${(this.scale.latencyMs / 1000).toFixed(0)} s (after ${LATENCY_WARMUP_MS / 1000} s warm-up)`);
           await this.receiver.reset();
-          const warm = await writePaced(pool, rate, LATENCY_WARMUP_MS, { connections: PACED_CONNECTIONS, maxTransaction: this.args.latencyMaxTransaction, seed: rate });
+          const warm = await writePaced(pool, rate, LATENCY_WARMUP_MS, {
+            connections: PACED_CONNECTIONS,
+            maxTransaction: this.args.latencyMaxTransaction,
+            seed: rate,
+          });
           await this.waitDeliveries(new Map([[this.ports[0], warm.changes]]), 30_000, daemon, wallNow(), name);
           await this.receiver.reset();
           const cpu = new CpuWindow(daemon.pid, this.postmasterPid);
           cpu.start((await this.receiver.stats()).cpuUs);
           const lag = this.sampleWalsenderLag(`bench_${name}`);
-          const written = await writePaced(pool, rate, this.scale.latencyMs, { connections: PACED_CONNECTIONS, maxTransaction: this.args.latencyMaxTransaction, seed: rate * 7 });
+          const written = await writePaced(pool, rate, this.scale.latencyMs, {
+            connections: PACED_CONNECTIONS,
+            maxTransaction: this.args.latencyMaxTransaction,
+            seed: rate * 7,
+          });
           const walsenderLagKb = await lag.stop();
           const measure = await this.waitDeliveries(new Map([[this.ports[0], written.changes]]), 60_000, daemon, wallNow(), name);
           const usage = cpu.stop((await this.receiver.stats()).cpuUs);
           const stats = await this.receiver.stats(true);
-          latency[key] = { rate, written: written.changes, achievedRate: written.achievedRate, delivered: measure.delivered, latency: stats.latency, cpu: usage, walsenderLagKb };
+          latency[key] = {
+            rate,
+            written: written.changes,
+            achievedRate: written.achievedRate,
+            delivered: measure.delivered,
+            latency: stats.latency,
+            cpu: usage,
+            walsenderLagKb,
+          };
           log(
             `  wrote ${fmt.rate(written.achievedRate)}, delivered ${fmt.int(measure.delivered)}/${fmt.int(written.changes)}: p50 ${fmt.ms(stats.latency.p50)}, p95 ${fmt.ms(stats.latency.p95)}, p99 ${fmt.ms(stats.latency.p99)}, max ${fmt.ms(stats.latency.max)}; ` +
               `WAL not yet sent to the daemon: max ${fmt.int(walsenderLagKb.max)} kB, mean ${fmt.int(walsenderLagKb.mean)} kB; ${fmt.cores(usage)}`,
@@ -908,7 +1050,10 @@ class Bench {
     const events = this.scale.memoryBacklog;
     const port = await deadPort();
     await this.prepareDaemon(name, [`http://${HOST}:${port}/hook`]);
-    const result: NonNullable<Results['memory']> = { events, retrySchedule: `${MEMORY_RETRY_SCHEDULE_S.length} retries, ${MEMORY_RETRY_SCHEDULE_S[0]} s apart` };
+    const result: NonNullable<Results['memory']> = {
+      events,
+      retrySchedule: `${MEMORY_RETRY_SCHEDULE_S.length} retries, ${MEMORY_RETRY_SCHEDULE_S[0]} s apart`,
+    };
     this.results.memory = result;
     // Heartbeats every second: the slot position tells within ~2 s when the whole backlog is stored.
     const daemon = this.startDaemon(name, { 'delivery.retrySchedule': MEMORY_RETRY_SCHEDULE_S, 'replication.heartbeatIntervalMs': 1_000 });
@@ -965,7 +1110,9 @@ class Bench {
       await lagWatcher;
       const backlogCpu = cpu.stop((await this.receiver.stats()).cpuUs);
       const peak = memory.stop();
-      const { rows } = await this.admin.query(`select count(*)::int as n, pg_total_relation_size('bench_memory.deliveries')::float8 as bytes from bench_memory.deliveries`);
+      const { rows } = await this.admin.query(
+        `select count(*)::int as n, pg_total_relation_size('bench_memory.deliveries')::float8 as bytes from bench_memory.deliveries`,
+      );
       result.backlogged = {
         writeSeconds: written.seconds,
         writeRate: written.changes / written.seconds,
@@ -979,7 +1126,9 @@ class Bench {
         complete,
         cpu: backlogCpu,
       };
-      log(`  stored ${fmt.int(rows[0].n)} deliveries (${fmt.mb(rows[0].bytes / 1024 ** 2)} table) ${complete ? '' : '(INCOMPLETE) '}after ${storedSeconds.toFixed(1)} s; peak RSS ${fmt.mb(peak.hwmMb)} (sampled max ${fmt.mb(peak.maxRssMb)}), max slot lag ${fmt.mb(maxLag / 1024 ** 2)}`);
+      log(
+        `  stored ${fmt.int(rows[0].n)} deliveries (${fmt.mb(rows[0].bytes / 1024 ** 2)} table) ${complete ? '' : '(INCOMPLETE) '}after ${storedSeconds.toFixed(1)} s; peak RSS ${fmt.mb(peak.hwmMb)} (sampled max ${fmt.mb(peak.maxRssMb)}), max slot lag ${fmt.mb(maxLag / 1024 ** 2)}`,
+      );
 
       log('  receiver back: draining the store');
       await this.receiver.reset();
@@ -1002,7 +1151,9 @@ class Bench {
         complete: drained.complete,
         cpu: drainUsage,
       };
-      log(`  drained ${fmt.int(drained.delivered)}/${fmt.int(events)} ${drained.complete ? '' : '(INCOMPLETE) '}at ${fmt.rate(drained.perSecond)}; peak RSS while draining ${fmt.mb(result.draining.hwmMb)}`);
+      log(
+        `  drained ${fmt.int(drained.delivered)}/${fmt.int(events)} ${drained.complete ? '' : '(INCOMPLETE) '}at ${fmt.rate(drained.perSecond)}; peak RSS while draining ${fmt.mb(result.draining.hwmMb)}`,
+      );
     } finally {
       await daemon.stop();
       await this.receiver.close(port).catch(() => undefined);
@@ -1011,7 +1162,13 @@ class Bench {
   }
 
   /** waitDeliveries with a progress line every 15 s (the store drain can be long). */
-  async waitDeliveriesWithProgress(expected: Map<number, number>, timeoutMs: number, daemon: DaemonProcess, name: string, memory: MemorySampler): Promise<DeliveryMeasure> {
+  async waitDeliveriesWithProgress(
+    expected: Map<number, number>,
+    timeoutMs: number,
+    daemon: DaemonProcess,
+    name: string,
+    memory: MemorySampler,
+  ): Promise<DeliveryMeasure> {
     const startedAt = wallNow();
     const ticker = setInterval(() => {
       void this.receiver.stats().then((s) => {
@@ -1060,25 +1217,50 @@ class Bench {
     const row = (figure: string, value: string, note = ''): void => void rows.push([figure, value, note]);
     const section = (title: string): void => void rows.push([`-- ${title}`, '', '']);
     section('load');
-    if (r.backlog) row('backlog written', `${fmt.int(r.backlog.changes)} changes`, `${fmt.int(r.backlog.transactions)} txns (1-${BACKLOG_MAX_TRANSACTION} rows), ${fmt.rate(r.backlog.perSecond)}, mean body ${fmt.int(r.backlog.meanBodyBytes)} B`);
+    if (r.backlog)
+      row(
+        'backlog written',
+        `${fmt.int(r.backlog.changes)} changes`,
+        `${fmt.int(r.backlog.transactions)} txns (1-${BACKLOG_MAX_TRANSACTION} rows), ${fmt.rate(r.backlog.perSecond)}, mean body ${fmt.int(r.backlog.meanBodyBytes)} B`,
+      );
     section('ceilings');
-    if (r.ceilingA) row('A: signed POSTs/s, 1 target x 16', fmt.rate(r.ceilingA.perSecond), `undici dispatch loop, ${r.ceilingA.bodyBytes} B body; ${fmt.cores(r.ceilingA.cpu, 'client')}`);
+    if (r.ceilingA)
+      row(
+        'A: signed POSTs/s, 1 target x 16',
+        fmt.rate(r.ceilingA.perSecond),
+        `undici dispatch loop, ${r.ceilingA.bodyBytes} B body; ${fmt.cores(r.ceilingA.cpu, 'client')}`,
+      );
     if (r.ceilingA10) row('A: signed POSTs/s, 10 targets x 16', fmt.rate(r.ceilingA10.perSecond), fmt.cores(r.ceilingA10.cpu, 'client'));
-    if (r.ceilingARequest) row('A: undici request() loop, 1 x 16', fmt.rate(r.ceilingARequest.perSecond), `for scale; ${fmt.cores(r.ceilingARequest.cpu, 'client')}`);
-    if (r.ceilingB?.library) row('B: rows/s, pg-logical-replication', fmt.rate(r.ceilingB.library.rowsPerSecond), `counts only; first row after ${r.ceilingB.library.firstRowSeconds.toFixed(2)} s`);
+    if (r.ceilingARequest)
+      row('A: undici request() loop, 1 x 16', fmt.rate(r.ceilingARequest.perSecond), `for scale; ${fmt.cores(r.ceilingARequest.cpu, 'client')}`);
+    if (r.ceilingB?.library)
+      row(
+        'B: rows/s, pg-logical-replication',
+        fmt.rate(r.ceilingB.library.rowsPerSecond),
+        `counts only; first row after ${r.ceilingB.library.firstRowSeconds.toFixed(2)} s`,
+      );
     if (r.ceilingB?.pgRecvlogical) row('B: rows/s, pg_recvlogical', fmt.rate(r.ceilingB.pgRecvlogical.rowsPerSecond), r.ceilingB.pgRecvlogical.version);
     section('daemon');
     const delivery = (label: string, m: DeliveryMeasure | undefined, ratio?: number, ratioOf = 'A'): void => {
       if (!m) return;
       const got = `${fmt.int(m.delivered)}/${fmt.int(m.expected)}${m.complete ? '' : ' (time cap)'}${m.duplicates ? `, ${m.duplicates} dup` : ''}`;
-      row(label, fmt.rate(m.perSecond), `${ratio !== undefined ? `${fmt.pct(ratio)} of ${ratioOf}; ` : ''}${got}, via store ${fmt.int(m.storeInserts)}, startup ${m.startupSeconds.toFixed(1)} s, RSS ${fmt.mb(m.peakRssMb)}; ${fmt.cores(m.cpu)}`);
+      row(
+        label,
+        fmt.rate(m.perSecond),
+        `${ratio !== undefined ? `${fmt.pct(ratio)} of ${ratioOf}; ` : ''}${got}, via store ${fmt.int(m.storeInserts)}, startup ${m.startupSeconds.toFixed(1)} s, RSS ${fmt.mb(m.peakRssMb)}; ${fmt.cores(m.cpu)}`,
+      );
     };
     delivery('drain: events/s, 1 webhook', r.drain, r.drain?.ratioToCeilingA);
     delivery('drain under --cpu-prof', r.drainProfiled);
     delivery('fan-out: deliveries/s, 10 origins', r.fanout, r.fanout?.ratioToCeilingA);
     delivery('fan-out: deliveries/s, 1 origin', r.fanoutSameOrigin, r.fanoutSameOrigin?.ratioToCeilingA);
     if (r.isolation) delivery('isolation: healthy beside dead', r.isolation.healthy, r.isolation.ratio, 'alone');
-    if (r.isolation?.ratio !== undefined) row('isolation: ratio to alone', fmt.pct(r.isolation.ratio), `alone (run just before) ${fmt.rate(r.isolation.alonePerSecond ?? 0)}; dead webhook stored ${fmt.int(r.isolation.deadStoredRows)} rows`);
+    if (r.isolation?.ratio !== undefined)
+      row(
+        'isolation: ratio to alone',
+        fmt.pct(r.isolation.ratio),
+        `alone (run just before) ${fmt.rate(r.isolation.alonePerSecond ?? 0)}; dead webhook stored ${fmt.int(r.isolation.deadStoredRows)} rows`,
+      );
     for (const entry of Object.values(r.latency ?? {})) {
       row(
         `latency at ${fmt.int(entry.rate)}/s: p50/p95/p99`,
@@ -1088,10 +1270,18 @@ class Bench {
     }
     const m = r.memory;
     if (m?.backlogged) {
-      row(`memory: peak RSS, ${fmt.int(m.events)} behind dead`, fmt.mb(m.backlogged.hwmMb), `stored ${fmt.int(m.backlogged.storeRows)}${m.backlogged.complete ? '' : ' INCOMPLETE'} in ${m.backlogged.storedSeconds.toFixed(0)} s (${fmt.rate(m.backlogged.storedPerSecond)}; written at ${fmt.rate(m.backlogged.writeRate)}), store ${fmt.mb(m.backlogged.storeMb)}, max slot lag ${fmt.mb(m.backlogged.maxSlotLagMb)}; ${fmt.cores(m.backlogged.cpu)}`);
+      row(
+        `memory: peak RSS, ${fmt.int(m.events)} behind dead`,
+        fmt.mb(m.backlogged.hwmMb),
+        `stored ${fmt.int(m.backlogged.storeRows)}${m.backlogged.complete ? '' : ' INCOMPLETE'} in ${m.backlogged.storedSeconds.toFixed(0)} s (${fmt.rate(m.backlogged.storedPerSecond)}; written at ${fmt.rate(m.backlogged.writeRate)}), store ${fmt.mb(m.backlogged.storeMb)}, max slot lag ${fmt.mb(m.backlogged.maxSlotLagMb)}; ${fmt.cores(m.backlogged.cpu)}`,
+      );
     }
     if (m?.draining) {
-      row('memory: peak RSS while draining', fmt.mb(m.draining.hwmMb), `drained ${fmt.int(m.draining.delivered)}${m.draining.complete ? '' : ' INCOMPLETE'} at ${fmt.rate(m.draining.perSecond)} (store path; retries ${m.retrySchedule}); ${fmt.cores(m.draining.cpu)}`);
+      row(
+        'memory: peak RSS while draining',
+        fmt.mb(m.draining.hwmMb),
+        `drained ${fmt.int(m.draining.delivered)}${m.draining.complete ? '' : ' INCOMPLETE'} at ${fmt.rate(m.draining.perSecond)} (store path; retries ${m.retrySchedule}); ${fmt.cores(m.draining.cpu)}`,
+      );
     }
     section('targets');
     for (const t of r.targets ?? []) row(t.figure, t.value, `${t.target}: ${t.met === null ? 'not measured' : t.met ? 'met' : 'MISSED'}`);
@@ -1203,7 +1393,9 @@ async function main(): Promise<void> {
   bench.results.totalSeconds = (performance.now() - startedAt) / 1000;
   bench.judge();
   const r = bench.results;
-  console.log(`\npg-webhook-bridge benchmark (${r.mode}), ${r.machine.cpus} x ${r.machine.cpuModel}, ${r.machine.memoryGb} GB, Node ${r.machine.node}, Postgres ${r.machine.postgres ?? '?'}; ${(r.totalSeconds ?? 0).toFixed(0)} s`);
+  console.log(
+    `\npg-webhook-bridge benchmark (${r.mode}), ${r.machine.cpus} x ${r.machine.cpuModel}, ${r.machine.memoryGb} GB, Node ${r.machine.node}, Postgres ${r.machine.postgres ?? '?'}; ${(r.totalSeconds ?? 0).toFixed(0)} s`,
+  );
   console.log(bench.table());
   const profile = r.drainProfiled?.profile;
   if (profile) console.log(`\n${formatProfile(profile, 25)}`);

@@ -101,7 +101,14 @@ async function main(): Promise<void> {
   stop = true;
   await Promise.all(workers);
   await agent.close();
-  const result: CeilingAResult = { mode: options.mode, requests, failures, seconds, perSecond: requests / seconds, clientCores: (cpu.user + cpu.system) / 1e6 / seconds };
+  const result: CeilingAResult = {
+    mode: options.mode,
+    requests,
+    failures,
+    seconds,
+    perSecond: requests / seconds,
+    clientCores: (cpu.user + cpu.system) / 1e6 / seconds,
+  };
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 

@@ -47,7 +47,8 @@ export function areaOf(url: string, functionName: string): string {
   const modules = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url);
   if (modules) {
     const name = modules[1];
-    if (name === 'pino' || name === 'sonic-boom' || name === 'pino-std-serializers' || name === 'fast-redact' || name === 'thread-stream') return 'logging (pino)';
+    if (name === 'pino' || name === 'sonic-boom' || name === 'pino-std-serializers' || name === 'fast-redact' || name === 'thread-stream')
+      return 'logging (pino)';
     if (name === 'pg' || name === 'pg-protocol' || name === 'pg-types' || name === 'pg-pool' || name === 'pgpass') return 'pg';
     return name;
   }

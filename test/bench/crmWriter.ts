@@ -32,8 +32,42 @@ const WORDS = (
   'north oak onyx orbit pearl pine pixel quartz quill raven reef ridge river sable sage sierra slate solar ' +
   'spruce stone summit tango terra tide timber topaz tundra umber valley vapor vertex willow zenith'
 ).split(' ');
-const FIRST_NAMES = ['Alice', 'Bruno', 'Chloe', 'Dmitri', 'Elena', 'Farid', 'Grace', 'Hiro', 'Ines', 'Jonas', 'Kemi', 'Lucia', 'Mateo', 'Nadia', 'Omar', 'Priya'];
-const LAST_NAMES = ['Anders', 'Bauer', 'Costa', 'Dubois', 'Evans', 'Fischer', 'Garcia', 'Haddad', 'Ito', 'Jensen', 'Kowalski', 'Larsen', 'Moreau', 'Novak', 'Okafor', 'Petrov'];
+const FIRST_NAMES = [
+  'Alice',
+  'Bruno',
+  'Chloe',
+  'Dmitri',
+  'Elena',
+  'Farid',
+  'Grace',
+  'Hiro',
+  'Ines',
+  'Jonas',
+  'Kemi',
+  'Lucia',
+  'Mateo',
+  'Nadia',
+  'Omar',
+  'Priya',
+];
+const LAST_NAMES = [
+  'Anders',
+  'Bauer',
+  'Costa',
+  'Dubois',
+  'Evans',
+  'Fischer',
+  'Garcia',
+  'Haddad',
+  'Ito',
+  'Jensen',
+  'Kowalski',
+  'Larsen',
+  'Moreau',
+  'Novak',
+  'Okafor',
+  'Petrov',
+];
 const STATUSES = ['TODO', 'IN_PROGRESS', 'DONE'];
 
 function q(text: string): string {
@@ -72,7 +106,13 @@ export class CrmWriter {
         return `(${q(id)}, ${q(first)}, ${q(last)}, ${q(`${first}.${last}.${this.int(1, 99_999)}@example.com`.toLowerCase())}, ${q(`+1 555 ${this.int(100, 999)} ${this.int(1000, 9999)}`)}, ${q(this.words(150, 550))}, ${q(this.pick(WORDS))}, ${company})`;
       }
       case 'company': {
-        const address = JSON.stringify({ street: `${this.int(1, 999)} ${this.words(8, 24)}`, city: this.pick(WORDS), postcode: String(this.int(10_000, 99_999)), country: 'FR', notes: this.words(100, 420) });
+        const address = JSON.stringify({
+          street: `${this.int(1, 999)} ${this.words(8, 24)}`,
+          city: this.pick(WORDS),
+          postcode: String(this.int(10_000, 99_999)),
+          country: 'FR',
+          notes: this.words(100, 420),
+        });
         return `(${q(id)}, ${q(`${this.words(5, 20)} inc`)}, ${q(`${this.pick(WORDS)}${this.int(1, 9_999)}.example.com`)}, ${this.int(1, 50_000)}, ${q(`${this.int(1_000, 99_999_999)}.${this.int(10, 99)}`)}, ${q(address)}, ${this.random() < 0.3})`;
       }
       case 'note':

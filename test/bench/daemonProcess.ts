@@ -31,7 +31,10 @@ export function flagFor(key: string): string {
 
 /** Compiles src/ into dist/ (`npm run build`), so the daemon runs as it does in production. */
 export function buildDaemon(root: string): void {
-  execFileSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.build.json')], { cwd: root, stdio: 'inherit' });
+  execFileSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.build.json')], {
+    cwd: root,
+    stdio: 'inherit',
+  });
 }
 
 export function spawnDaemon(options: DaemonOptions): DaemonProcess {

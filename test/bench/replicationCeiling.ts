@@ -52,7 +52,10 @@ const TAG_COMMIT = 0x43; // 'C'
 
 async function main(): Promise<void> {
   const options = JSON.parse(process.argv[2]) as ReplicationCeilingOptions;
-  const service = new LogicalReplicationService({ connectionString: options.url }, { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } });
+  const service = new LogicalReplicationService(
+    { connectionString: options.url },
+    { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } },
+  );
   let rows = 0;
   let transactions = 0;
   let startedAt = 0;

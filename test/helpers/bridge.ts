@@ -68,7 +68,13 @@ export class LogCapture extends Writable {
 const liveDaemonLogs = new Set<LogCapture>();
 beforeEach(({ onTestFailed }) => {
   onTestFailed(() => {
-    for (const logs of liveDaemonLogs) console.log(`in-process daemon log (last 60 lines):\n${logs.lines.slice(-60).map((l) => JSON.stringify(l)).join('\n')}`);
+    for (const logs of liveDaemonLogs)
+      console.log(
+        `in-process daemon log (last 60 lines):\n${logs.lines
+          .slice(-60)
+          .map((l) => JSON.stringify(l))
+          .join('\n')}`,
+      );
   });
 });
 
@@ -80,8 +86,18 @@ export async function startDaemon(config: BridgeConfig): Promise<{ daemon: Daemo
   return { daemon, logs };
 }
 
-export async function addWebhook(db: TestDatabase, url: string, operations: string[] = ['*.*'], secret = 'test-secret', schema = 'webhook_bridge'): Promise<string> {
-  const { rows } = await db.pool.query(`insert into ${schema}.webhooks ("targetUrl", operations, secret) values ($1, $2, $3) returning id::text`, [url, operations, secret]);
+export async function addWebhook(
+  db: TestDatabase,
+  url: string,
+  operations: string[] = ['*.*'],
+  secret = 'test-secret',
+  schema = 'webhook_bridge',
+): Promise<string> {
+  const { rows } = await db.pool.query(`insert into ${schema}.webhooks ("targetUrl", operations, secret) values ($1, $2, $3) returning id::text`, [
+    url,
+    operations,
+    secret,
+  ]);
   return rows[0].id;
 }
 
@@ -92,14 +108,23 @@ export interface BridgeProcess {
 }
 
 /** `pg-webhook-bridge start` in a child process, configured through the environment and flags. */
-export function spawnBridge(db: TestDatabase, extra: Record<string, unknown> = {}, command: string[] = ['start'], env: Record<string, string> = {}): BridgeProcess {
+export function spawnBridge(
+  db: TestDatabase,
+  extra: Record<string, unknown> = {},
+  command: string[] = ['start'],
+  env: Record<string, string> = {},
+): BridgeProcess {
   const overrides = testOverrides(db, extra);
   const args: string[] = [];
   for (const [key, value] of Object.entries(overrides)) {
     const flag = `--${key.replace(/\./g, '-').replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
     args.push(flag, typeof value === 'string' ? value : JSON.stringify(value));
   }
-  const child = spawn(process.execPath, ['bin/pg-webhook-bridge.js', ...args, ...command], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: undefined, ...env } });
+  const child = spawn(process.execPath, ['bin/pg-webhook-bridge.js', ...args, ...command], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, LOG_LEVEL: undefined, ...env },
+  });
   let output = '';
   child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
@@ -108,8 +133,16 @@ export function spawnBridge(db: TestDatabase, extra: Record<string, unknown> = {
 }
 
 /** Runs a CLI command to completion. */
-export async function runCli(args: string[], env: Record<string, string | undefined> = {}, stdin?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ['bin/pg-webhook-bridge.js', ...args], { cwd: ROOT, stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+export async function runCli(
+  args: string[],
+  env: Record<string, string | undefined> = {},
+  stdin?: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ['bin/pg-webhook-bridge.js', ...args], {
+    cwd: ROOT,
+    stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   if (stdin !== undefined) child.stdin!.end(stdin);
   let stdout = '';
   let stderr = '';

@@ -70,7 +70,10 @@ async function withAdmin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
 }
 
 function databaseName(hint: string | undefined): string {
-  const base = (hint ?? 'test').toLowerCase().replace(/[^a-z0-9_]+/g, '_').slice(0, 40);
+  const base = (hint ?? 'test')
+    .toLowerCase()
+    .replace(/[^a-z0-9_]+/g, '_')
+    .slice(0, 40);
   // Lower case and unquoted-safe: pg-logical-replication does not quote slot names derived from it.
   return `pgwb_${base}_${randomBytes(4).toString('hex')}`;
 }
@@ -110,18 +113,9 @@ async function dropDatabaseAndSlots(name: string): Promise<void> {
 
     const deadline = Date.now() + SLOT_DROP_TIMEOUT_MS;
     for (;;) {
-      await admin.query(
-        `select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()`,
-        [name],
-      );
-      await admin.query(
-        `select pg_terminate_backend(active_pid) from pg_replication_slots where database = $1 and active_pid is not null`,
-        [name],
-      );
-      const slots = await admin.query<{ slot_name: string; active: boolean }>(
-        'select slot_name, active from pg_replication_slots where database = $1',
-        [name],
-      );
+      await admin.query(`select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()`, [name]);
+      await admin.query(`select pg_terminate_backend(active_pid) from pg_replication_slots where database = $1 and active_pid is not null`, [name]);
+      const slots = await admin.query<{ slot_name: string; active: boolean }>('select slot_name, active from pg_replication_slots where database = $1', [name]);
       if (slots.rowCount === 0) break;
       for (const slot of slots.rows.filter((s) => !s.active)) {
         try {
@@ -146,10 +140,7 @@ async function dropDatabaseAndSlots(name: string): Promise<void> {
  * startCluster()). Same port afterwards; every existing connection breaks. The shared cluster serves
  * all integration files running in parallel: a file that restarts Postgres should own its cluster.
  */
-export async function restartCluster(
-  mode: 'fast' | 'immediate' = 'fast',
-  target: { dataDir: string; binDir: string } = clusterInfo(),
-): Promise<void> {
+export async function restartCluster(mode: 'fast' | 'immediate' = 'fast', target: { dataDir: string; binDir: string } = clusterInfo()): Promise<void> {
   if (!target.dataDir || !target.binDir) throw new Error('restartCluster: the cluster info has no dataDir/binDir');
   await restartDataDir(target.binDir, target.dataDir, mode);
 }

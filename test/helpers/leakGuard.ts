@@ -31,19 +31,14 @@ export function captureHandles(): HandleBaseline {
 
 function grown(baseline: HandleBaseline, types: readonly string[]): string[] {
   const now = countResources();
-  return types
-    .filter((type) => (now[type] ?? 0) > (baseline[type] ?? 0))
-    .map((type) => `${type}: ${baseline[type] ?? 0} -> ${now[type]}`);
+  return types.filter((type) => (now[type] ?? 0) > (baseline[type] ?? 0)).map((type) => `${type}: ${baseline[type] ?? 0} -> ${now[type]}`);
 }
 
 /**
  * Rejects if any watched handle type has more active handles than in `baseline` after up to
  * `graceMs` (default 2 s) of waiting for them to close.
  */
-export async function assertNoLeakedHandles(
-  baseline: HandleBaseline,
-  options: { graceMs?: number; types?: readonly string[] } = {},
-): Promise<void> {
+export async function assertNoLeakedHandles(baseline: HandleBaseline, options: { graceMs?: number; types?: readonly string[] } = {}): Promise<void> {
   const types = options.types ?? WATCHED_HANDLE_TYPES;
   const deadline = Date.now() + (options.graceMs ?? GRACE_MS);
   let leaks = grown(baseline, types);

@@ -146,7 +146,13 @@ async function copyTree(from: string, to: string): Promise<void> {
     } else if (entry.isFile()) {
       const stat = await lstat(source);
       const linkable = stat.uid === 0 && (stat.mode & 0o022) === 0;
-      if (!linkable || !(await link(source, target).then(() => true, () => false))) {
+      if (
+        !linkable ||
+        !(await link(source, target).then(
+          () => true,
+          () => false,
+        ))
+      ) {
         await copyFile(source, target);
         await chmod(target, stat.mode & 0o755);
       }

@@ -103,7 +103,12 @@ export async function restartDataDir(binDir: string, dataDir: string, mode: 'fas
   // -l is required: without it the new postmaster inherits our stdout pipe and execFile never returns.
   // Without -o, pg_ctl reuses the previous command line (postmaster.opts), extraFlags included.
   try {
-    await runPgTool(binDir, 'pg_ctl', ['-D', dataDir, '-l', serverLogFile(dataDir), '-m', mode, '-w', '-t', String(PG_CTL_TIMEOUT_S), 'restart'], path.dirname(dataDir));
+    await runPgTool(
+      binDir,
+      'pg_ctl',
+      ['-D', dataDir, '-l', serverLogFile(dataDir), '-m', mode, '-w', '-t', String(PG_CTL_TIMEOUT_S), 'restart'],
+      path.dirname(dataDir),
+    );
   } catch (error) {
     // What the server was waiting for is only in its log.
     const log = await readFile(serverLogFile(dataDir), 'utf8').catch(() => '');

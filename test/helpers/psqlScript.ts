@@ -137,7 +137,13 @@ function metaCommand(line: string, vars: Map<string, string>, branches: Array<{ 
     case '\\set':
       if (!active()) return;
       if (!args[0] || !NAME.test(args[0])) throw new Error(`\\set needs a variable name: ${line}`);
-      vars.set(args[0], args.slice(1).map((a) => (a.startsWith("'") && a.endsWith("'") && a.length >= 2 ? a.slice(1, -1).replace(/''/g, "'") : a)).join(''));
+      vars.set(
+        args[0],
+        args
+          .slice(1)
+          .map((a) => (a.startsWith("'") && a.endsWith("'") && a.length >= 2 ? a.slice(1, -1).replace(/''/g, "'") : a))
+          .join(''),
+      );
       return;
     default:
       throw new Error(`psql meta-command not supported by the test expander: ${line}`);

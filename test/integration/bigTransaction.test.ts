@@ -105,9 +105,13 @@ describe('a 200,000-row transaction', () => {
       // One statement, one transaction: the stream gets one Begin, 200,000 Inserts, one Commit.
       await db.pool.query(`insert into public.item select i, 'item ' || i, i % 100 from generate_series(1, ${ROWS}) i`);
       const committedMs = Date.now() - t0;
-      await eventually(() => receiver.distinct() === ROWS || started.child.exitCode !== null, `all ${ROWS} rows at the receiver`, DELIVERY_TIMEOUT_MS).catch((error) => {
-        throw new Error(`${(error as Error).message}: got ${receiver.distinct()} distinct of ${receiver.requests()} requests; bridge output:\n${started.output().slice(-3_000)}`);
-      });
+      await eventually(() => receiver.distinct() === ROWS || started.child.exitCode !== null, `all ${ROWS} rows at the receiver`, DELIVERY_TIMEOUT_MS).catch(
+        (error) => {
+          throw new Error(
+            `${(error as Error).message}: got ${receiver.distinct()} distinct of ${receiver.requests()} requests; bridge output:\n${started.output().slice(-3_000)}`,
+          );
+        },
+      );
       const deliveredMs = Date.now() - t0;
       expect(started.child.exitCode, started.output().slice(-3_000)).toBeNull();
       const memory = memoryOf(pid)!;
@@ -120,12 +124,16 @@ describe('a 200,000-row transaction', () => {
       expect(receiver.distinct()).toBe(ROWS);
       expect(memory.peak).toBeLessThan(RSS_LIMIT_BYTES);
       // The slot moves past the transaction once every delivery is done.
-      await eventually(async () => {
-        const { rows } = await db.pool.query(
-          `select confirmed_flush_lsn >= pg_current_wal_lsn() - 1024 * 1024 as caught_up from pg_replication_slots where database = current_database()`,
-        );
-        return rows[0]?.caught_up === true;
-      }, 'the slot to acknowledge the big transaction', 30_000);
+      await eventually(
+        async () => {
+          const { rows } = await db.pool.query(
+            `select confirmed_flush_lsn >= pg_current_wal_lsn() - 1024 * 1024 as caught_up from pg_replication_slots where database = current_database()`,
+          );
+          return rows[0]?.caught_up === true;
+        },
+        'the slot to acknowledge the big transaction',
+        30_000,
+      );
     } finally {
       clearInterval(sampler);
     }

@@ -62,7 +62,9 @@ describe('command line', () => {
     expect(again.code).toBe(0);
     expect(again.stdout).toMatch(/migrations applied: none \(up to date\)/);
     // A schema from the previous version (before 000004): check and the daemon's preflight say to migrate.
-    await db.pool.query(`alter table webhook_bridge.slot_state drop column confirmed_lsn; delete from webhook_bridge.migrations where name = '000004_slot_confirmed.sql'`);
+    await db.pool.query(
+      `alter table webhook_bridge.slot_state drop column confirmed_lsn; delete from webhook_bridge.migrations where name = '000004_slot_confirmed.sql'`,
+    );
     const old = await runCli([...base(), 'check']);
     expect(old.code).toBe(3);
     expect(old.stdout).toMatch(/problem: schema "webhook_bridge" is older than this version of the bridge: run "pg-webhook-bridge migrate" \(as an admin\)/);
@@ -73,11 +75,13 @@ describe('command line', () => {
     try {
       await other.pool.query(CRM_SCHEMA_SQL);
       const config = loadConfig({ env: {}, overrides: { 'database.url': other.url } });
-      const clients = await Promise.all(Array.from({ length: 4 }, async () => {
-        const client = new pg.Client({ connectionString: other.url });
-        await client.connect();
-        return client;
-      }));
+      const clients = await Promise.all(
+        Array.from({ length: 4 }, async () => {
+          const client = new pg.Client({ connectionString: other.url });
+          await client.connect();
+          return client;
+        }),
+      );
       const results = await Promise.all(clients.map((client) => migrate(client, config)));
       await Promise.all(clients.map((client) => client.end()));
       expect(results.filter((r) => r.applied.length > 0)).toHaveLength(1);
@@ -98,7 +102,15 @@ describe('command line', () => {
     const list = await runCli([...base(), 'webhooks', 'list']);
     expect(list.stdout).toMatch(new RegExp(`${id}\\s+active`));
     expect(list.stdout).not.toContain(secret);
-    const withSecret = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/2', '--secret', `whsec_${Buffer.alloc(32, 5).toString('base64')}`]);
+    const withSecret = await runCli([
+      ...base(),
+      'webhooks',
+      'add',
+      '--url',
+      'https://example.com/2',
+      '--secret',
+      `whsec_${Buffer.alloc(32, 5).toString('base64')}`,
+    ]);
     expect(withSecret.code, withSecret.stderr).toBe(0);
     expect(withSecret.stdout).not.toMatch(/shown once/);
     // whsec_ secrets that decode to no usable key: refused by add, and listed as invalid when written directly.
@@ -107,9 +119,15 @@ describe('command line', () => {
       expect(refused.code, secret).toBe(2);
       expect(refused.stderr).toMatch(/whsec_ secret: the text after whsec_ must be base64 of a 24 to 64 byte key/);
     }
-    const { rows: written } = await db.pool.query(`insert into webhook_bridge.webhooks ("targetUrl", secret) values ('https://example.com/4', 'whsec_!!!!') returning id::text`);
+    const { rows: written } = await db.pool.query(
+      `insert into webhook_bridge.webhooks ("targetUrl", secret) values ('https://example.com/4', 'whsec_!!!!') returning id::text`,
+    );
     const listed = await runCli([...base(), 'webhooks', 'list']);
-    expect(listed.stdout).toMatch(new RegExp(`${written[0].id}\\s+invalid[^\\n]*\\n\\s+problem: whsec_ secret: the text after whsec_ must be base64 of a 24 to 64 byte key \\(it is not base64\\)`));
+    expect(listed.stdout).toMatch(
+      new RegExp(
+        `${written[0].id}\\s+invalid[^\\n]*\\n\\s+problem: whsec_ secret: the text after whsec_ must be base64 of a 24 to 64 byte key \\(it is not base64\\)`,
+      ),
+    );
     const removed = await runCli([...base(), 'webhooks', 'remove', id]);
     expect(removed.code).toBe(0);
     expect((await runCli([...base(), 'webhooks', 'list'])).stdout).toMatch(new RegExp(`${id}\\s+deleted`));
@@ -136,10 +154,14 @@ describe('command line', () => {
     expect(empty.code, empty.stderr).toBe(0);
     expect(await secretOf(empty.stdout)).toBe('');
     expect(empty.stdout).toMatch(/empty secret: requests to this webhook are unsigned/);
-    const unset = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/x', '--secret-env', 'NO_SUCH_VARIABLE_SET'], { NO_SUCH_VARIABLE_SET: undefined });
+    const unset = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/x', '--secret-env', 'NO_SUCH_VARIABLE_SET'], {
+      NO_SUCH_VARIABLE_SET: undefined,
+    });
     expect(unset.code).toBe(2);
     expect(unset.stderr).toMatch(/environment variable NO_SUCH_VARIABLE_SET is not set/);
-    const both = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/x', '--secret', 's', '--secret-env', 'HOOK_SECRET'], { HOOK_SECRET: 's' });
+    const both = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/x', '--secret', 's', '--secret-env', 'HOOK_SECRET'], {
+      HOOK_SECRET: 's',
+    });
     expect(both.code).toBe(2);
     expect(both.stderr).toMatch(/one of --secret, --secret-env, --secret-stdin/);
     const badFromStdin = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/x', '--secret-stdin'], {}, 'whsec_!!!!\n');

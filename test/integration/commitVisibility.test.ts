@@ -52,8 +52,16 @@ describe('a webhooks change streamed before it is visible (private cluster)', ()
       await adder.query('set synchronous_commit = on');
       const adding = addWebhook({ ...db, pool: adder as unknown as pg.Pool }, receiver.url, ['note.created']).catch((error: Error) => error);
       // Flushed and streamed, not yet visible: its backend waits for the standby.
-      await eventually(async () => (await pool.query(`select wait_event from pg_stat_activity where pid = $1`, [adderPid])).rows[0]?.wait_event === 'SyncRep', 'the webhook insert to wait for the standby', 10_000);
-      await eventually(() => logs!.lines.some((l) => l.msg === 'a webhooks change is streamed but not visible yet; waiting for it'), 'the bridge to notice the invisible commit', 10_000);
+      await eventually(
+        async () => (await pool.query(`select wait_event from pg_stat_activity where pid = $1`, [adderPid])).rows[0]?.wait_event === 'SyncRep',
+        'the webhook insert to wait for the standby',
+        10_000,
+      );
+      await eventually(
+        () => logs!.lines.some((l) => l.msg === 'a webhooks change is streamed but not visible yet; waiting for it'),
+        'the bridge to notice the invisible commit',
+        10_000,
+      );
       await pool.query(`insert into note (title) values ('after the webhook')`);
       // Cancelling the wait makes the commit visible (Postgres warns it had committed locally).
       await pool.query('select pg_cancel_backend($1)', [adderPid]);

@@ -26,7 +26,11 @@ describe('crash safety (daemon as a child process)', () => {
 
   async function startBridge(): Promise<BridgeProcess> {
     const started = spawnBridge(db, settings);
-    await eventually(() => slotStreaming(db.pool), () => `the bridge to stream; output:\n${started.output()}`, 30_000);
+    await eventually(
+      () => slotStreaming(db.pool),
+      () => `the bridge to stream; output:\n${started.output()}`,
+      30_000,
+    );
     return started;
   }
 
@@ -54,7 +58,11 @@ describe('crash safety (daemon as a child process)', () => {
       }
     });
     expect(kills).toHaveLength(3);
-    await eventually(() => missing(writer).length === 0, () => `every change to arrive (missing e.g. ${missing(writer).slice(0, 5).join(', ')})`, 120_000);
+    await eventually(
+      () => missing(writer).length === 0,
+      () => `every change to arrive (missing e.g. ${missing(writer).slice(0, 5).join(', ')})`,
+      120_000,
+    );
     const idsByKey = new Map<string, Set<string>>();
     for (const request of receiver.requests) {
       const key = receivedKey(request);
@@ -67,8 +75,14 @@ describe('crash safety (daemon as a child process)', () => {
     const duplicates = await db.pool.query(`select event_id, webhook_id, count(*) from webhook_bridge.deliveries group by 1, 2 having count(*) > 1`);
     expect(duplicates.rows).toEqual([]);
     const successful = receiver.requests.length;
-    console.log(`crash test: ${writer.expected.size} changes, kills after ${kills.join(', ')} changes, ${successful} requests received (${successful - writer.expected.size} extra: retries and crash replays)`);
-    await eventually(async () => (await db.pool.query(`select count(*)::int as n from webhook_bridge.deliveries`)).rows[0].n === 0, 'the store to drain', 30_000);
+    console.log(
+      `crash test: ${writer.expected.size} changes, kills after ${kills.join(', ')} changes, ${successful} requests received (${successful - writer.expected.size} extra: retries and crash replays)`,
+    );
+    await eventually(
+      async () => (await db.pool.query(`select count(*)::int as n from webhook_bridge.deliveries`)).rows[0].n === 0,
+      'the store to drain',
+      30_000,
+    );
   });
 
   it('SIGTERM during a burst exits 0 within 10 s, and a restart delivers the rest', async () => {
@@ -90,6 +104,10 @@ describe('crash safety (daemon as a child process)', () => {
     expect(code).toBe(0);
     expect(tookMs).toBeLessThan(10_000);
     bridge = await startBridge();
-    await eventually(() => missing(writer).length === 0, () => `the rest to arrive (missing e.g. ${missing(writer).slice(0, 5).join(', ')})`, 60_000);
+    await eventually(
+      () => missing(writer).length === 0,
+      () => `the rest to arrive (missing e.g. ${missing(writer).slice(0, 5).join(', ')})`,
+      60_000,
+    );
   });
 });

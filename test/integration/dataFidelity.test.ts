@@ -119,7 +119,10 @@ describe('data fidelity', () => {
 
   it('3: soft delete, restore and destroy -> .deleted, .restored, .destroyed with the right data', async () => {
     const id = '11111111-2222-4333-8444-555555555555';
-    await db.pool.query(`insert into person (id, "firstName", email, "createdAt", "updatedAt") values ($1, 'Soft', 'soft@example.com', '2024-05-01 10:00:00+00', '2024-05-01 10:00:00+00')`, [id]);
+    await db.pool.query(
+      `insert into person (id, "firstName", email, "createdAt", "updatedAt") values ($1, 'Soft', 'soft@example.com', '2024-05-01 10:00:00+00', '2024-05-01 10:00:00+00')`,
+      [id],
+    );
     await db.pool.query(`update person set "deletedAt" = '2024-05-02 08:15:30.25+00' where id = $1`, [id]);
     await db.pool.query(`update person set "deletedAt" = null where id = $1`, [id]);
     await db.pool.query(`delete from person where id = $1`, [id]);

@@ -99,7 +99,11 @@ describe('deliveries purge', () => {
     const started = await startDaemon(testConfig(db, { 'delivery.purgeDeadAfterDays': 7 }));
     daemon = started.daemon;
     let left = -1;
-    await eventually(async () => (left = (await remaining()).length) === 2, () => `the purge; ${left} rows left`, 30_000);
+    await eventually(
+      async () => (left = (await remaining()).length) === 2,
+      () => `the purge; ${left} rows left`,
+      30_000,
+    );
     expect(await remaining()).toEqual([diedRecently, pendingOld]);
     await eventually(() => started.logs.lines.some((l) => l.deleted === 1_200), 'the purge to log how many it deleted');
   });

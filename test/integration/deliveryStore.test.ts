@@ -57,7 +57,9 @@ describe('delivery store', () => {
       JSON.stringify({ data: { title: 'NULL' } }),
       '',
     ];
-    const rows = bodies.map((body, i) => delivery(webhookId, i, body, i === 1 ? { attempts: 2, lastError: 'http_status: 503 "busy"', lastStatusCode: 503 } : {}));
+    const rows = bodies.map((body, i) =>
+      delivery(webhookId, i, body, i === 1 ? { attempts: 2, lastError: 'http_status: 503 "busy"', lastStatusCode: 503 } : {}),
+    );
     await insertDeliveries(db.pool, schema, rows, 'worker-a');
     await insertDeliveries(db.pool, schema, rows, 'worker-a'); // a replay after a crash: nothing twice
     const claimed = await claimDeliveries(db.pool, schema, webhook, 'worker-a', 100, 30_000);
@@ -71,7 +73,12 @@ describe('delivery store', () => {
   it('keeps the lease of a delivery stored while in flight: the poller does not claim it', async () => {
     const webhook = await liveWebhook();
     const webhookId = webhook.id;
-    await insertDeliveries(db.pool, schema, [delivery(webhookId, 0, '{"a":1}', { lockedUntil: new Date(Date.now() + 60_000) }), delivery(webhookId, 1, '{"a":2}')], 'worker-b');
+    await insertDeliveries(
+      db.pool,
+      schema,
+      [delivery(webhookId, 0, '{"a":1}', { lockedUntil: new Date(Date.now() + 60_000) }), delivery(webhookId, 1, '{"a":2}')],
+      'worker-b',
+    );
     const { rows } = await db.pool.query(`select event_id, locked_by from ${schema}.deliveries where webhook_id = $1 order by change_index`, [webhookId]);
     expect(rows).toEqual([
       { event_id: 'evt-0', locked_by: 'worker-b' },
@@ -97,12 +104,28 @@ describe('delivery store', () => {
   it('sets aside deliveries routed for another targetUrl: never claimed, dead with the reason, and a late failure keeps them dead', async () => {
     const webhook = await liveWebhook();
     const moved = { ...webhook, targetUrl: 'https://elsewhere.example/hook' };
-    await insertDeliveries(db.pool, schema, [delivery(webhook.id, 0, '{"old":1}'), delivery(webhook.id, 1, '{"legacy":1}', { targetUrl: null as unknown as string }), delivery(webhook.id, 2, '{"new":1}', { targetUrl: moved.targetUrl })], 'worker-e');
+    await insertDeliveries(
+      db.pool,
+      schema,
+      [
+        delivery(webhook.id, 0, '{"old":1}'),
+        delivery(webhook.id, 1, '{"legacy":1}', { targetUrl: null as unknown as string }),
+        delivery(webhook.id, 2, '{"new":1}', { targetUrl: moved.targetUrl }),
+      ],
+      'worker-e',
+    );
     // evt-0 was routed for the old URL: not claimed; the row stored before URLs were kept (null) goes to the current one.
     expect((await claimDeliveries(db.pool, schema, moved, 'worker-e', 100, 1)).map((d) => d.eventId)).toEqual(['evt-1', 'evt-2']);
     expect(await setAsideOtherTargets(db.pool, schema, webhook.id, moved.targetUrl, 'targetUrl changed')).toBe(1);
-    await failDelivery(db.pool, schema, { eventId: 'evt-0', webhookId: webhook.id }, { attempts: 1, runAt: new Date(), error: 'late failure', statusCode: 500 });
-    const { rows } = await db.pool.query(`select event_id, status, last_error from ${schema}.deliveries where webhook_id = $1 order by change_index`, [webhook.id]);
+    await failDelivery(
+      db.pool,
+      schema,
+      { eventId: 'evt-0', webhookId: webhook.id },
+      { attempts: 1, runAt: new Date(), error: 'late failure', statusCode: 500 },
+    );
+    const { rows } = await db.pool.query(`select event_id, status, last_error from ${schema}.deliveries where webhook_id = $1 order by change_index`, [
+      webhook.id,
+    ]);
     expect(rows[0]).toEqual({ event_id: 'evt-0', status: 'dead', last_error: 'targetUrl changed' });
     expect(rows.slice(1).map((r) => r.status)).toEqual(['pending', 'pending']);
   });

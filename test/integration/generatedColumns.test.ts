@@ -17,7 +17,11 @@ describe('a watched table with a stored generated column', () => {
 
   beforeAll(async () => {
     db = await createTestDatabase('generated');
-    const config = await prepareDatabase(db, {}, `alter table person add column "fullName" text generated always as (coalesce("firstName", '') || ' ' || coalesce("lastName", '')) stored;`);
+    const config = await prepareDatabase(
+      db,
+      {},
+      `alter table person add column "fullName" text generated always as (coalesce("firstName", '') || ' ' || coalesce("lastName", '')) stored;`,
+    );
     ({ daemon } = await startDaemon(config));
     receiver = await startReceiver();
     await addWebhook(db, receiver.url, ['person.*']);

@@ -37,7 +37,12 @@ describe('delivery guarantees (in-process daemon)', () => {
   async function writePeople(count: number, tag: string): Promise<void> {
     // 50 rows per transaction: 5,000 changes in 100 commits.
     for (let i = 0; i < count; i += 50) {
-      await db.pool.query(`insert into person ("firstName", city) select $1 || g, $2 from generate_series($3::int, $4::int) g`, [`${tag}-`, tag, i, Math.min(i + 49, count - 1)]);
+      await db.pool.query(`insert into person ("firstName", city) select $1 || g, $2 from generate_series($3::int, $4::int) g`, [
+        `${tag}-`,
+        tag,
+        i,
+        Math.min(i + 49, count - 1),
+      ]);
     }
   }
 
@@ -90,7 +95,11 @@ describe('delivery guarantees (in-process daemon)', () => {
       const { rows: wal } = await db.pool.query('select pg_current_wal_lsn()::text as l');
       const [hi, lo] = wal[0].l.split('/');
       const walAfterWrites = (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
-      await eventually(async () => (await confirmedFlushLsn(db, slot)) >= walAfterWrites, 'confirmed_flush_lsn to pass the burst while a webhook is dead', 20_000);
+      await eventually(
+        async () => (await confirmedFlushLsn(db, slot)) >= walAfterWrites,
+        'confirmed_flush_lsn to pass the burst while a webhook is dead',
+        20_000,
+      );
       expect(await confirmedFlushLsn(db, slot)).toBeGreaterThan(lsnBefore);
       const stored = await db.pool.query(`select count(*)::int as n from webhook_bridge.deliveries where webhook_id = $1`, [deadId]);
       expect(stored.rows[0].n).toBe(5_000);
@@ -137,7 +146,7 @@ describe('delivery guarantees (in-process daemon)', () => {
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(r.requests).toHaveLength(120);
     for (const id of ids) {
-      const seen = r.requests.filter((q) => q.json.data.id === id).map((q) => q.json.event === 'task.created' ? 'created' : q.json.data.status);
+      const seen = r.requests.filter((q) => q.json.data.id === id).map((q) => (q.json.event === 'task.created' ? 'created' : q.json.data.status));
       expect(seen).toEqual(['created', 'round 1', 'round 2', 'round 3', 'round 4', 'round 5']);
     }
   });

@@ -95,10 +95,9 @@ describe('createTestDatabase', () => {
     const slot = `${db.name}_slot`;
     await db.pool.query('create publication harness_pub for all tables');
     await db.pool.query(`select pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
-    const service = new LogicalReplicationService(
-      { connectionString: db.url, replication: 'database' } as pg.ClientConfig,
-      { acknowledge: { auto: false, timeoutSeconds: 0 } },
-    );
+    const service = new LogicalReplicationService({ connectionString: db.url, replication: 'database' } as pg.ClientConfig, {
+      acknowledge: { auto: false, timeoutSeconds: 0 },
+    });
     const errors: Error[] = [];
     service.on('error', (err) => void errors.push(err));
     const streaming = service.subscribe(new PgoutputPlugin({ protoVersion: 1, publicationNames: ['harness_pub'] }), slot).catch(() => {});
@@ -211,8 +210,7 @@ describe('restarting Postgres', () => {
     try {
       expect(cluster.port).not.toBe(5432);
       expect(cluster.port).not.toBe(clusterInfo().port);
-      const startTime = async () =>
-        (await queryOnce<{ t: Date }>(cluster.adminUrl(), 'select pg_postmaster_start_time() as t'))[0].t.getTime();
+      const startTime = async () => (await queryOnce<{ t: Date }>(cluster.adminUrl(), 'select pg_postmaster_start_time() as t'))[0].t.getTime();
 
       const client = new pg.Client({ connectionString: cluster.adminUrl() });
       const clientErrors: Error[] = [];
@@ -278,7 +276,10 @@ describe.skipIf(!isRoot())('as root, with the binaries in a private folder', () 
     const previous = process.env.TMPDIR;
     process.env.TMPDIR = privateDir;
     try {
-      const error = await reachableBinDir(privateBinDir).then(() => null, (e: unknown) => e);
+      const error = await reachableBinDir(privateBinDir).then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(error).toBeInstanceOf(ClusterSetupError);
       expect((error as Error).message).toMatch(/^the "postgres" user cannot reach .*TMPDIR=\/tmp/);
       expect((error as Error).message).not.toContain('\n');

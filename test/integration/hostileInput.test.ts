@@ -19,7 +19,18 @@ const CONTROL_VALUE =
   Array.from({ length: 31 }, (_, i) => String.fromCharCode(i + 1)).join('') + '\u007f\u0080\u009b\u2028\u2029\ufeff\u202e"\\\'' + 'end ✓ 🐘';
 
 /** Column names that break naive quoting, key handling or object construction. */
-const HOSTILE_COLUMNS = ['we"ird', 'naïve ✓', 'a.b', "Robert'); drop table person;--", 'constructor', 'toString', 'hasOwnProperty', 'emoji 🐘', 'bell\u0007col', 'x'.repeat(63)];
+const HOSTILE_COLUMNS = [
+  'we"ird',
+  'naïve ✓',
+  'a.b',
+  "Robert'); drop table person;--",
+  'constructor',
+  'toString',
+  'hasOwnProperty',
+  'emoji 🐘',
+  'bell\u0007col',
+  'x'.repeat(63),
+];
 
 function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
@@ -51,7 +62,11 @@ describe('hostile input', () => {
   }
 
   async function insertHook(db: TestDatabase, table: string, row: BadRow['insert']): Promise<string> {
-    const { rows } = await db.pool.query(`insert into ${table} ("targetUrl", operations, secret) values ($1, $2::text[], $3) returning id::text`, [row.targetUrl, row.operations, row.secret]);
+    const { rows } = await db.pool.query(`insert into ${table} ("targetUrl", operations, secret) values ($1, $2::text[], $3) returning id::text`, [
+      row.targetUrl,
+      row.operations,
+      row.secret,
+    ]);
     return rows[0].id;
   }
 
@@ -111,24 +126,60 @@ describe('hostile input', () => {
       const fullwidth = await receiver();
       const goodId = await insertHook(db, 'webhook_bridge.webhooks', { targetUrl: good.url, operations: ['*.*'], secret: 'good-secret' });
       const bad: BadRow[] = [
-        { label: '10 kB URL', insert: { targetUrl: `${good.url}?pad=${'a'.repeat(10_000)}`, operations: ['*.*'], secret: 's' }, problem: /longer than 2048 characters/ },
-        { label: 'javascript: scheme', insert: { targetUrl: 'javascript:alert(document.cookie)', operations: ['*.*'], secret: 's' }, problem: /scheme "javascript:" is not http or https/ },
-        { label: 'file: scheme', insert: { targetUrl: 'file:///etc/passwd', operations: ['*.*'], secret: 's' }, problem: /scheme "file:" is not http or https/ },
+        {
+          label: '10 kB URL',
+          insert: { targetUrl: `${good.url}?pad=${'a'.repeat(10_000)}`, operations: ['*.*'], secret: 's' },
+          problem: /longer than 2048 characters/,
+        },
+        {
+          label: 'javascript: scheme',
+          insert: { targetUrl: 'javascript:alert(document.cookie)', operations: ['*.*'], secret: 's' },
+          problem: /scheme "javascript:" is not http or https/,
+        },
+        {
+          label: 'file: scheme',
+          insert: { targetUrl: 'file:///etc/passwd', operations: ['*.*'], secret: 's' },
+          problem: /scheme "file:" is not http or https/,
+        },
         { label: 'not a URL', insert: { targetUrl: 'http://[::1', operations: ['*.*'], secret: 's' }, problem: /is not a valid URL/ },
         { label: 'empty URL', insert: { targetUrl: '', operations: ['*.*'], secret: 's' }, problem: /targetUrl is empty/ },
-        { label: 'credentials in URL', insert: { targetUrl: `http://user:pw@127.0.0.1:${good.port}/`, operations: ['*.*'], secret: 's' }, problem: /must not carry credentials/ },
+        {
+          label: 'credentials in URL',
+          insert: { targetUrl: `http://user:pw@127.0.0.1:${good.port}/`, operations: ['*.*'], secret: 's' },
+          problem: /must not carry credentials/,
+        },
         { label: 'operations {}', insert: { targetUrl: good.url, operations: '{}', secret: 's' }, problem: /operations is empty/ },
-        { label: 'whsec_ secret with no key', insert: { targetUrl: good.url, operations: ['*.*'], secret: 'whsec_!!!!' }, problem: /whsec_ secret: .* \(it is not base64\)/ },
-        { label: 'secret of 10 kB', insert: { targetUrl: good.url, operations: ['*.*'], secret: 's'.repeat(10_000) }, problem: /secret is longer than 512 characters/ },
+        {
+          label: 'whsec_ secret with no key',
+          insert: { targetUrl: good.url, operations: ['*.*'], secret: 'whsec_!!!!' },
+          problem: /whsec_ secret: .* \(it is not base64\)/,
+        },
+        {
+          label: 'secret of 10 kB',
+          insert: { targetUrl: good.url, operations: ['*.*'], secret: 's'.repeat(10_000) },
+          problem: /secret is longer than 512 characters/,
+        },
       ];
       // Inserted while the daemon runs: they reach it through the stream and the registry reload.
       const ids = new Map<string, BadRow>();
       for (const row of bad) ids.set(await insertHook(db, 'webhook_bridge.webhooks', row.insert), row);
       // Odd but valid: a path with an escape sequence, a unicode (full-width) spelling of 127.0.0.1, and
       // an internationalised host name that does not resolve.
-      await insertHook(db, 'webhook_bridge.webhooks', { targetUrl: `${escaped.url}\u001b[2J\u001b]0;pwned\u0007/ü`, operations: ['person.*'], secret: 'escaped-secret' });
-      await insertHook(db, 'webhook_bridge.webhooks', { targetUrl: `http://１２７.０.０.１:${fullwidth.port}/wide`, operations: ['person.*'], secret: 'fullwidth-secret' });
-      const unresolvable = await insertHook(db, 'webhook_bridge.webhooks', { targetUrl: 'http://bücher.invalid/hook', operations: ['person.*'], secret: 'idn-secret' });
+      await insertHook(db, 'webhook_bridge.webhooks', {
+        targetUrl: `${escaped.url}\u001b[2J\u001b]0;pwned\u0007/ü`,
+        operations: ['person.*'],
+        secret: 'escaped-secret',
+      });
+      await insertHook(db, 'webhook_bridge.webhooks', {
+        targetUrl: `http://１２７.０.０.１:${fullwidth.port}/wide`,
+        operations: ['person.*'],
+        secret: 'fullwidth-secret',
+      });
+      const unresolvable = await insertHook(db, 'webhook_bridge.webhooks', {
+        targetUrl: 'http://bücher.invalid/hook',
+        operations: ['person.*'],
+        secret: 'idn-secret',
+      });
       await eventually(() => [...ids.keys()].every((id) => logs.lines.some((l) => l.webhookId === id)), 'a log line for every bad row', 10_000);
 
       await db.pool.query(`insert into person ("firstName") values ('Still delivered')`);
@@ -139,7 +190,8 @@ describe('hostile input', () => {
       await received(fullwidth, 1, logs);
       expect(fullwidth.requests[0].url).toBe('/wide');
       await eventually(
-        async () => (await db.pool.query('select last_error from webhook_bridge.webhook_state where webhook_id = $1', [unresolvable])).rows[0]?.last_error != null,
+        async () =>
+          (await db.pool.query('select last_error from webhook_bridge.webhook_state where webhook_id = $1', [unresolvable])).rows[0]?.last_error != null,
         'the unresolvable host to record a failed attempt',
       );
 

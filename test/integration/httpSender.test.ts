@@ -284,9 +284,7 @@ describe('httpSender: time and size limits', () => {
 });
 
 describe('httpSender: SSRF guard', () => {
-  const loopbackLookup = async (): Promise<Array<{ address: string; family: 4 | 6 }>> => [
-    { address: '127.0.0.1', family: 4 },
-  ];
+  const loopbackLookup = async (): Promise<Array<{ address: string; family: 4 | 6 }>> => [{ address: '127.0.0.1', family: 4 }];
 
   it('refuses loopback, private, link-local and disguised forms before any connection', async () => {
     const r = await receiver(reply(200));
@@ -329,11 +327,7 @@ describe('httpSender: SSRF guard', () => {
   it('reaches loopback receivers once 127.0.0.0/8 is allowlisted', async () => {
     const r = await receiver(reply(200));
     const s = sender({ policy: LOOPBACK_OK, lookup: loopbackLookup });
-    for (const url of [
-      `http://127.0.0.1:${r.port}/`,
-      `http://2130706433:${r.port}/`,
-      `http://hooks.example.test:${r.port}/`,
-    ]) {
+    for (const url of [`http://127.0.0.1:${r.port}/`, `http://2130706433:${r.port}/`, `http://hooks.example.test:${r.port}/`]) {
       expect({ url, outcome: await s.send(url, BODY, HEADERS) }).toMatchObject({ url, outcome: { ok: true } });
     }
     expect(r.requests).toHaveLength(3);

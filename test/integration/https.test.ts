@@ -33,12 +33,37 @@ describe('HTTPS targets', () => {
   beforeAll(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'pgwb-tls-'));
     // A throwaway self-signed certificate for DNS:localhost (openssl ships with every Postgres install).
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost', '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost',
+        '-keyout',
+        path.join(dir, 'key.pem'),
+        '-out',
+        path.join(dir, 'cert.pem'),
+      ],
+      { stdio: 'ignore' },
+    );
     server = https.createServer({ key: readFileSync(path.join(dir, 'key.pem')), cert: readFileSync(path.join(dir, 'cert.pem')) }, (req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
-        received.push({ path: req.url ?? '', servername: (req.socket as TLSSocket).servername, headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+        received.push({
+          path: req.url ?? '',
+          servername: (req.socket as TLSSocket).servername,
+          headers: req.headers,
+          body: Buffer.concat(chunks).toString('utf8'),
+        });
         res.writeHead(200).end();
       });
     });
@@ -65,7 +90,11 @@ describe('HTTPS targets', () => {
     bridges.push(bridge);
     await eventually(() => slotStreaming(db.pool), 'the bridge to stream', 30_000);
     await db.pool.query(`insert into company (name) values ('over tls')`);
-    await eventually(() => received.length >= 1, () => `an HTTPS delivery (log: ${bridge.output().slice(-2_000)})`, 30_000);
+    await eventually(
+      () => received.length >= 1,
+      () => `an HTTPS delivery (log: ${bridge.output().slice(-2_000)})`,
+      30_000,
+    );
     const [request] = received;
     expect(request.servername).toBe('localhost');
     expect(JSON.parse(request.body).data.name).toBe('over tls');
@@ -73,7 +102,12 @@ describe('HTTPS targets', () => {
     expect(request.headers['x-twenty-webhook-signature']).toBe(twentySignature(request.body, 'tls-secret', timestamp));
     // The IP-addressed webhook fails certificate verification: attempts logged as failed with the TLS
     // error, never received.
-    await eventually(() => /"msg":"delivery attempt failed"/.test(bridge.output()) && /ERR_TLS_CERT_ALTNAME_INVALID/.test(bridge.output()), () => `a failed attempt for the IP target (received ${JSON.stringify(received.map((r) => [r.path, r.servername]))}; log: ${bridge.output().slice(-2_000)})`, 30_000);
+    await eventually(
+      () => /"msg":"delivery attempt failed"/.test(bridge.output()) && /ERR_TLS_CERT_ALTNAME_INVALID/.test(bridge.output()),
+      () =>
+        `a failed attempt for the IP target (received ${JSON.stringify(received.map((r) => [r.path, r.servername]))}; log: ${bridge.output().slice(-2_000)})`,
+      30_000,
+    );
     expect(received.every((r) => r.servername === 'localhost')).toBe(true);
     expect(received.some((r) => r.path === '/by-ip')).toBe(false);
   });

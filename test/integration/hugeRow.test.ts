@@ -53,14 +53,21 @@ describe('a row with a value of hundreds of megabytes', () => {
     await addWebhook(db, receiver.url, ['note.*']);
     bridge = spawnBridge(db, { 'log.level': 'warn' }, ['start'], { NODE_OPTIONS: HEAP_CAP });
     const output = () => bridge!.output().slice(-3_000);
-    await eventually(() => slotStreaming(db.pool), () => `the bridge to stream; output:\n${output()}`, 30_000);
+    await eventually(
+      () => slotStreaming(db.pool),
+      () => `the bridge to stream; output:\n${output()}`,
+      30_000,
+    );
     const exited = bridge.exited.then((code) => {
       throw new Error(`the daemon exited (${code}); output:\n${output()}`);
     });
     exited.catch(() => undefined); // raced below; a SIGTERM at the end makes it reject too
 
     const ids: Record<string, string> = {};
-    for (const [title, bytes] of [['huge 300', 300 * MB], ['huge 600', LARGEST_ROW_MB * MB]] as const) {
+    for (const [title, bytes] of [
+      ['huge 300', 300 * MB],
+      ['huge 600', LARGEST_ROW_MB * MB],
+    ] as const) {
       const { rows } = await db.pool.query(`insert into note (title, "bodyV2") values ($1, repeat('x', $2)) returning id::text`, [title, bytes]);
       ids[title] = rows[0].id;
     }

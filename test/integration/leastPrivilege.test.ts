@@ -65,7 +65,9 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
     await applyPsqlScript(db.url, SCRIPT, variables, findPsql() ? 'psql' : 'expander');
     // What an older version of this script granted (SELECT on the watched tables), and a stray grant:
     // running the script again takes them back.
-    await db.pool.query(`grant select on public.person, public.task to ${pg.escapeIdentifier(role)}; grant delete on webhook_bridge.webhook_state to ${pg.escapeIdentifier(role)}`);
+    await db.pool.query(
+      `grant select on public.person, public.task to ${pg.escapeIdentifier(role)}; grant delete on webhook_bridge.webhook_state to ${pg.escapeIdentifier(role)}`,
+    );
     await applyPsqlScript(db.url, SCRIPT, variables, 'expander');
 
     const { rows } = await db.pool.query(
@@ -89,8 +91,13 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
       'webhook_bridge.slot_state': ['select', 'insert', 'update', 'delete'],
       'webhook_bridge.migrations': [],
     };
-    const bridgeTables = await db.pool.query(`select 'webhook_bridge.' || relname as t from pg_class where relnamespace = 'webhook_bridge'::regnamespace and relkind in ('r', 'p') order by 1`);
-    expect(bridgeTables.rows.map((r) => r.t).filter((t) => !(t in expected)), 'bridge tables this test does not audit').toEqual([]);
+    const bridgeTables = await db.pool.query(
+      `select 'webhook_bridge.' || relname as t from pg_class where relnamespace = 'webhook_bridge'::regnamespace and relkind in ('r', 'p') order by 1`,
+    );
+    expect(
+      bridgeTables.rows.map((r) => r.t).filter((t) => !(t in expected)),
+      'bridge tables this test does not audit',
+    ).toEqual([]);
     const actual: Record<string, string[]> = {};
     for (const table of Object.keys(expected)) {
       actual[table] = [];
@@ -112,7 +119,7 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
     expect(await can(`(select bool_and(has_function_privilege($1, oid, 'execute')) from pg_proc where proname = 'pg_logical_emit_message')`)).toBe(true);
   });
 
-  it('refuses a table in the bridge\'s schema that it has no grants for, instead of leaving the role without them', async () => {
+  it("refuses a table in the bridge's schema that it has no grants for, instead of leaving the role without them", async () => {
     await db.pool.query('create table webhook_bridge.from_a_newer_bridge (id int)');
     try {
       await expect(applyPsqlScript(db.url, SCRIPT, { role, publication: config.replication.publication }, 'expander')).rejects.toThrow(
@@ -133,9 +140,12 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
 
   it('`check` passes as that role', async () => {
     const result = await runCli([
-      '--database-url', roleUrl,
-      '--replication-slot', config.replication.slot,
-      '--replication-publication', config.replication.publication,
+      '--database-url',
+      roleUrl,
+      '--replication-slot',
+      config.replication.slot,
+      '--replication-publication',
+      config.replication.publication,
       'check',
     ]);
     expect(result.stderr).toBe('');
@@ -153,7 +163,9 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
     ({ daemon, logs } = await startDaemon(testConfig(db, { 'database.url': roleUrl })));
     const slot = await db.pool.query(`select s.slot_type, s.temporary, s.plugin from pg_replication_slots s where slot_name = $1`, [config.replication.slot]);
     expect(slot.rows[0]).toEqual({ slot_type: 'logical', temporary: false, plugin: 'pgoutput' });
-    const sessions = await db.pool.query(`select distinct usename from pg_stat_activity where datname = current_database() and application_name = 'pg-webhook-bridge'`);
+    const sessions = await db.pool.query(
+      `select distinct usename from pg_stat_activity where datname = current_database() and application_name = 'pg-webhook-bridge'`,
+    );
     expect(sessions.rows.map((r) => r.usename)).toEqual([role]);
 
     await db.pool.query(`insert into person ("firstName") values ('Least')`);
@@ -167,7 +179,10 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
     await db.pool.query(`insert into company (name) values ('Privilege Inc')`);
     await flaky.waitForCount(3, 20_000);
     expect(flaky.requests.map((r) => r.json.event)).toEqual(['company.created', 'company.created', 'company.created']);
-    await eventually(async () => (await db.pool.query('select count(*)::int as n from webhook_bridge.deliveries')).rows[0].n === 0, 'the stored delivery to be completed');
+    await eventually(
+      async () => (await db.pool.query('select count(*)::int as n from webhook_bridge.deliveries')).rows[0].n === 0,
+      'the stored delivery to be completed',
+    );
     const state = await db.pool.query(`select last_error from webhook_bridge.webhook_state where last_error is not null`);
     expect(state.rows[0]?.last_error).toMatch(/500/);
 
@@ -193,17 +208,31 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
 
     // Out of retries: the stored delivery is marked dead (update) and kept.
     await db.pool.query(`insert into note (title) values ('dead letter')`);
-    await eventually(async () => (await db.pool.query(`select count(*)::int as n from webhook_bridge.deliveries where status = 'dead' and webhook_id = $1`, [deadHook])).rows[0].n === 1, 'a dead delivery', 30_000);
+    await eventually(
+      async () =>
+        (await db.pool.query(`select count(*)::int as n from webhook_bridge.deliveries where status = 'dead' and webhook_id = $1`, [deadHook])).rows[0].n === 1,
+      'a dead delivery',
+      30_000,
+    );
     // 410 Gone: the bridge disables the webhook in its own state table (upsert).
     await db.pool.query(`insert into task (title) values ('gone')`);
-    await eventually(async () => (await db.pool.query(`select 1 from webhook_bridge.webhook_state where webhook_id = $1 and disabled_at is not null`, [goneHook])).rowCount === 1, 'the 410 webhook to be disabled', 20_000);
+    await eventually(
+      async () =>
+        (await db.pool.query(`select 1 from webhook_bridge.webhook_state where webhook_id = $1 and disabled_at is not null`, [goneHook])).rowCount === 1,
+      'the 410 webhook to be disabled',
+      20_000,
+    );
 
     // The gauges read the store and the slot through queries whose failures are not logged: they
     // must have values, or a missing grant would go unseen.
-    await eventually(async () => {
-      const backlog = await daemon!.metrics.registry.getSingleMetric('pgwb_store_backlog')!.get();
-      return backlog.values.some((v) => v.labels.status === 'dead' && v.value === 1);
-    }, 'pgwb_store_backlog{status="dead"} 1', 20_000);
+    await eventually(
+      async () => {
+        const backlog = await daemon!.metrics.registry.getSingleMetric('pgwb_store_backlog')!.get();
+        return backlog.values.some((v) => v.labels.status === 'dead' && v.value === 1);
+      },
+      'pgwb_store_backlog{status="dead"} 1',
+      20_000,
+    );
 
     const listed = await asRole('deliveries', 'list', '--status', 'dead', '--json');
     expect(listed.stderr).toBe('');
@@ -226,7 +255,10 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
     expect(redelivered.stderr).toBe('');
     expect(redelivered.stdout).toMatch(/^1 delivery scheduled/);
     await eventually(() => failing.requests.some((r, i) => i >= 4 && r.json.event === 'note.created'), 'the redelivered event', 20_000);
-    await eventually(async () => (await db.pool.query('select count(*)::int as n from webhook_bridge.deliveries where webhook_id = $1', [deadHook])).rows[0].n === 0, 'the redelivered delivery to be completed');
+    await eventually(
+      async () => (await db.pool.query('select count(*)::int as n from webhook_bridge.deliveries where webhook_id = $1', [deadHook])).rows[0].n === 0,
+      'the redelivered delivery to be completed',
+    );
 
     // Recovery after a lost slot: `slot reset` drops the old slot and records the new one.
     await daemon!.stop();
@@ -295,9 +327,7 @@ describe('pg_hba.conf lines from docs/configuration.md (private cluster)', () =>
     expect(await identify('postgres')).toMatch(/^ok /);
 
     // The documented lines, for this test's loopback network (its cluster has no TLS: hostssl -> host).
-    const lines = documentedHbaLines().map((line) =>
-      line.replace(/^hostssl\b/, 'host   ').replace(/\b10\.0\.0\.0\/8\b/, '127.0.0.1/32'),
-    );
+    const lines = documentedHbaLines().map((line) => line.replace(/^hostssl\b/, 'host   ').replace(/\b10\.0\.0\.0\/8\b/, '127.0.0.1/32'));
     expect(lines.length).toBeGreaterThanOrEqual(3);
     const file = path.join(cluster.dataDir, 'pg_hba.conf');
     writeFileSync(file, `${lines.join('\n')}\n${readFileSync(file, 'utf8')}`);
@@ -307,7 +337,9 @@ describe('pg_hba.conf lines from docs/configuration.md (private cluster)', () =>
     expect(await identify('crm', 'database')).toMatch(/^ok /);
     expect(await identify('crm')).toMatch(/^ok /);
     expect(await identify('crm', true)).toMatch(/pg_hba\.conf rejects replication connection for host "127\.0\.0\.1", user "webhook_bridge_daemon"/);
-    expect(await identify('postgres', 'database')).toMatch(/pg_hba\.conf rejects connection for host "127\.0\.0\.1", user "webhook_bridge_daemon", database "postgres"/);
+    expect(await identify('postgres', 'database')).toMatch(
+      /pg_hba\.conf rejects connection for host "127\.0\.0\.1", user "webhook_bridge_daemon", database "postgres"/,
+    );
     expect(await identify('postgres')).toMatch(/pg_hba\.conf rejects connection/);
     // Other roles are untouched.
     const admin = new pg.Client({ connectionString: cluster.adminUrl('postgres'), replication: true } as pg.ClientConfig);

@@ -3,12 +3,23 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
-import { addWebhook, confirmedFlushLsn, eventually, freePort, LogCapture, prepareDatabase, runCli, slotStreaming, spawnBridge, testConfig, type BridgeProcess } from '../helpers/bridge.js';
+import {
+  addWebhook,
+  confirmedFlushLsn,
+  eventually,
+  freePort,
+  LogCapture,
+  prepareDatabase,
+  runCli,
+  slotStreaming,
+  spawnBridge,
+  testConfig,
+  type BridgeProcess,
+} from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startCluster, type ClusterHandle } from '../helpers/postgresCluster.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { ChangeWriter, receivedKey } from '../helpers/writer.js';
-
 
 async function getJson(port: number, path: string): Promise<{ status: number; body: any; text: string }> {
   const response = await fetch(`http://127.0.0.1:${port}${path}`);
@@ -135,7 +146,11 @@ describe('operations', () => {
 
       // A still slot: the age grows through several 5 s reads, counted from the daemon's start.
       const position = await confirmedFlushLsn(db, slot);
-      await eventually(async () => metricValue((text = await metrics()), 'pgwb_slot_last_advance_seconds') >= 11, 'pgwb_slot_last_advance_seconds to pass 11 s', 30_000);
+      await eventually(
+        async () => metricValue((text = await metrics()), 'pgwb_slot_last_advance_seconds') >= 11,
+        'pgwb_slot_last_advance_seconds to pass 11 s',
+        30_000,
+      );
       const age = metricValue(text, 'pgwb_slot_last_advance_seconds');
       expect(age).toBeLessThanOrEqual((Date.now() - constructedAt) / 1_000);
       expect(age).toBeGreaterThan((Date.now() - constructedAt) / 1_000 - 2);
@@ -144,7 +159,11 @@ describe('operations', () => {
       // The other leader goes away: this daemon leads, heartbeats move the slot, the age starts again.
       await otherLeader.end();
       await eventually(async () => (await getJson(httpPort, '/readyz')).body?.role === 'leader', 'the daemon to lead', 20_000);
-      await eventually(async () => metricValue((text = await metrics()), 'pgwb_slot_last_advance_seconds') < 5.5, 'pgwb_slot_last_advance_seconds to fall back under one read interval', 20_000);
+      await eventually(
+        async () => metricValue((text = await metrics()), 'pgwb_slot_last_advance_seconds') < 5.5,
+        'pgwb_slot_last_advance_seconds to fall back under one read interval',
+        20_000,
+      );
       expect(metricValue(text, 'pgwb_leader')).toBe(1);
       expect(metricValue(text, 'pgwb_ready')).toBe(1);
 
@@ -158,16 +177,26 @@ describe('operations', () => {
         await addWebhook(db, gone.url, ['company.created']);
         await db.pool.query(`insert into person ("firstName") values ('waiting')`);
         await failing.waitForCount(1);
-        await eventually(async () => (await db.pool.query(`select count(*)::int as n from webhook_bridge.deliveries where status = 'pending'`)).rows[0].n === 1, 'the failed delivery to be stored');
+        await eventually(
+          async () => (await db.pool.query(`select count(*)::int as n from webhook_bridge.deliveries where status = 'pending'`)).rows[0].n === 1,
+          'the failed delivery to be stored',
+        );
         const storedAt = (await db.pool.query(`select created_at from webhook_bridge.deliveries where status = 'pending'`)).rows[0].created_at.getTime();
-        await eventually(async () => metricValue((text = await metrics()), 'pgwb_store_oldest_pending_seconds') >= 2, 'pgwb_store_oldest_pending_seconds to pass 2 s', 30_000);
+        await eventually(
+          async () => metricValue((text = await metrics()), 'pgwb_store_oldest_pending_seconds') >= 2,
+          'pgwb_store_oldest_pending_seconds to pass 2 s',
+          30_000,
+        );
         const oldest = metricValue(text, 'pgwb_store_oldest_pending_seconds');
         expect(oldest).toBeLessThanOrEqual((Date.now() - storedAt) / 1_000 + 0.5);
         expect(metricValue(text, 'pgwb_store_backlog', '{status="pending"}')).toBe(1);
 
         // 410 Gone: the bridge disables the webhook and counts it.
         await db.pool.query(`insert into company (name) values ('gone')`);
-        await eventually(async () => metricValue((text = await metrics()), 'pgwb_webhooks_auto_disabled_total', '{reason="gone"}') === 1, 'the 410 to be counted');
+        await eventually(
+          async () => metricValue((text = await metrics()), 'pgwb_webhooks_auto_disabled_total', '{reason="gone"}') === 1,
+          'the 410 to be counted',
+        );
         expect(metricValue(text, 'pgwb_webhooks_auto_disabled_total', '{reason="failing"}')).toBe(0);
       } finally {
         await Promise.all([failing.close(), gone.close()]);
@@ -192,10 +221,18 @@ describe('operations', () => {
     const portB = await freePort();
     const a = spawnBridge(db, { 'http.port': portA, 'http.host': '127.0.0.1', 'log.level': 'warn' });
     children.push(a);
-    await eventually(async () => (await getJson(portA, '/readyz').catch(() => ({ status: 0, body: null }))).body?.role === 'leader', () => `replica A to lead: ${a.output()}`, 30_000);
+    await eventually(
+      async () => (await getJson(portA, '/readyz').catch(() => ({ status: 0, body: null }))).body?.role === 'leader',
+      () => `replica A to lead: ${a.output()}`,
+      30_000,
+    );
     const b = spawnBridge(db, { 'http.port': portB, 'http.host': '127.0.0.1', 'log.level': 'warn' });
     children.push(b);
-    await eventually(async () => (await getJson(portB, '/readyz').catch(() => ({ status: 0, body: null }))).body?.role === 'standby', () => `replica B to stand by: ${b.output()}`, 30_000);
+    await eventually(
+      async () => (await getJson(portB, '/readyz').catch(() => ({ status: 0, body: null }))).body?.role === 'standby',
+      () => `replica B to stand by: ${b.output()}`,
+      30_000,
+    );
     expect((await getJson(portB, '/readyz')).status).toBe(200);
 
     // A standby never delivers what the leader delivers: each change arrives exactly once.
@@ -224,7 +261,11 @@ describe('operations', () => {
       const got = new Set(receiver.requests.map(receivedKey));
       return [...burst.expected].filter((k) => !got.has(k));
     };
-    await eventually(() => missing().length === 0, () => `all 5,000 changes after the takeover (missing ${missing().length})`, 60_000);
+    await eventually(
+      () => missing().length === 0,
+      () => `all 5,000 changes after the takeover (missing ${missing().length})`,
+      60_000,
+    );
     b.child.kill('SIGTERM');
     expect(await b.exited).toBe(0);
   });
@@ -269,10 +310,16 @@ describe('slot health (private cluster)', () => {
       first.child.kill('SIGTERM');
       expect(await first.exited, first.output()).toBe(0);
       // Push the slot past max_slot_wal_keep_size: it is invalidated at the next checkpoint.
-      await eventually(async () => {
-        await pool.query(`create table if not exists filler (v text); insert into filler select repeat('x', 2000) from generate_series(1, 2000); select pg_switch_wal(); checkpoint;`);
-        return (await pool.query(`select wal_status from pg_replication_slots where slot_name = 'health_slot'`)).rows[0]?.wal_status === 'lost';
-      }, 'the slot to be invalidated', 60_000);
+      await eventually(
+        async () => {
+          await pool.query(
+            `create table if not exists filler (v text); insert into filler select repeat('x', 2000) from generate_series(1, 2000); select pg_switch_wal(); checkpoint;`,
+          );
+          return (await pool.query(`select wal_status from pg_replication_slots where slot_name = 'health_slot'`)).rows[0]?.wal_status === 'lost';
+        },
+        'the slot to be invalidated',
+        60_000,
+      );
       const check = await runCli([...flags, 'check']);
       expect(check.code).not.toBe(0);
       expect(check.stdout).toMatch(/problem: replication slot "health_slot" was invalidated by Postgres \(wal_status=lost\).*slot reset/);
@@ -300,7 +347,9 @@ describe('slot health (private cluster)', () => {
       await pool.query(`select pg_create_logical_replication_slot('health_slot', 'pgoutput')`);
       const recreated = await runCli([...flags, 'check']);
       expect(recreated.code).not.toBe(0);
-      expect(recreated.stdout).toMatch(/replication slot "health_slot" is at \S+, past \S+, the furthest this bridge ever confirmed: it was dropped and recreated.*slot reset/);
+      expect(recreated.stdout).toMatch(
+        /replication slot "health_slot" is at \S+, past \S+, the furthest this bridge ever confirmed: it was dropped and recreated.*slot reset/,
+      );
       const ahead = spawnBridge(db, { 'replication.slot': 'health_slot' });
       expect(await ahead.exited).not.toBe(0);
       expect(ahead.output()).toMatch(/the furthest this bridge ever confirmed/);

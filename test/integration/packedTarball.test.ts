@@ -26,7 +26,9 @@ describe('the packed package', () => {
     const { stdout: packed } = await run('npm', ['pack', '--json', '--pack-destination', scratch], { cwd: tree, maxBuffer: 16 * 1024 * 1024 });
     const [{ filename, files }] = JSON.parse(packed.slice(packed.indexOf('['))) as Array<{ filename: string; files: Array<{ path: string }> }>;
     const paths = files.map((f) => f.path);
-    expect(paths).toEqual(expect.arrayContaining(['dist/index.js', 'dist/index.d.ts', 'dist/cli.js', 'bin/pg-webhook-bridge.js', 'sql/000001_schema.sql', 'package.json']));
+    expect(paths).toEqual(
+      expect.arrayContaining(['dist/index.js', 'dist/index.d.ts', 'dist/cli.js', 'bin/pg-webhook-bridge.js', 'sql/000001_schema.sql', 'package.json']),
+    );
     expect(paths.filter((p) => p.startsWith('src/') || p.startsWith('test/'))).toEqual([]);
 
     const app = path.join(scratch, 'app');

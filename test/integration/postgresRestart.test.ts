@@ -58,7 +58,11 @@ describe('Postgres restarts and acknowledgement edges (private cluster)', () => 
         const got = new Set(receiver.requests.map(receivedKey));
         return [...writer.expected].filter((key) => !got.has(key));
       };
-      await eventually(() => missing().length === 0, () => `every change to arrive after the restart (missing ${missing().length}, e.g. ${missing().slice(0, 3).join(', ')})`, 60_000);
+      await eventually(
+        () => missing().length === 0,
+        () => `every change to arrive after the restart (missing ${missing().length}, e.g. ${missing().slice(0, 3).join(', ')})`,
+        60_000,
+      );
       expect(daemon.readiness().ready).toBe(true);
     } finally {
       await daemon?.stop();

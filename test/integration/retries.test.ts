@@ -171,7 +171,13 @@ describe('auto-disable', () => {
       const id = await addWebhook(db, r.url, ['task.created']);
       await new Promise((resolve) => setTimeout(resolve, 300));
       await db.pool.query(`insert into task (title) values ('fails for ever')`);
-      await eventually(async () => (await db.pool.query(`select disabled_reason from webhook_bridge.webhook_state where webhook_id = $1 and disabled_at is not null`, [id])).rowCount === 1, 'the webhook to be disabled', 30_000);
+      await eventually(
+        async () =>
+          (await db.pool.query(`select disabled_reason from webhook_bridge.webhook_state where webhook_id = $1 and disabled_at is not null`, [id])).rowCount ===
+          1,
+        'the webhook to be disabled',
+        30_000,
+      );
       const { rows } = await db.pool.query(`select disabled_reason from webhook_bridge.webhook_state where webhook_id = $1`, [id]);
       expect(rows[0].disabled_reason).toMatch(/no successful delivery for .* while failing \(last: http_status\)/);
       const attempts = r.requests.length;

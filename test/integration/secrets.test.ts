@@ -91,7 +91,10 @@ describe('secrets stay secret', () => {
 
   async function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
     const result = await runCli(args, { DATABASE_URL: undefined, PG_WEBHOOK_BRIDGE_CONFIG: undefined, ...env });
-    captured.push({ where: `cli #${captured.length} ${args.filter((a) => !a.includes(encodeURIComponent(password))).join(' ')}`, text: result.stdout + result.stderr });
+    captured.push({
+      where: `cli #${captured.length} ${args.filter((a) => !a.includes(encodeURIComponent(password))).join(' ')}`,
+      text: result.stdout + result.stderr,
+    });
     return result;
   }
 
@@ -111,7 +114,9 @@ describe('secrets stay secret', () => {
     await addWebhook(db, `${ok.url}short`, ['company.*'], secrets.short);
 
     const metricsPort = await closedPort();
-    const { daemon, logs } = await startDaemon(testConfig(db, { 'database.url': roleUrl, 'log.level': 'trace', 'http.port': metricsPort, 'http.host': '127.0.0.1' }));
+    const { daemon, logs } = await startDaemon(
+      testConfig(db, { 'database.url': roleUrl, 'log.level': 'trace', 'http.port': metricsPort, 'http.host': '127.0.0.1' }),
+    );
     try {
       await db.pool.query(`insert into person ("firstName", email) values ('Secret', 'keeper@example.com')`);
       await db.pool.query(`insert into company (name) values ('Short Secret Ltd')`);
@@ -189,7 +194,11 @@ describe('secrets stay secret', () => {
     expect(badFlag.code).toBe(2);
     expect(badFlag.stderr).toMatch(/delivery\.timeoutMs/);
 
-    const badKeys = await cli(['--config', writeConfig('bad-keys.json', JSON.stringify({ database: { url: roleUrl, passwrd: password }, delivery: { timeoutMs: 'soon' } })), 'check']);
+    const badKeys = await cli([
+      '--config',
+      writeConfig('bad-keys.json', JSON.stringify({ database: { url: roleUrl, passwrd: password }, delivery: { timeoutMs: 'soon' } })),
+      'check',
+    ]);
     expect(badKeys.code).toBe(2);
     expect(badKeys.stderr).toMatch(/database\.passwrd: unknown key/);
     expect(badKeys.stderr).toMatch(/delivery\.timeoutMs/);
@@ -207,11 +216,19 @@ describe('secrets stay secret', () => {
     expect(refused.stderr).toMatch(/cannot connect to postgres:\/\/[^:]+:\*\*\*@127\.0\.0\.1/);
 
     // libpq-style password in the query string (pg honours it).
-    const inQuery = await cli(['--database-url', `postgres://${role}@127.0.0.1:${await closedPort()}/${db.name}?password=${encodeURIComponent(password)}`, 'check']);
+    const inQuery = await cli([
+      '--database-url',
+      `postgres://${role}@127.0.0.1:${await closedPort()}/${db.name}?password=${encodeURIComponent(password)}`,
+      'check',
+    ]);
     expect(inQuery.code).toBe(1);
     expect(inQuery.stderr).toMatch(/cannot connect to/);
 
-    const wrongPassword = await cli(['--database-url', `postgres://${role}:${encodeURIComponent(`${password}-wrong`)}@${info.host}:${info.port}/${db.name}`, 'check']);
+    const wrongPassword = await cli([
+      '--database-url',
+      `postgres://${role}:${encodeURIComponent(`${password}-wrong`)}@${info.host}:${info.port}/${db.name}`,
+      'check',
+    ]);
     expect(wrongPassword.code).toBe(1);
     expect(wrongPassword.stderr).toMatch(/password authentication failed/);
 

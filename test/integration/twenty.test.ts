@@ -31,7 +31,10 @@ describe('Twenty mode', () => {
   }
 
   async function addWebhook(workspace: TwentyWorkspace, url: string, operations: string[] = ['*.*'], secret = SECRET): Promise<string> {
-    const { rows } = await db.pool.query(`insert into core.webhook ("targetUrl", operations, secret, "workspaceId") values ($1, $2, $3, $4) returning id::text`, [url, operations, secret, workspace.id]);
+    const { rows } = await db.pool.query(
+      `insert into core.webhook ("targetUrl", operations, secret, "workspaceId") values ($1, $2, $3, $4) returning id::text`,
+      [url, operations, secret, workspace.id],
+    );
     return rows[0].id;
   }
 
@@ -91,14 +94,17 @@ describe('Twenty mode', () => {
     expect(published.has('core.webhook')).toBe(true);
   });
 
-  it('a webhook receives only its own workspace\'s changes, whatever its operations say', async () => {
+  it("a webhook receives only its own workspace's changes, whatever its operations say", async () => {
     const [ra, rb] = [await receiver(), await receiver()];
     await addWebhook(alpha, ra.url);
     await addWebhook(beta, rb.url, ['*.*', 'person.created']);
     await flush(alpha, ra, 'alpha ready');
     await flush(beta, rb, 'beta ready');
     for (let i = 0; i < 5; i++) {
-      await db.pool.query(`insert into ${alpha.schema}.person ("nameFirstName", "emailsPrimaryEmail") values ($1, $2)`, [`AlphaOnly${i}`, `a${i}@alpha.example`]);
+      await db.pool.query(`insert into ${alpha.schema}.person ("nameFirstName", "emailsPrimaryEmail") values ($1, $2)`, [
+        `AlphaOnly${i}`,
+        `a${i}@alpha.example`,
+      ]);
       await db.pool.query(`insert into ${beta.schema}.person ("nameFirstName", "emailsPrimaryEmail") values ($1, $2)`, [`BetaOnly${i}`, `b${i}@beta.example`]);
     }
     await ra.waitFor((reqs) => reqs.filter((q) => q.json.eventName === 'person.created').length >= 5);
@@ -120,7 +126,7 @@ describe('Twenty mode', () => {
     }
   });
 
-  it('sends Twenty\'s body: its keys in order, bytes a receiver can re-serialise, records as Twenty presents them', async () => {
+  it("sends Twenty's body: its keys in order, bytes a receiver can re-serialise, records as Twenty presents them", async () => {
     const r = await receiver();
     const webhookId = await addWebhook(alpha, r.url, ['person.*', 'company.*']);
     await db.pool.query(`insert into ${alpha.schema}.note (title) values ('not for this webhook')`);
@@ -216,7 +222,9 @@ describe('Twenty mode', () => {
     const secret = 'a3f1c0de9b8e7d6c5b4a39281706f5e4d3c2b1a0f9e8d7c6b5a4938271605f4e';
     await addWebhook(alpha, signed.url, ['pet.*'], secret);
     await addWebhook(alpha, unsigned.url, ['pet.*'], '');
-    await db.pool.query(`insert into ${alpha.schema}._pet (name, species, birthday, weight, traits, vaccinated, profile) values ('Rex', 'DOG', '2020-02-29', 12.50, '{loyal,"very loud"}', true, '{"chip": 12345, "notes": "ünïcode \\u2028"}')`);
+    await db.pool.query(
+      `insert into ${alpha.schema}._pet (name, species, birthday, weight, traits, vaccinated, profile) values ('Rex', 'DOG', '2020-02-29', 12.50, '{loyal,"very loud"}', true, '{"chip": 12345, "notes": "ünïcode \\u2028"}')`,
+    );
     await signed.waitForCount(1);
     await unsigned.waitForCount(1);
     const q = signed.requests[0];
@@ -229,10 +237,19 @@ describe('Twenty mode', () => {
     expect(q.headers['x-twenty-webhook-signature']).toBe(hmac(q.rawBody));
     expect(q.json.eventName).toBe('pet.created');
     expect(q.json.objectMetadata).toEqual({ id: alpha.objectIds.pet, nameSingular: 'pet' });
-    expect(q.json.record).toMatchObject({ name: 'Rex', species: 'DOG', birthday: '2020-02-29', weight: '12.50', traits: ['loyal', 'very loud'], vaccinated: true, profile: { chip: 12345, notes: 'ünïcode \u2028' } });
+    expect(q.json.record).toMatchObject({
+      name: 'Rex',
+      species: 'DOG',
+      birthday: '2020-02-29',
+      weight: '12.50',
+      traits: ['loyal', 'very loud'],
+      vaccinated: true,
+      profile: { chip: 12345, notes: 'ünïcode \u2028' },
+    });
     const u = unsigned.requests[0];
     expect(u.json.eventName).toBe('pet.created');
-    for (const header of ['x-twenty-webhook-signature', 'x-twenty-webhook-timestamp', 'x-twenty-webhook-nonce', 'webhook-signature']) expect(u.headers).not.toHaveProperty(header);
+    for (const header of ['x-twenty-webhook-signature', 'x-twenty-webhook-timestamp', 'x-twenty-webhook-nonce', 'webhook-signature'])
+      expect(u.headers).not.toHaveProperty(header);
   });
 
   it('streams a workspace created while running within 30 s, and a custom object added to it, with no restart and no migrate', async () => {
@@ -247,13 +264,23 @@ describe('Twenty mode', () => {
     const r = await receiver();
     await addWebhook(gamma, r.url);
     const published = async (table: string) =>
-      (await db.pool.query(`select 1 from pg_publication_tables where pubname = 'pgwb' and schemaname = $1 and tablename = $2`, [gamma.schema, table])).rowCount === 1;
-    await eventually(() => published('person'), 'the new workspace\'s person table to join the publication', 30_000);
+      (await db.pool.query(`select 1 from pg_publication_tables where pubname = 'pgwb' and schemaname = $1 and tablename = $2`, [gamma.schema, table]))
+        .rowCount === 1;
+    await eventually(() => published('person'), "the new workspace's person table to join the publication", 30_000);
     expect(Date.now() - created).toBeLessThan(30_000);
     await db.pool.query(`insert into ${gamma.schema}.person ("nameFirstName") values ('Grace')`);
     await r.waitFor((reqs) => reqs.some((q) => q.json.eventName === 'person.created' && q.json.record.name.firstName === 'Grace'));
 
-    const boat: ObjectDefinition = { nameSingular: 'boat', namePlural: 'boats', isCustom: true, fields: [{ name: 'id', type: 'UUID' }, { name: 'name', type: 'TEXT' }, { name: 'deletedAt', type: 'DATE_TIME' }] };
+    const boat: ObjectDefinition = {
+      nameSingular: 'boat',
+      namePlural: 'boats',
+      isCustom: true,
+      fields: [
+        { name: 'id', type: 'UUID' },
+        { name: 'name', type: 'TEXT' },
+        { name: 'deletedAt', type: 'DATE_TIME' },
+      ],
+    };
     const addedAt = Date.now();
     const objectClient = await db.pool.connect();
     try {
@@ -261,7 +288,7 @@ describe('Twenty mode', () => {
     } finally {
       objectClient.release();
     }
-    await eventually(() => published('_boat'), 'the new object\'s table to join the publication', 30_000);
+    await eventually(() => published('_boat'), "the new object's table to join the publication", 30_000);
     expect(Date.now() - addedAt).toBeLessThan(30_000);
     await db.pool.query(`insert into ${gamma.schema}._boat (name) values ('Beagle')`);
     await r.waitFor((reqs) => reqs.some((q) => q.json.eventName === 'boat.created'));
@@ -275,37 +302,67 @@ describe('Twenty mode', () => {
     const client = await db.pool.connect();
     let delta: TwentyWorkspace;
     try {
-      delta = await createTwentyWorkspace(client, { displayName: 'Delta', objects: [{ nameSingular: 'person', namePlural: 'people', fields: [{ name: 'id', type: 'UUID' }, { name: 'name', type: 'FULL_NAME' }, { name: 'deletedAt', type: 'DATE_TIME' }] }] });
+      delta = await createTwentyWorkspace(client, {
+        displayName: 'Delta',
+        objects: [
+          {
+            nameSingular: 'person',
+            namePlural: 'people',
+            fields: [
+              { name: 'id', type: 'UUID' },
+              { name: 'name', type: 'FULL_NAME' },
+              { name: 'deletedAt', type: 'DATE_TIME' },
+            ],
+          },
+        ],
+      });
     } finally {
       client.release();
     }
     const r = await receiver();
     await addWebhook(delta, r.url);
-    await eventually(async () => (await db.pool.query(`select 1 from pg_publication_tables where pubname = 'pgwb' and schemaname = $1`, [delta.schema])).rowCount === 1, 'the workspace to join the publication', 30_000);
+    await eventually(
+      async () => (await db.pool.query(`select 1 from pg_publication_tables where pubname = 'pgwb' and schemaname = $1`, [delta.schema])).rowCount === 1,
+      'the workspace to join the publication',
+      30_000,
+    );
 
     // A field, as Twenty adds one: the column, then its metadata.
     await db.pool.query(`alter table ${delta.schema}.person add column nickname text`);
-    await db.pool.query(`insert into core."fieldMetadata" ("objectMetadataId", type, name, label, "isActive", "workspaceId") values ($1, 'TEXT', 'nickname', 'Nickname', true, $2)`, [delta.objectIds.person, delta.id]);
+    await db.pool.query(
+      `insert into core."fieldMetadata" ("objectMetadataId", type, name, label, "isActive", "workspaceId") values ($1, 'TEXT', 'nickname', 'Nickname', true, $2)`,
+      [delta.objectIds.person, delta.id],
+    );
     let n = 0;
-    await eventually(async () => {
-      await db.pool.query(`insert into ${delta.schema}.person ("nameFirstName", nickname) values ($1, 'Bunny')`, [`Probe${n++}`]);
-      return r.requests.some((q) => q.json.record.nickname === 'Bunny');
-    }, 'an event carrying the new field', 30_000);
+    await eventually(
+      async () => {
+        await db.pool.query(`insert into ${delta.schema}.person ("nameFirstName", nickname) values ($1, 'Bunny')`, [`Probe${n++}`]);
+        return r.requests.some((q) => q.json.record.nickname === 'Bunny');
+      },
+      'an event carrying the new field',
+      30_000,
+    );
 
     // A rename, as Twenty does one: the table and the object's names.
     const renamer = await db.pool.connect();
     try {
       await renamer.query('begin');
       await renamer.query(`alter table ${delta.schema}.person rename to contact`);
-      await renamer.query(`update core."objectMetadata" set "nameSingular" = 'contact', "namePlural" = 'contacts', "updatedAt" = now() where id = $1`, [delta.objectIds.person]);
+      await renamer.query(`update core."objectMetadata" set "nameSingular" = 'contact', "namePlural" = 'contacts', "updatedAt" = now() where id = $1`, [
+        delta.objectIds.person,
+      ]);
       await renamer.query('commit');
     } finally {
       renamer.release();
     }
-    await eventually(async () => {
-      await db.pool.query(`insert into ${delta.schema}.contact ("nameFirstName") values ('Renamed')`);
-      return r.requests.some((q) => q.json.eventName === 'contact.created');
-    }, 'a contact.created event', 30_000);
+    await eventually(
+      async () => {
+        await db.pool.query(`insert into ${delta.schema}.contact ("nameFirstName") values ('Renamed')`);
+        return r.requests.some((q) => q.json.eventName === 'contact.created');
+      },
+      'a contact.created event',
+      30_000,
+    );
     const renamed = r.requests.find((q) => q.json.eventName === 'contact.created')!.json;
     expect(renamed.objectMetadata).toEqual({ id: delta.objectIds.person, nameSingular: 'contact' });
   });
@@ -344,7 +401,19 @@ describe('Twenty mode', () => {
 
   it('check refuses a Twenty webhooks table read in tables mode with workspace schema patterns', async () => {
     const result = await runCli(
-      ['--database-url', db.url, '--replication-slot', 'slot_other', '--replication-publication', 'pgwb', '--webhooks-table', 'core.webhook', '--source-tables', JSON.stringify({ 'workspace_*.person': 'person' }), 'check'],
+      [
+        '--database-url',
+        db.url,
+        '--replication-slot',
+        'slot_other',
+        '--replication-publication',
+        'pgwb',
+        '--webhooks-table',
+        'core.webhook',
+        '--source-tables',
+        JSON.stringify({ 'workspace_*.person': 'person' }),
+        'check',
+      ],
       { DATABASE_URL: undefined },
     );
     expect(result.code).toBe(3);

@@ -18,14 +18,20 @@ describe('Twenty mode, daemon killed while two workspaces write', () => {
     const client = await db.pool.connect();
     try {
       await client.query(TWENTY_CORE_SQL);
-      workspaces.push(await createTwentyWorkspace(client, { registration: 'databaseSchema' }), await createTwentyWorkspace(client, { registration: 'dataSource' }));
+      workspaces.push(
+        await createTwentyWorkspace(client, { registration: 'databaseSchema' }),
+        await createTwentyWorkspace(client, { registration: 'dataSource' }),
+      );
       await migrate(client, testConfig(db, settings));
       for (const ws of workspaces) {
         const r = await startReceiver();
         // Some attempts fail, so deliveries also take the durable store path when the kills land.
         r.script((_req, i) => (i % 41 === 5 ? { status: 500 } : { status: 200 }));
         receivers.push(r);
-        await client.query(`insert into core.webhook ("targetUrl", operations, secret, "workspaceId") values ($1, '{person.created}', 'crash-secret', $2)`, [r.url, ws.id]);
+        await client.query(`insert into core.webhook ("targetUrl", operations, secret, "workspaceId") values ($1, '{person.created}', 'crash-secret', $2)`, [
+          r.url,
+          ws.id,
+        ]);
       }
     } finally {
       client.release();
@@ -41,11 +47,15 @@ describe('Twenty mode, daemon killed while two workspaces write', () => {
 
   async function startBridge(): Promise<BridgeProcess> {
     const started = spawnBridge(db, settings);
-    await eventually(() => slotStreaming(db.pool), () => `the bridge to stream; output:\n${started.output()}`, 30_000);
+    await eventually(
+      () => slotStreaming(db.pool),
+      () => `the bridge to stream; output:\n${started.output()}`,
+      30_000,
+    );
     return started;
   }
 
-  it('every person reaches its own workspace\'s receiver and no other', async () => {
+  it("every person reaches its own workspace's receiver and no other", async () => {
     bridge = await startBridge();
     const written: Array<Set<string>> = [new Set(), new Set()];
     const total = 3_000;
@@ -65,7 +75,11 @@ describe('Twenty mode, daemon killed while two workspaces write', () => {
       }
     }
     const missing = (i: number) => [...written[i]].filter((id) => !receivers[i].requests.some((q) => q.json?.record?.id === id));
-    await eventually(() => missing(0).length === 0 && missing(1).length === 0, () => `every person to arrive (missing ${missing(0).length} + ${missing(1).length})`, 120_000);
+    await eventually(
+      () => missing(0).length === 0 && missing(1).length === 0,
+      () => `every person to arrive (missing ${missing(0).length} + ${missing(1).length})`,
+      120_000,
+    );
     for (const i of [0, 1]) {
       for (const q of receivers[i].requests) {
         expect(q.json.workspaceId).toBe(workspaces[i].id);

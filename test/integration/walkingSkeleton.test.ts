@@ -88,7 +88,14 @@ describe('walking skeleton', () => {
 
   it('operations filters: each webhook receives exactly its events, once', async () => {
     const hooks: Record<string, { r: Receiver; ops: string[] }> = {};
-    for (const [name, ops] of Object.entries({ all: ['*.*'], person: ['person.*'], created: ['*.created'], noteUpdated: ['note.updated'], several: ['task.created', 'company.*', '*.created'], gone: ['*.*'] })) {
+    for (const [name, ops] of Object.entries({
+      all: ['*.*'],
+      person: ['person.*'],
+      created: ['*.created'],
+      noteUpdated: ['note.updated'],
+      several: ['task.created', 'company.*', '*.created'],
+      gone: ['*.*'],
+    })) {
       const r = await receiver();
       hooks[name] = { r, ops };
       const id = await addWebhook(db, r.url, ops);
@@ -140,7 +147,9 @@ describe('walking skeleton', () => {
   it('a bad webhook row is skipped with a log line naming it; the others still receive', async () => {
     const good = await receiver();
     await addWebhook(db, good.url, ['company.*']);
-    const { rows } = await db.pool.query(`insert into webhook_bridge.webhooks ("targetUrl", operations, secret) values ('not a url', '{*.*}', 's') returning id::text`);
+    const { rows } = await db.pool.query(
+      `insert into webhook_bridge.webhooks ("targetUrl", operations, secret) values ('not a url', '{*.*}', 's') returning id::text`,
+    );
     await new Promise((resolve) => setTimeout(resolve, 2_000));
     await db.pool.query(`insert into company (name) values ('After bad row')`);
     await good.waitForCount(1);

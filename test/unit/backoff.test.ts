@@ -76,7 +76,9 @@ describe('withDatabaseRetry', () => {
 
   it('throws anything else at once, as an Error', async () => {
     const log = pino({ level: 'silent' });
-    await expect(withDatabaseRetry(log, 'test', () => Promise.reject(Object.assign(new Error('duplicate key'), { code: '23505' })))).rejects.toMatchObject({ code: '23505' });
+    await expect(withDatabaseRetry(log, 'test', () => Promise.reject(Object.assign(new Error('duplicate key'), { code: '23505' })))).rejects.toMatchObject({
+      code: '23505',
+    });
     await expect(withDatabaseRetry(log, 'test', () => Promise.reject('a string'))).rejects.toBeInstanceOf(Error);
   });
 });

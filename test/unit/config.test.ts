@@ -72,7 +72,9 @@ describe('config', () => {
     expect(problems.join('\n')).not.toMatch(/p@|disable&/);
     // Either place alone is fine.
     expect(loadConfig({ env: { DATABASE_URL: env.DATABASE_URL } }).database.url).toBe(env.DATABASE_URL);
-    expect(loadConfig({ env: { DATABASE_URL: 'postgres://u:p@db/crm', PG_WEBHOOK_BRIDGE_DATABASE_SSL_MODE: 'verify-full' } }).database.ssl.mode).toBe('verify-full');
+    expect(loadConfig({ env: { DATABASE_URL: 'postgres://u:p@db/crm', PG_WEBHOOK_BRIDGE_DATABASE_SSL_MODE: 'verify-full' } }).database.ssl.mode).toBe(
+      'verify-full',
+    );
   });
 
   it('a broken config file is one clear problem', () => {
@@ -81,7 +83,9 @@ describe('config', () => {
   });
 
   it('table maps and lists come from env as JSON', () => {
-    const config = loadConfig({ env: { PG_WEBHOOK_BRIDGE_SOURCE_TABLES: '{"crm.deal":"opportunity"}', PG_WEBHOOK_BRIDGE_ALLOWED_CIDRS: '10.1.0.0/16,192.168.0.0/24' } });
+    const config = loadConfig({
+      env: { PG_WEBHOOK_BRIDGE_SOURCE_TABLES: '{"crm.deal":"opportunity"}', PG_WEBHOOK_BRIDGE_ALLOWED_CIDRS: '10.1.0.0/16,192.168.0.0/24' },
+    });
     expect(config.source.tables).toEqual({ 'crm.deal': 'opportunity' });
     expect(config.delivery.allowedCidrs).toEqual(['10.1.0.0/16', '192.168.0.0/24']);
     expect(problemsOf(() => loadConfig({ env: { PG_WEBHOOK_BRIDGE_SOURCE_TABLES: '{"nodot":"x"}' } })).join()).toMatch(/source\.tables/);
@@ -93,7 +97,15 @@ describe('config', () => {
       ['payload.camelCase', 'PG_WEBHOOK_BRIDGE_PAYLOAD_CAMEL_CASE'],
     ] as const;
     const read = (config: ReturnType<typeof loadConfig>, key: string): unknown => key.split('.').reduce((node: any, part) => node[part], config);
-    const accepted: Array<[string, boolean]> = [['true', true], ['TRUE', true], ['True', true], ['1', true], ['false', false], ['FALSE', false], ['0', false]];
+    const accepted: Array<[string, boolean]> = [
+      ['true', true],
+      ['TRUE', true],
+      ['True', true],
+      ['1', true],
+      ['false', false],
+      ['FALSE', false],
+      ['0', false],
+    ];
     const refused = ['0 ', 'no', 'off', 'yes', 'on', '', ' ', 'f', 't', '2', 'null'];
 
     for (const [key, envName] of BOOLEAN_KEYS) {
@@ -106,7 +118,9 @@ describe('config', () => {
         for (const text of refused) {
           for (const withFile of [undefined, file]) {
             const problems = problemsOf(() => loadConfig({ file: withFile, env: { [envName]: text } }));
-            expect(problems, `${envName}=${JSON.stringify(text)}`).toEqual([expect.stringMatching(new RegExp(`^${key.replace('.', '\\.')}: must be true, false, 1 or 0`))]);
+            expect(problems, `${envName}=${JSON.stringify(text)}`).toEqual([
+              expect.stringMatching(new RegExp(`^${key.replace('.', '\\.')}: must be true, false, 1 or 0`)),
+            ]);
           }
         }
       });
@@ -114,7 +128,9 @@ describe('config', () => {
       it(`${key}: flags`, () => {
         for (const [text, value] of accepted) expect(read(loadConfig({ env: {}, overrides: { [key]: text } }), key)).toBe(value);
         for (const text of refused) {
-          expect(problemsOf(() => loadConfig({ env: {}, overrides: { [key]: text } })).join('\n'), JSON.stringify(text)).toMatch(new RegExp(`^${key.replace('.', '\\.')}: must be true, false, 1 or 0`));
+          expect(problemsOf(() => loadConfig({ env: {}, overrides: { [key]: text } })).join('\n'), JSON.stringify(text)).toMatch(
+            new RegExp(`^${key.replace('.', '\\.')}: must be true, false, 1 or 0`),
+          );
         }
       });
 
@@ -123,11 +139,19 @@ describe('config', () => {
           const [section, name] = key.split('.');
           return fileWith({ [section]: { [name]: value } });
         };
-        for (const [value, expected] of [[true, true], [false, false], ['true', true], ['0', false], ['FALSE', false]] as const) {
+        for (const [value, expected] of [
+          [true, true],
+          [false, false],
+          ['true', true],
+          ['0', false],
+          ['FALSE', false],
+        ] as const) {
           expect(read(loadConfig({ file: inFile(value), env: {} }), key), JSON.stringify(value)).toBe(expected);
         }
         for (const value of ['no', 'off', '', 'yes', 2, null, [], {}]) {
-          expect(problemsOf(() => loadConfig({ file: inFile(value), env: {} })).join('\n'), JSON.stringify(value)).toMatch(new RegExp(`${key.replace('.', '\\.')}: must be true, false, 1 or 0`));
+          expect(problemsOf(() => loadConfig({ file: inFile(value), env: {} })).join('\n'), JSON.stringify(value)).toMatch(
+            new RegExp(`${key.replace('.', '\\.')}: must be true, false, 1 or 0`),
+          );
         }
       });
     }
@@ -138,11 +162,13 @@ describe('config', () => {
     expect(flagForKey('database.url')).toBe('--database-url');
   });
 
-  it('Twenty mode defaults to Twenty\'s body and webhooks table; either can still be set', () => {
+  it("Twenty mode defaults to Twenty's body and webhooks table; either can still be set", () => {
     const twenty = loadConfig({ env: { PG_WEBHOOK_BRIDGE_SOURCE_MODE: 'twenty' } });
     expect(twenty.payload.format).toBe('twenty');
     expect(twenty.webhooks.table).toBe('core.webhook');
-    const explicit = loadConfig({ env: { PG_WEBHOOK_BRIDGE_SOURCE_MODE: 'twenty', PG_WEBHOOK_BRIDGE_PAYLOAD_FORMAT: 'event', PG_WEBHOOK_BRIDGE_WEBHOOKS_TABLE: 'crm.hooks' } });
+    const explicit = loadConfig({
+      env: { PG_WEBHOOK_BRIDGE_SOURCE_MODE: 'twenty', PG_WEBHOOK_BRIDGE_PAYLOAD_FORMAT: 'event', PG_WEBHOOK_BRIDGE_WEBHOOKS_TABLE: 'crm.hooks' },
+    });
     expect(explicit.payload.format).toBe('event');
     expect(explicit.webhooks.table).toBe('crm.hooks');
     const tables = loadConfig({ env: {} });
@@ -151,7 +177,7 @@ describe('config', () => {
     expect(tables.webhooks.table).toBe('webhook_bridge.webhooks');
   });
 
-  it('refuses Twenty\'s body without Twenty\'s metadata, and unknown modes', () => {
+  it("refuses Twenty's body without Twenty's metadata, and unknown modes", () => {
     expect(problemsOf(() => loadConfig({ env: { PG_WEBHOOK_BRIDGE_PAYLOAD_FORMAT: 'twenty' } })).join()).toMatch(/payload\.format.*source\.mode/);
     expect(problemsOf(() => loadConfig({ env: { PG_WEBHOOK_BRIDGE_SOURCE_MODE: 'crm' } })).join()).toMatch(/source\.mode/);
   });
@@ -161,14 +187,25 @@ describe('TLS warning for a database off this host', () => {
   const warningFor = (url: string, mode: string) => databaseTlsWarning(loadConfig({ env: { DATABASE_URL: url, PG_WEBHOOK_BRIDGE_DATABASE_SSL_MODE: mode } }));
 
   it('warns for disable and require when the host is not loopback', () => {
-    expect(warningFor('postgres://u:p@db.example.com:5432/crm', 'disable')).toMatch(/^database\.ssl\.mode is disable and the database host db\.example\.com is not loopback: .*verify-full/);
-    expect(warningFor('postgres://u:p@10.0.0.5/crm', 'require')).toMatch(/^database\.ssl\.mode is require: .*10\.0\.0\.5.*certificate is not checked.*verify-full/);
+    expect(warningFor('postgres://u:p@db.example.com:5432/crm', 'disable')).toMatch(
+      /^database\.ssl\.mode is disable and the database host db\.example\.com is not loopback: .*verify-full/,
+    );
+    expect(warningFor('postgres://u:p@10.0.0.5/crm', 'require')).toMatch(
+      /^database\.ssl\.mode is require: .*10\.0\.0\.5.*certificate is not checked.*verify-full/,
+    );
     expect(warningFor('postgres://u:p@[2001:db8::1]/crm', 'disable')).toMatch(/2001:db8::1/);
     expect(warningFor('postgres://u:hunter2@db.example.com/crm', 'disable')).not.toMatch(/hunter2/);
   });
 
   it('says nothing for loopback, a Unix socket, or verify-full', () => {
-    for (const url of ['postgres://u@localhost/crm', 'postgres://u@127.0.0.1:5433/crm', 'postgres://u@127.8.9.1/crm', 'postgres://u@[::1]/crm', 'postgres:///crm?host=/var/run/postgresql', 'postgres://u@%2Fvar%2Frun%2Fpostgresql/crm']) {
+    for (const url of [
+      'postgres://u@localhost/crm',
+      'postgres://u@127.0.0.1:5433/crm',
+      'postgres://u@127.8.9.1/crm',
+      'postgres://u@[::1]/crm',
+      'postgres:///crm?host=/var/run/postgresql',
+      'postgres://u@%2Fvar%2Frun%2Fpostgresql/crm',
+    ]) {
       expect(warningFor(url, 'disable'), url).toBeNull();
       expect(warningFor(url, 'require'), url).toBeNull();
     }

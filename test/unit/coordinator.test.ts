@@ -1,7 +1,22 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { DeliveryCoordinator } from '../../src/deliver/coordinator.js';
 import type { LaneSettings } from '../../src/deliver/types.js';
-import { event, eventually, FakeHold, FakeObserver, FakeSender, FakeStore, GONE, HTTP_500, OK, SETTINGS, settle, silentLog, subscriber, until } from './fakes/deliveryFakes.js';
+import {
+  event,
+  eventually,
+  FakeHold,
+  FakeObserver,
+  FakeSender,
+  FakeStore,
+  GONE,
+  HTTP_500,
+  OK,
+  SETTINGS,
+  settle,
+  silentLog,
+  subscriber,
+  until,
+} from './fakes/deliveryFakes.js';
 
 const STORE_POLL_MS = 100;
 
@@ -11,7 +26,9 @@ async function setup(settings: Partial<LaneSettings> = {}, seed?: (store: FakeSt
   const sender = new FakeSender();
   const observer = new FakeObserver();
   const disabled: Array<[string, boolean]> = [];
-  const coordinator = new DeliveryCoordinator(store, sender, { ...SETTINGS, ...settings, storePollMs: STORE_POLL_MS }, observer, silentLog, (id, recorded) => disabled.push([id, recorded]));
+  const coordinator = new DeliveryCoordinator(store, sender, { ...SETTINGS, ...settings, storePollMs: STORE_POLL_MS }, observer, silentLog, (id, recorded) =>
+    disabled.push([id, recorded]),
+  );
   await coordinator.start();
   const webhook = subscriber();
   coordinator.updateSubscribers([webhook]);
@@ -118,7 +135,9 @@ describe('DeliveryCoordinator', () => {
 
   it('starts a webhook with stored backlog in store mode and sends the backlog before new events of a record', async () => {
     const id = subscriber().id;
-    const { coordinator, sender, route, lane } = await setup({ concurrency: 1 }, (store) => store.seed({ webhook_id: id, event_id: 'a-1', record_key: 'a', commit_lsn: '0/100' }));
+    const { coordinator, sender, route, lane } = await setup({ concurrency: 1 }, (store) =>
+      store.seed({ webhook_id: id, event_id: 'a-1', record_key: 'a', commit_lsn: '0/100' }),
+    );
     expect(lane()!.mode).toBe('store');
     route('a', 2);
     await until(() => sender.sent.length === 2);

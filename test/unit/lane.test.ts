@@ -1,7 +1,23 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Lane, type LaneHooks } from '../../src/deliver/lane.js';
 import type { FailedAttempt, LaneSettings } from '../../src/deliver/types.js';
-import { event, FakeHold, FakeObserver, FakeSender, FakeStore, GONE, HTTP_500, memoryDelivery, OK, REFUSED, SETTINGS, settle, silentLog, subscriber, until } from './fakes/deliveryFakes.js';
+import {
+  event,
+  FakeHold,
+  FakeObserver,
+  FakeSender,
+  FakeStore,
+  GONE,
+  HTTP_500,
+  memoryDelivery,
+  OK,
+  REFUSED,
+  SETTINGS,
+  settle,
+  silentLog,
+  subscriber,
+  until,
+} from './fakes/deliveryFakes.js';
 
 function setup(settings: Partial<LaneSettings> = {}) {
   const store = new FakeStore();
@@ -81,7 +97,12 @@ describe('Lane memory -> store -> memory', () => {
     await vi.advanceTimersByTimeAsync(50);
     await settle();
     expect(sender.sentIds()).toEqual(['a-1', 'b-3']);
-    expect(store.pending().map((r) => r.event_id).sort()).toEqual(['a-1', 'a-2']);
+    expect(
+      store
+        .pending()
+        .map((r) => r.event_id)
+        .sort(),
+    ).toEqual(['a-1', 'a-2']);
     expect(lane.mode).toBe('store');
     // The retry comes due: a-1, then a-2, then the store is empty and the lane is back in memory.
     await vi.advanceTimersByTimeAsync(5_000);

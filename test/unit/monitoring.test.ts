@@ -69,10 +69,16 @@ describe('config/monitoring/alerts.yaml', () => {
     expect(new Set(groupNames).size).toBe(groupNames.length);
     for (const group of rulesFile.groups) {
       expect(typeof group.name).toBe('string');
-      expect(Object.keys(group).filter((k) => !['name', 'interval', 'rules'].includes(k)), `keys of group ${group.name}`).toEqual([]);
+      expect(
+        Object.keys(group).filter((k) => !['name', 'interval', 'rules'].includes(k)),
+        `keys of group ${group.name}`,
+      ).toEqual([]);
       expect(group.rules.length).toBeGreaterThan(0);
       for (const rule of group.rules) {
-        expect(Object.keys(rule).filter((k) => !['alert', 'expr', 'for', 'labels', 'annotations'].includes(k)), `keys of ${rule.alert}`).toEqual([]);
+        expect(
+          Object.keys(rule).filter((k) => !['alert', 'expr', 'for', 'labels', 'annotations'].includes(k)),
+          `keys of ${rule.alert}`,
+        ).toEqual([]);
         expect(rule.alert).toMatch(/^[A-Za-z_][A-Za-z0-9_]*$/);
         expect(typeof rule.expr).toBe('string');
         if (rule.for !== undefined) expect(rule.for, `for of ${rule.alert}`).toMatch(DURATION);
@@ -97,19 +103,31 @@ describe('config/monitoring/alerts.yaml', () => {
     const using = (metric: string): string[] => rules.filter((r) => metricNames(r.expr).includes(metric)).map((r) => r.alert);
     expect(using('up'), 'a replica down').not.toEqual([]);
     // None up: absent() of a daemon metric, which fires whatever the scrape job is named.
-    expect(rules.filter((r) => /^absent\(pgwb_[a-z_]+\)$/.test(r.expr)), 'no replica up').toHaveLength(1);
+    expect(
+      rules.filter((r) => /^absent\(pgwb_[a-z_]+\)$/.test(r.expr)),
+      'no replica up',
+    ).toHaveLength(1);
     expect(using('pgwb_ready'), 'a replica not ready').not.toEqual([]);
     expect(using('pgwb_leader'), 'no leader').not.toEqual([]);
     expect(using('pgwb_slot_last_advance_seconds'), 'a slot that stops advancing').not.toEqual([]);
     expect(using('pgwb_slot_lag_bytes'), 'WAL piling up for the slot').not.toEqual([]);
-    const walStatus = rules.filter((r) => metricNames(r.expr).includes('pgwb_slot_wal_status')).map((r) => r.expr).join('\n');
+    const walStatus = rules
+      .filter((r) => metricNames(r.expr).includes('pgwb_slot_wal_status'))
+      .map((r) => r.expr)
+      .join('\n');
     expect(walStatus, 'a lost slot, and one about to be lost').toMatch(/status="lost"/);
     expect(walStatus).toMatch(/status="unreserved"/);
-    expect(rules.filter((r) => /outcome="dead"/.test(r.expr)), 'dead deliveries').not.toEqual([]);
+    expect(
+      rules.filter((r) => /outcome="dead"/.test(r.expr)),
+      'dead deliveries',
+    ).not.toEqual([]);
     expect(using('pgwb_store_oldest_pending_seconds'), 'deliveries waiting for long').not.toEqual([]);
     expect(using('pgwb_webhooks_auto_disabled_total'), 'webhooks disabled by the bridge').not.toEqual([]);
     // "No leader" is the sum over the replicas.
-    expect(rules.filter((r) => /^sum\b.*\(pgwb_leader\) == 0$/.test(r.expr)), 'no leader').toHaveLength(1);
+    expect(
+      rules.filter((r) => /^sum\b.*\(pgwb_leader\) == 0$/.test(r.expr)),
+      'no leader',
+    ).toHaveLength(1);
   });
 
   it('the Kubernetes PrometheusRule carries the same groups', () => {
@@ -162,7 +180,17 @@ describe('config/monitoring/grafana-dashboard.json', () => {
 
   it('shows the slot, the store, the replicas and the deliveries', () => {
     const used = new Set(dashboardExprs.flatMap((e) => metricNames(e.replace(/\$__rate_interval|\$__range/g, '5m').replace(/\$job/g, '.*'))));
-    for (const metric of ['pgwb_leader', 'pgwb_ready', 'pgwb_slot_lag_bytes', 'pgwb_slot_last_advance_seconds', 'pgwb_slot_wal_status', 'pgwb_store_backlog', 'pgwb_store_oldest_pending_seconds', 'pgwb_delivery_attempts_total', 'pgwb_webhooks_auto_disabled_total']) {
+    for (const metric of [
+      'pgwb_leader',
+      'pgwb_ready',
+      'pgwb_slot_lag_bytes',
+      'pgwb_slot_last_advance_seconds',
+      'pgwb_slot_wal_status',
+      'pgwb_store_backlog',
+      'pgwb_store_oldest_pending_seconds',
+      'pgwb_delivery_attempts_total',
+      'pgwb_webhooks_auto_disabled_total',
+    ]) {
       expect(used, metric).toContain(metric);
     }
     const ids = dashboard.panels.map((p: any) => p.id);

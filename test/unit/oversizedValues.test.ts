@@ -39,7 +39,8 @@ function u32(n: number): Buffer {
 }
 
 const insert = (columns: Column[]) => Buffer.concat([Buffer.from('I'), u32(RELATION_ID), Buffer.from('N'), tuple(columns)]);
-const update = (old: Column[], next: Column[]) => Buffer.concat([Buffer.from('U'), u32(RELATION_ID), Buffer.from('O'), tuple(old), Buffer.from('N'), tuple(next)]);
+const update = (old: Column[], next: Column[]) =>
+  Buffer.concat([Buffer.from('U'), u32(RELATION_ID), Buffer.from('O'), tuple(old), Buffer.from('N'), tuple(next)]);
 const del = (old: Column[]) => Buffer.concat([Buffer.from('D'), u32(RELATION_ID), Buffer.from('O'), tuple(old)]);
 
 function parse<T extends PgoutputMessage['tag']>(bytes: Buffer, tag: T): Extract<PgoutputMessage, { tag: T }> {
@@ -71,7 +72,9 @@ describe('pgoutput reader: oversized values', () => {
     const kb = (c: string) => Buffer.alloc(1_500, c);
     // a + key + b = 3,003 bytes fit; c would make 4,503; 'tail' is small.
     const message = parsePgoutputMessage(insert([kb('a'), 'key', kb('b'), kb('c'), 'tail']), options) as Extract<PgoutputMessage, { tag: 'insert' }>;
-    expect(message.newTuple.map((v) => (v instanceof OversizedValue ? v.byteLength : typeof v === 'string' ? v.length : v))).toEqual([1_500, 3, 1_500, 1_500, 4]);
+    expect(message.newTuple.map((v) => (v instanceof OversizedValue ? v.byteLength : typeof v === 'string' ? v.length : v))).toEqual([
+      1_500, 3, 1_500, 1_500, 4,
+    ]);
     expect(message.newTuple.map((v) => v instanceof OversizedValue)).toEqual([false, false, false, true, false]);
   });
 
@@ -140,7 +143,13 @@ describe('decoder and router with oversized values', () => {
   it('an insert with an oversized value is sent truncated: primary key only, without serialising the value', async () => {
     const [change] = await changes(insert(['k1', big('x'), 'title']));
     const event = buildEvent(change, options)!;
-    expect(JSON.parse(event.body)).toEqual({ event: 'note.created', data: { id: 'k1', truncated: true }, timestamp: '2000-01-01T00:00:00.000Z', id: event.id, truncated: true });
+    expect(JSON.parse(event.body)).toEqual({
+      event: 'note.created',
+      data: { id: 'k1', truncated: true },
+      timestamp: '2000-01-01T00:00:00.000Z',
+      id: event.id,
+      truncated: true,
+    });
   });
 
   it('an unchanged TOAST value taken from an oversized old image keeps the new row truncated; updatedFields stay exact', async () => {

@@ -140,7 +140,12 @@ describe('Dockerfile', () => {
   });
 
   it('ships dist/, bin/, sql/ and package.json in the final image', () => {
-    const copied = ofKeyword(FINAL, 'COPY').flatMap((c) => c.getArguments().slice(0, -1).map((a) => a.getValue()));
+    const copied = ofKeyword(FINAL, 'COPY').flatMap((c) =>
+      c
+        .getArguments()
+        .slice(0, -1)
+        .map((a) => a.getValue()),
+    );
     for (const needed of ['dist', 'bin', 'sql', 'package.json']) expect(copied.some((p) => p.endsWith(needed))).toBe(true);
   });
 
@@ -206,7 +211,12 @@ describe('Dockerfile', () => {
     const fromContext = dockerfile
       .getCOPYs()
       .filter((c) => !c.getFromFlag())
-      .flatMap((c) => c.getArguments().slice(0, -1).map((a) => a.getValue().replace(/^\.\/|\/$/g, '')));
+      .flatMap((c) =>
+        c
+          .getArguments()
+          .slice(0, -1)
+          .map((a) => a.getValue().replace(/^\.\/|\/$/g, '')),
+      );
     for (const source of fromContext) {
       const hit = ignored.find((pattern) => source === pattern || source.startsWith(`${pattern}/`));
       expect(hit, `${source} is copied but .dockerignore drops it`).toBeUndefined();
@@ -223,7 +233,9 @@ interface Manifest {
   doc: any;
 }
 
-const YAML_FILES = readdirSync(K8S_DIR).filter((f) => /\.ya?ml$/.test(f)).sort();
+const YAML_FILES = readdirSync(K8S_DIR)
+  .filter((f) => /\.ya?ml$/.test(f))
+  .sort();
 const MANIFESTS: Manifest[] = YAML_FILES.flatMap((file) =>
   parseAllDocuments(readFileSync(path.join(K8S_DIR, file), 'utf8')).map((document) => {
     if (document.errors.length > 0) throw new Error(`${file}: ${document.errors.map((e) => e.message).join('; ')}`);
@@ -234,7 +246,10 @@ const MANIFESTS: Manifest[] = YAML_FILES.flatMap((file) =>
 
 function only(kind: string): any {
   const found = MANIFESTS.filter((m) => m.kind === kind);
-  expect(found.map((m) => m.file), `exactly one ${kind}`).toHaveLength(1);
+  expect(
+    found.map((m) => m.file),
+    `exactly one ${kind}`,
+  ).toHaveLength(1);
   return found[0].doc;
 }
 
@@ -323,7 +338,11 @@ describe('Kubernetes manifests', () => {
     expect([...kustomization.resources].sort()).toEqual(YAML_FILES.filter((f) => f !== 'kustomization.yaml'));
     for (const kind of ['Deployment', 'ConfigMap', 'Service', 'PodDisruptionBudget', 'Job']) only(kind);
     // One Secret for the daemon's role, one for the migrate Job's admin.
-    expect(MANIFESTS.filter((m) => m.kind === 'Secret').map((m) => m.file).sort()).toEqual(['migrate-secret.yaml', 'secret.yaml']);
+    expect(
+      MANIFESTS.filter((m) => m.kind === 'Secret')
+        .map((m) => m.file)
+        .sort(),
+    ).toEqual(['migrate-secret.yaml', 'secret.yaml']);
   });
 
   it('Deployment: 2 replicas; probes on /readyz and /healthz at http.port', () => {
@@ -341,7 +360,7 @@ describe('Kubernetes manifests', () => {
     expect(container.resources.limits.memory).toBeDefined();
   });
 
-  it('Deployment: waits for the daemon\'s graceful stop (within 10 s of SIGTERM)', () => {
+  it("Deployment: waits for the daemon's graceful stop (within 10 s of SIGTERM)", () => {
     expect(podTemplate.spec.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(10);
   });
 
@@ -379,7 +398,7 @@ describe('Kubernetes manifests', () => {
     expect(loadConfigText('{}', { DATABASE_URL: value }).database.url).toBe(value);
   });
 
-  it('the daemon connects as the least-privilege role, never with the migrate Job\'s admin Secret', () => {
+  it("the daemon connects as the least-privilege role, never with the migrate Job's admin Secret", () => {
     const daemonRef = databaseUrlRef(container);
     const migrateRef = databaseUrlRef(job.spec.template.spec.containers[0]);
     expect(migrateRef.name).not.toBe(daemonRef.name);
@@ -394,7 +413,7 @@ describe('Kubernetes manifests', () => {
     expect(loadConfigText('{}', { DATABASE_URL: admin }).database.url).toBe(admin);
   });
 
-  it('Service targets the metrics port of the Deployment\'s pods', () => {
+  it("Service targets the metrics port of the Deployment's pods", () => {
     const service = only('Service');
     expect(matches(service.spec.selector, podTemplate.metadata.labels)).toBe(true);
     const metrics = service.spec.ports.find((p: any) => p.name === 'metrics');
@@ -402,7 +421,7 @@ describe('Kubernetes manifests', () => {
     expect(portNumber(metrics.targetPort ?? metrics.port)).toBe(HTTP_PORT);
   });
 
-  it('PodDisruptionBudget selects the Deployment\'s pods and lets one go at a time', () => {
+  it("PodDisruptionBudget selects the Deployment's pods and lets one go at a time", () => {
     const pdb = only('PodDisruptionBudget');
     expect(pdb.spec.selector.matchLabels).toEqual(deployment.spec.selector.matchLabels);
     expect(matches(pdb.spec.selector.matchLabels, podTemplate.metadata.labels)).toBe(true);
@@ -449,7 +468,12 @@ describe('config files', () => {
       const loaded = key.split('.').reduce((node: any, part) => node?.[part], config);
       // Empty defaults that depend on source.mode are settled when the config is loaded.
       const settled: Record<string, unknown> = { 'webhooks.table': 'webhook_bridge.webhooks', 'payload.format': 'event' };
-      const expected = key === 'source.tables' ? Object.fromEntries((value as Array<{ table: string; object: string }>).map((p) => [p.table, p.object])) : key in settled ? settled[key] : value;
+      const expected =
+        key === 'source.tables'
+          ? Object.fromEntries((value as Array<{ table: string; object: string }>).map((p) => [p.table, p.object]))
+          : key in settled
+            ? settled[key]
+            : value;
       expect(loaded, key).toEqual(expected);
     }
   });

@@ -87,9 +87,17 @@ const ALICE = ['1', 'Alice', 'alice@example.com', '12.50', 'happy', '{"a\\"b","c
 describe('pgoutput fixtures', () => {
   it('every fixture file parses completely, as the protocol-1 message types we expect', () => {
     const files = readdirSync(FIXTURE_DIR).filter((f) => f.endsWith('.hex'));
-    expect(files.sort()).toEqual(
-      ['delete.hex', 'index-identity.hex', 'insert.hex', 'message.hex', 'origin.hex', 'toast.hex', 'truncate.hex', 'update-full.hex', 'update-key.hex'],
-    );
+    expect(files.sort()).toEqual([
+      'delete.hex',
+      'index-identity.hex',
+      'insert.hex',
+      'message.hex',
+      'origin.hex',
+      'toast.hex',
+      'truncate.hex',
+      'update-full.hex',
+      'update-key.hex',
+    ]);
     for (const file of files) expect(load(file).messages.length, file).toBeGreaterThan(0);
   });
 
@@ -148,7 +156,13 @@ describe('pgoutput fixtures', () => {
         { isKey: false, name: 'body', typeOid: 25, typeModifier: -1 },
       ],
     });
-    expect(as(f.messages[5], 'update')).toEqual({ tag: 'update', relationId: document, keyOnly: true, oldTuple: ['10', null, null], newTuple: ['11', 'draft', 'short'] });
+    expect(as(f.messages[5], 'update')).toEqual({
+      tag: 'update',
+      relationId: document,
+      keyOnly: true,
+      oldTuple: ['10', null, null],
+      newTuple: ['11', 'draft', 'short'],
+    });
     expect(as(f.messages[8], 'update')).toEqual({ tag: 'update', relationId: document, keyOnly: false, oldTuple: null, newTuple: ['11', 'final', 'short'] });
   });
 
@@ -160,7 +174,13 @@ describe('pgoutput fixtures', () => {
     const value = Array.from({ length: 2_100 }, (_, i) => String.fromCharCode(97 + ((i * 7) % 26))).join('');
     expect(as(f.messages[2], 'insert').newTuple).toEqual(['20', 'big', value]);
     const update = as(f.messages[5], 'update');
-    expect(update).toEqual({ tag: 'update', relationId: f.relationOid('document'), keyOnly: false, oldTuple: null, newTuple: ['20', 'bigger', UNCHANGED_TOAST] });
+    expect(update).toEqual({
+      tag: 'update',
+      relationId: f.relationOid('document'),
+      keyOnly: false,
+      oldTuple: null,
+      newTuple: ['20', 'bigger', UNCHANGED_TOAST],
+    });
     expect(update.newTuple[2]).toBe(UNCHANGED_TOAST);
   });
 
@@ -168,7 +188,12 @@ describe('pgoutput fixtures', () => {
     const f = load('delete.hex');
     expect(tags(f)).toEqual(['begin', 'type', 'relation', 'delete', 'relation', 'delete', 'commit']);
     expectTransaction(f, 0, 6);
-    expect(as(f.messages[3], 'delete')).toEqual({ tag: 'delete', relationId: f.relationOid('contact'), keyOnly: false, oldTuple: ['2', 'Bob', null, null, null, null, null] });
+    expect(as(f.messages[3], 'delete')).toEqual({
+      tag: 'delete',
+      relationId: f.relationOid('contact'),
+      keyOnly: false,
+      oldTuple: ['2', 'Bob', null, null, null, null, null],
+    });
     expect(as(f.messages[5], 'delete')).toEqual({ tag: 'delete', relationId: f.relationOid('document'), keyOnly: true, oldTuple: ['11', null, null] });
     // Changes carry their own LSN; later changes of the transaction come later in WAL.
     expect(f.messages[5].lsn).toBeGreaterThan(f.messages[3].lsn);
@@ -181,7 +206,11 @@ describe('pgoutput fixtures', () => {
     expectTransaction(f, 4, 6);
     const relation = as(f.messages[1], 'relation').relation;
     expect(relation.replicaIdentity).toBe('index');
-    expect(relation.columns.map((c) => [c.name, c.isKey])).toEqual([['id', false], ['code', true], ['label', false]]);
+    expect(relation.columns.map((c) => [c.name, c.isKey])).toEqual([
+      ['id', false],
+      ['code', true],
+      ['label', false],
+    ]);
     expect(as(f.messages[5], 'update')).toMatchObject({ keyOnly: true, oldTuple: [null, 'x1', null], newTuple: ['1', 'x2', 'first'] });
   });
 
@@ -257,7 +286,9 @@ describe('pgoutput: damaged input raises DecodeError with a clear message', () =
     expect(() => parsePgoutputMessage(insert.subarray(0, 7))).toThrow("pgoutput Insert ('I'): message truncated: 2 more bytes needed (offset 6 of 7 bytes)");
     expect(() => parsePgoutputMessage(Buffer.alloc(0))).toThrow('pgoutput: empty message');
     const relation = load('insert.hex').messages[2].bytes;
-    expect(() => parsePgoutputMessage(relation.subarray(0, 12))).toThrow("pgoutput Relation ('R'): message truncated: string without its terminating zero byte");
+    expect(() => parsePgoutputMessage(relation.subarray(0, 12))).toThrow(
+      "pgoutput Relation ('R'): message truncated: string without its terminating zero byte",
+    );
   });
 
   it.each([
@@ -329,11 +360,34 @@ describe('Decoder on the captured messages', () => {
     const { items } = await decodeFixtures('insert.hex', 'update-full.hex');
     expect(items.map((i) => i.type)).toEqual(['begin', 'change', 'commit', 'begin', 'change', 'commit', 'begin', 'change', 'commit']);
     const [alice, bob, update] = changes(items);
-    const aliceRow = { id: 1, name: 'Alice', email: 'alice@example.com', score: '12.50', mood: 'happy', tags: ['a"b', 'c,d', null, ''], seen_at: '2024-03-10T06:49:56.789Z' };
-    expect(alice).toMatchObject({ kind: 'insert', schema: 'fixture', table: 'contact', newRow: aliceRow, oldRow: null, keyColumns: ['id'], changedColumns: null, unavailableColumns: [], indexInTransaction: 0 });
+    const aliceRow = {
+      id: 1,
+      name: 'Alice',
+      email: 'alice@example.com',
+      score: '12.50',
+      mood: 'happy',
+      tags: ['a"b', 'c,d', null, ''],
+      seen_at: '2024-03-10T06:49:56.789Z',
+    };
+    expect(alice).toMatchObject({
+      kind: 'insert',
+      schema: 'fixture',
+      table: 'contact',
+      newRow: aliceRow,
+      oldRow: null,
+      keyColumns: ['id'],
+      changedColumns: null,
+      unavailableColumns: [],
+      indexInTransaction: 0,
+    });
     expect(alice.commitLsn).toBe((items[0] as Extract<DecodedItem, { type: 'begin' }>).commitLsn);
     expect(bob.newRow).toEqual({ id: 2, name: 'Bob', email: null, score: null, mood: null, tags: null, seen_at: null });
-    expect(update).toMatchObject({ kind: 'update', oldRow: aliceRow, newRow: { ...aliceRow, email: 'alice@new.example', mood: 'so-so' }, changedColumns: ['email', 'mood'] });
+    expect(update).toMatchObject({
+      kind: 'update',
+      oldRow: aliceRow,
+      newRow: { ...aliceRow, email: 'alice@new.example', mood: 'so-so' },
+      changedColumns: ['email', 'mood'],
+    });
   });
 
   it('an unchanged TOAST value without an old image is listed as unavailable, never nulled', async () => {
@@ -372,9 +426,13 @@ describe('Decoder on the captured messages', () => {
   });
 
   it('a change before its Relation message is a DecodeError naming the LSN', async () => {
-    const decoder = new Decoder({ ensureTypes: async () => undefined, lookupType: () => undefined, primaryKey: async () => [] }, { warn: () => undefined } as unknown as Logger);
+    const decoder = new Decoder({ ensureTypes: async () => undefined, lookupType: () => undefined, primaryKey: async () => [] }, {
+      warn: () => undefined,
+    } as unknown as Logger);
     const [begin, , , insert] = load('insert.hex').messages;
     await decoder.decode(begin.message, formatLsn(begin.lsn));
-    await expect(decoder.decode(insert.message, formatLsn(insert.lsn))).rejects.toThrow(new RegExp(`arrived before its Relation message \\(at LSN ${formatLsn(insert.lsn)}\\)`));
+    await expect(decoder.decode(insert.message, formatLsn(insert.lsn))).rejects.toThrow(
+      new RegExp(`arrived before its Relation message \\(at LSN ${formatLsn(insert.lsn)}\\)`),
+    );
   });
 });

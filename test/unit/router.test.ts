@@ -42,7 +42,9 @@ describe('buildEvent', () => {
     expect(event.name).toBe('person.created');
     expect(event.id).toBe('00000000016B3A28-00000003');
     expect(event.recordKey).toBe('person:p1');
-    expect(event.body).toBe('{"event":"person.created","data":{"id":"p1","firstName":"Alice","deletedAt":null},"timestamp":"2026-02-10T15:30:50.123Z","id":"00000000016B3A28-00000003"}');
+    expect(event.body).toBe(
+      '{"event":"person.created","data":{"id":"p1","firstName":"Alice","deletedAt":null},"timestamp":"2026-02-10T15:30:50.123Z","id":"00000000016B3A28-00000003"}',
+    );
   });
 
   it('the same position always gives the same id', () => {
@@ -55,7 +57,10 @@ describe('buildEvent', () => {
     const updated = buildEvent(change({ kind: 'update', oldRow: before, newRow: { ...before, firstName: 'Bob' }, changedColumns: ['firstName'] }), options)!;
     expect(updated.name).toBe('person.updated');
     expect(JSON.parse(updated.body).updatedFields).toEqual(['firstName']);
-    const deleted = buildEvent(change({ kind: 'update', oldRow: before, newRow: { ...before, deletedAt: '2026-01-01T00:00:00.000Z' }, changedColumns: ['deletedAt'] }), options)!;
+    const deleted = buildEvent(
+      change({ kind: 'update', oldRow: before, newRow: { ...before, deletedAt: '2026-01-01T00:00:00.000Z' }, changedColumns: ['deletedAt'] }),
+      options,
+    )!;
     expect(deleted.name).toBe('person.deleted');
     const restored = buildEvent(change({ kind: 'update', oldRow: { ...before, deletedAt: 'x' }, newRow: before, changedColumns: ['deletedAt'] }), options)!;
     expect(restored.name).toBe('person.restored');
@@ -76,7 +81,10 @@ describe('buildEvent', () => {
   });
 
   it('schema patterns and camelCase', () => {
-    const event = buildEvent(change({ schema: 'workspace_abc123', newRow: { id: 'p1', first_name: 'A' }, columnNames: ['id', 'first_name'] }), { ...options, camelCase: true })!;
+    const event = buildEvent(change({ schema: 'workspace_abc123', newRow: { id: 'p1', first_name: 'A' }, columnNames: ['id', 'first_name'] }), {
+      ...options,
+      camelCase: true,
+    })!;
     expect(event.name).toBe('person.created');
     expect(JSON.parse(event.body).data).toEqual({ id: 'p1', firstName: 'A' });
     expect(toCamelCase('annual_recurring__revenue')).toBe('annualRecurringRevenue');
@@ -91,7 +99,13 @@ describe('buildEvent', () => {
   it('a payload over the limit is sent in its truncated form with the key', () => {
     const big = 'x'.repeat(2_000);
     const event = buildEvent(change({ newRow: { id: 'p1', firstName: big, deletedAt: null } }), { ...options, maxPayloadBytes: 1_000 })!;
-    expect(JSON.parse(event.body)).toEqual({ event: 'person.created', data: { id: 'p1', truncated: true }, timestamp: '2026-02-10T15:30:50.123Z', id: event.id, truncated: true });
+    expect(JSON.parse(event.body)).toEqual({
+      event: 'person.created',
+      data: { id: 'p1', truncated: true },
+      timestamp: '2026-02-10T15:30:50.123Z',
+      id: event.id,
+      truncated: true,
+    });
   });
 
   it('lists unchanged TOAST values Postgres did not send instead of faking them', () => {
@@ -188,7 +202,7 @@ describe('parseSubscriberRow rejects bad rows with a reason', () => {
 describe('SubscriberIndex by workspace', () => {
   const hook = (id: string, operations: string[], workspaceId: string | null): Subscriber => ({ ...subscriber(id, operations), workspaceId });
 
-  it('gives a workspace\'s change only to that workspace\'s webhooks, whatever their operations', () => {
+  it("gives a workspace's change only to that workspace's webhooks, whatever their operations", () => {
     const index = new SubscriberIndex([hook('a', ['*.*'], 'ws-a'), hook('b', ['*.*', 'person.created'], 'ws-b'), hook('none', ['*.*'], null)]);
     expect(index.forEvent('person', 'created', 'ws-a').map((s) => s.id)).toEqual(['a']);
     expect(index.forEvent('person', 'created', 'ws-b').map((s) => s.id)).toEqual(['b']);
@@ -203,4 +217,3 @@ describe('SubscriberIndex by workspace', () => {
     expect(index.forEvent('workflowRun', 'created', 'ws').map((s) => s.id)).toEqual(['all', 'runs']);
   });
 });
-

@@ -201,7 +201,10 @@ describe('verifySignature', () => {
       const key = Buffer.alloc(bytes, 3);
       const signature = createHmac('sha256', key).update(`evt.${seconds}.${BODY}`).digest('base64');
       const headers = { 'webhook-id': 'evt', 'webhook-timestamp': seconds, 'webhook-signature': `v1,${signature}` };
-      expect(verifySignature(BODY, headers, secret, { nowMs: NOW }), `${bytes} bytes`).toMatchObject({ valid: false, reason: expect.stringMatching(/24 to 64 byte/) });
+      expect(verifySignature(BODY, headers, secret, { nowMs: NOW }), `${bytes} bytes`).toMatchObject({
+        valid: false,
+        reason: expect.stringMatching(/24 to 64 byte/),
+      });
     }
     expect(verifySignature(BODY, signRequest(BODY, 'plain', 'evt', NOW, UA), '', { nowMs: NOW })).toMatchObject({ valid: false });
   });
@@ -217,24 +220,40 @@ describe('verifySignature', () => {
     // A body in Twenty's own format has no id: the webhook-id header is the only one, and says it is unsigned.
     const twentyFormat = JSON.stringify({ targetUrl: 'https://x.example/', eventName: 'person.created', record: { id: 'r1' } });
     const noBodyId = signRequest(twentyFormat, 'plain-secret', 'evt_header', NOW, UA);
-    expect(verifySignature(twentyFormat, noBodyId, 'plain-secret', { nowMs: NOW })).toEqual({ valid: true, scheme: 'twenty', id: 'evt_header', idSigned: false });
+    expect(verifySignature(twentyFormat, noBodyId, 'plain-secret', { nowMs: NOW })).toEqual({
+      valid: true,
+      scheme: 'twenty',
+      id: 'evt_header',
+      idSigned: false,
+    });
     delete noBodyId['webhook-id'];
     expect(verifySignature(twentyFormat, noBodyId, 'plain-secret', { nowMs: NOW })).toEqual({ valid: true, scheme: 'twenty', id: null, idSigned: false });
   });
 
   it('requireStandard refuses a request signed only with the Twenty scheme, and a plain secret', () => {
     const both = signRequest(BODY, SW_SECRET, 'evt_both', NOW, UA);
-    expect(verifySignature(BODY, both, SW_SECRET, { nowMs: NOW, requireStandard: true })).toEqual({ valid: true, scheme: 'standard', id: 'evt_both', idSigned: true });
+    expect(verifySignature(BODY, both, SW_SECRET, { nowMs: NOW, requireStandard: true })).toEqual({
+      valid: true,
+      scheme: 'standard',
+      id: 'evt_both',
+      idSigned: true,
+    });
     const twentyOnly = { ...both };
     delete twentyOnly['webhook-signature'];
     expect(verifySignature(BODY, twentyOnly, SW_SECRET, { nowMs: NOW })).toMatchObject({ valid: true, scheme: 'twenty' });
-    expect(verifySignature(BODY, twentyOnly, SW_SECRET, { nowMs: NOW, requireStandard: true })).toMatchObject({ valid: false, reason: expect.stringMatching(/missing webhook-signature header \(the Standard Webhooks scheme was required\)/) });
+    expect(verifySignature(BODY, twentyOnly, SW_SECRET, { nowMs: NOW, requireStandard: true })).toMatchObject({
+      valid: false,
+      reason: expect.stringMatching(/missing webhook-signature header \(the Standard Webhooks scheme was required\)/),
+    });
     // A broken Standard signature is not rescued by a good Twenty one.
     const badStandard = { ...both, 'webhook-signature': `v1,${Buffer.alloc(32).toString('base64')}` };
     expect(verifySignature(BODY, badStandard, SW_SECRET, { nowMs: NOW })).toMatchObject({ valid: true, scheme: 'twenty' });
     expect(verifySignature(BODY, badStandard, SW_SECRET, { nowMs: NOW, requireStandard: true })).toMatchObject({ valid: false, reason: 'signature mismatch' });
     const plain = signRequest(BODY, 'plain-secret', 'evt', NOW, UA);
-    expect(verifySignature(BODY, plain, 'plain-secret', { nowMs: NOW, requireStandard: true })).toMatchObject({ valid: false, reason: expect.stringMatching(/not a whsec_ secret/) });
+    expect(verifySignature(BODY, plain, 'plain-secret', { nowMs: NOW, requireStandard: true })).toMatchObject({
+      valid: false,
+      reason: expect.stringMatching(/not a whsec_ secret/),
+    });
   });
 
   it('defaults to a five-minute tolerance around the current time', () => {

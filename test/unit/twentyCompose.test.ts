@@ -24,7 +24,7 @@ function environment(service: any): Record<string, string> {
 }
 
 describe('examples/twenty/docker-compose.bridge.yml', () => {
-  it('turns on logical replication on Twenty\'s db service and caps retained WAL', () => {
+  it("turns on logical replication on Twenty's db service and caps retained WAL", () => {
     const command = (db.command as string[]).join(' ');
     expect(command).toMatch(/-c wal_level=logical/);
     expect(command).toMatch(/-c max_slot_wal_keep_size=\S+/);

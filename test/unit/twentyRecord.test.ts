@@ -38,9 +38,26 @@ const PERSON: TwentyObject = {
 
 // Columns as the table has them (pg_attribute order), one of them without field metadata.
 const COLUMNS = [
-  'id', 'nameFirstName', 'nameLastName', 'emailsPrimaryEmail', 'emailsAdditionalEmails', 'jobTitle', 'tags',
-  'salaryAmountMicros', 'salaryCurrencyCode', 'createdBySource', 'createdByWorkspaceMemberId', 'createdByName', 'createdByContext',
-  'companyId', 'position', 'searchVector', 'createdAt', 'updatedAt', 'deletedAt', 'legacyScore',
+  'id',
+  'nameFirstName',
+  'nameLastName',
+  'emailsPrimaryEmail',
+  'emailsAdditionalEmails',
+  'jobTitle',
+  'tags',
+  'salaryAmountMicros',
+  'salaryCurrencyCode',
+  'createdBySource',
+  'createdByWorkspaceMemberId',
+  'createdByName',
+  'createdByContext',
+  'companyId',
+  'position',
+  'searchVector',
+  'createdAt',
+  'updatedAt',
+  'deletedAt',
+  'legacyScore',
 ];
 
 function row(overrides: Record<string, unknown> = {}): Record<string, unknown> {
@@ -74,7 +91,21 @@ describe('presentRecord', () => {
 
   it('folds composites, keeps join columns flat, drops columns without a field and applies null-equivalents', () => {
     const record = presentRecord(presentation, row());
-    expect(Object.keys(record)).toEqual(['id', 'name', 'emails', 'jobTitle', 'tags', 'salary', 'createdBy', 'companyId', 'position', 'searchVector', 'createdAt', 'updatedAt', 'deletedAt']);
+    expect(Object.keys(record)).toEqual([
+      'id',
+      'name',
+      'emails',
+      'jobTitle',
+      'tags',
+      'salary',
+      'createdBy',
+      'companyId',
+      'position',
+      'searchVector',
+      'createdAt',
+      'updatedAt',
+      'deletedAt',
+    ]);
     expect(record.name).toEqual({ firstName: 'Ada', lastName: '' });
     expect(JSON.parse(JSON.stringify(record.emails))).toEqual({ primaryEmail: 'ada@example.com', additionalEmails: ['ada@work.example', 'a@b.example'] });
     expect(record.jobTitle).toBe('');
@@ -86,8 +117,11 @@ describe('presentRecord', () => {
     expect(record.searchVector).toBe("'ada':1");
   });
 
-  it('shows composites whose every column is null with Twenty\'s empty values', () => {
-    const record = presentRecord(presentation, row({ nameFirstName: null, emailsPrimaryEmail: null, emailsAdditionalEmails: null, salaryAmountMicros: null, salaryCurrencyCode: null }));
+  it("shows composites whose every column is null with Twenty's empty values", () => {
+    const record = presentRecord(
+      presentation,
+      row({ nameFirstName: null, emailsPrimaryEmail: null, emailsAdditionalEmails: null, salaryAmountMicros: null, salaryCurrencyCode: null }),
+    );
     expect(record.name).toEqual({ firstName: '', lastName: '' });
     expect(record.emails).toEqual({ primaryEmail: '', additionalEmails: [] });
     expect(record.salary).toEqual({ amountMicros: null, currencyCode: null });
@@ -110,7 +144,11 @@ describe('presentRecord', () => {
   it('treats an older single-column RICH_TEXT field as text and a newer one as a composite', () => {
     const note = { fields: [field('id', 'UUID'), field('body', 'RICH_TEXT'), field('bodyV2', 'RICH_TEXT')] };
     const p = compilePresentation(note, ['id', 'body', 'bodyV2Blocknote', 'bodyV2Markdown']);
-    expect(presentRecord(p, { id: 'n', body: 'old', bodyV2Blocknote: null, bodyV2Markdown: null })).toEqual({ id: 'n', body: 'old', bodyV2: { blocknote: null, markdown: '' } });
+    expect(presentRecord(p, { id: 'n', body: 'old', bodyV2Blocknote: null, bodyV2Markdown: null })).toEqual({
+      id: 'n',
+      body: 'old',
+      bodyV2: { blocknote: null, markdown: '' },
+    });
   });
 });
 
@@ -119,7 +157,10 @@ describe('updatedFieldsOf', () => {
   const before = presentRecord(presentation, row());
 
   it('names changed fields, a relation as its field and join column, never updatedAt, position or the search vector', () => {
-    const after = presentRecord(presentation, row({ nameLastName: 'Lovelace', companyId: null, updatedAt: '2026-11-30T11:00:00.000Z', position: 2, searchVector: "'ada':1 'lovelace':2" }));
+    const after = presentRecord(
+      presentation,
+      row({ nameLastName: 'Lovelace', companyId: null, updatedAt: '2026-11-30T11:00:00.000Z', position: 2, searchVector: "'ada':1 'lovelace':2" }),
+    );
     expect(updatedFieldsOf(presentation, before, after)).toEqual(['name', 'company', 'companyId']);
   });
 
@@ -152,12 +193,19 @@ function change(overrides: Partial<RowChange>): RowChange {
   };
 }
 
-const subscriber = (id: string, targetUrl: string): Subscriber => ({ id, targetUrl, operations: ['*.*'], operationSet: new Set(['*.*']), secret: '', workspaceId: PERSON.workspaceId });
+const subscriber = (id: string, targetUrl: string): Subscriber => ({
+  id,
+  targetUrl,
+  operations: ['*.*'],
+  operationSet: new Set(['*.*']),
+  secret: '',
+  workspaceId: PERSON.workspaceId,
+});
 
 describe('buildTwentyEvent', () => {
   const options = { format: 'twenty' as const, maxPayloadBytes: 1_048_576 };
 
-  it('writes Twenty\'s body, keys in Twenty\'s order, per webhook, as JSON.stringify would', () => {
+  it("writes Twenty's body, keys in Twenty's order, per webhook, as JSON.stringify would", () => {
     const event = buildTwentyEvent(change({}), PERSON, options)!;
     expect(event.name).toBe('person.created');
     const body = event.bodyFor!(subscriber('w1', 'https://example.com/a?x="1"'));
@@ -180,7 +228,11 @@ describe('buildTwentyEvent', () => {
   });
 
   it('sends updates with the changed field names and drops those that changed nothing Twenty reports', () => {
-    const updated = buildTwentyEvent(change({ kind: 'update', oldRow: row(), newRow: row({ jobTitle: 'Engineer', updatedAt: '2026-11-30T11:00:00.000Z' }) }), PERSON, options)!;
+    const updated = buildTwentyEvent(
+      change({ kind: 'update', oldRow: row(), newRow: row({ jobTitle: 'Engineer', updatedAt: '2026-11-30T11:00:00.000Z' }) }),
+      PERSON,
+      options,
+    )!;
     const body = JSON.parse(updated.bodyFor!(subscriber('w1', 'https://example.com/')));
     expect(body.eventName).toBe('person.updated');
     expect(body.updatedFields).toEqual(['jobTitle']);

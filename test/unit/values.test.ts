@@ -83,7 +83,9 @@ describe('convertValue: json and jsonb', () => {
 
   it('serialises exactly as Postgres printed it; JSON.stringify still gets the parsed value', () => {
     const value = convertValue('{"n": 12345678901234567890, "f": 0.1000000000000000055511151231257827, "e": 1e400}', 3802, noLookup);
-    expect(stringifyPayload({ data: { doc: value } })).toBe('{"data":{"doc":{"n": 12345678901234567890, "f": 0.1000000000000000055511151231257827, "e": 1e400}}}');
+    expect(stringifyPayload({ data: { doc: value } })).toBe(
+      '{"data":{"doc":{"n": 12345678901234567890, "f": 0.1000000000000000055511151231257827, "e": 1e400}}}',
+    );
     expect(JSON.stringify({ doc: convertValue('{"a": [1, {"b": null}]}', 3802, noLookup) })).toBe('{"doc":{"a":[1,{"b":null}]}}');
   });
 });
@@ -151,12 +153,44 @@ describe('convertValue: built-in arrays', () => {
     ['text[] quoted braces and tab', '{"{x}","tab\there"}', 1009, ['{x}', 'tab\there']],
     ['text[] of empty strings', '{"",""}', 1009, ['', '']],
     ['empty array', '{}', 1007, []],
-    ['int4[] 2-D', '{{1,2},{3,4}}', 1007, [[1, 2], [3, 4]]],
-    ['int4[] 3-D', '{{{1},{2}},{{3},{4}}}', 1007, [[[1], [2]], [[3], [4]]]],
+    [
+      'int4[] 2-D',
+      '{{1,2},{3,4}}',
+      1007,
+      [
+        [1, 2],
+        [3, 4],
+      ],
+    ],
+    [
+      'int4[] 3-D',
+      '{{{1},{2}},{{3},{4}}}',
+      1007,
+      [
+        [[1], [2]],
+        [[3], [4]],
+      ],
+    ],
     ['int4[] with lower bound', '[0:1]={1,2}', 1007, [1, 2]],
-    ['int4[] 2-D with bounds', '[2:3][1:2]={{1,2},{3,4}}', 1007, [[1, 2], [3, 4]]],
+    [
+      'int4[] 2-D with bounds',
+      '[2:3][1:2]={{1,2},{3,4}}',
+      1007,
+      [
+        [1, 2],
+        [3, 4],
+      ],
+    ],
     ['text[] with negative bounds', '[-2:-1]={"a b",c}', 1009, ['a b', 'c']],
-    ['text[] 2-D with NULL', String.raw`{{"a\"b","c\\d"},{"",NULL}}`, 1009, [['a"b', 'c\\d'], ['', null]]],
+    [
+      'text[] 2-D with NULL',
+      String.raw`{{"a\"b","c\\d"},{"",NULL}}`,
+      1009,
+      [
+        ['a"b', 'c\\d'],
+        ['', null],
+      ],
+    ],
     ['bool[]', '{t,f,NULL}', 1000, [true, false, null]],
     ['int2[]', '{32767,-32768}', 1005, [32767, -32768]],
     ['oid[]', '{1,4294967295}', 1028, [1, 4294967295]],
@@ -273,9 +307,8 @@ describe('convertValue: enums, domains and custom types through the lookup', () 
 
 describe('isBuiltinType', () => {
   const builtins = [
-    16, 17, 18, 19, 20, 21, 23, 25, 26, 114, 142, 700, 701, 790, 1042, 1043, 1082, 1083, 1114, 1184, 1186, 1266, 1700, 2950, 3802,
-    869, 650, 829, 1000, 1001, 1002, 1003, 1016, 1005, 1007, 1009, 1028, 199, 143, 1021, 1022, 1014, 1015, 1182, 1183, 1115, 1185,
-    1187, 1270, 1231, 2951, 3807, 1041, 651,
+    16, 17, 18, 19, 20, 21, 23, 25, 26, 114, 142, 700, 701, 790, 1042, 1043, 1082, 1083, 1114, 1184, 1186, 1266, 1700, 2950, 3802, 869, 650, 829, 1000, 1001,
+    1002, 1003, 1016, 1005, 1007, 1009, 1028, 199, 143, 1021, 1022, 1014, 1015, 1182, 1183, 1115, 1185, 1187, 1270, 1231, 2951, 3807, 1041, 651,
   ];
 
   it.each(builtins)('%i is built in', (oid) => {
@@ -322,7 +355,10 @@ describe('TypeCatalog', () => {
     expect(calls).toEqual([]);
 
     await catalog.ensure([23, T.moodArray, T.eventTime, T.moodArray]);
-    expect(calls.map((c) => c.oids)).toEqual([[T.moodArray, T.eventTime], [T.mood, T.citext]]);
+    expect(calls.map((c) => c.oids)).toEqual([
+      [T.moodArray, T.eventTime],
+      [T.mood, T.citext],
+    ]);
     expect(calls[0].sql).toMatch(/pg_type/);
 
     await catalog.ensure([T.mood, T.moodArray, T.eventTime, T.citext, 16]);

@@ -10,7 +10,12 @@ import { runCli } from '../helpers/bridge.js';
 const NOW = 1_770_737_450_123;
 const SECRET = 'plain-secret-for-verify';
 const SW_SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
-const BODY = JSON.stringify({ event: 'person.created', data: { id: 'a1', firstName: 'Zoë', note: 'line\nbreak' }, timestamp: '2026-02-10T15:30:50.123Z', id: 'evt-1' });
+const BODY = JSON.stringify({
+  event: 'person.created',
+  data: { id: 'a1', firstName: 'Zoë', note: 'line\nbreak' },
+  timestamp: '2026-02-10T15:30:50.123Z',
+  id: 'evt-1',
+});
 
 /** A request as the daemon sends it, written out in raw HTTP/1.1 form. */
 function rawRequest(body: string, secret: string, options: { nowMs?: number; eol?: string; requestLine?: boolean; drop?: string[] } = {}): Buffer {
@@ -63,7 +68,9 @@ describe('verifySavedRequest', () => {
       { headers, bodyBase64: Buffer.from(BODY).toString('base64') },
     ];
     for (const form of forms) {
-      expect(verifySavedRequest(Buffer.from(JSON.stringify(form, null, 2)), SECRET, { nowMs: NOW }).line, JSON.stringify(form).slice(0, 60)).toBe('valid (twenty)');
+      expect(verifySavedRequest(Buffer.from(JSON.stringify(form, null, 2)), SECRET, { nowMs: NOW }).line, JSON.stringify(form).slice(0, 60)).toBe(
+        'valid (twenty)',
+      );
     }
   });
 
@@ -73,7 +80,9 @@ describe('verifySavedRequest', () => {
     const tampered = Buffer.from(raw.replace('Zoë', 'Zoey'), 'utf8');
     expect(verifySavedRequest(tampered, SECRET, { nowMs: NOW })).toEqual({ valid: false, line: 'invalid: signature mismatch' });
     expect(verifySavedRequest(Buffer.from(raw), 'another-secret', { nowMs: NOW }).line).toBe('invalid: signature mismatch');
-    expect(verifySavedRequest(withoutHeader(Buffer.from(raw), 'x-twenty-webhook-signature'), SECRET, { nowMs: NOW }).line).toBe('invalid: missing signature header');
+    expect(verifySavedRequest(withoutHeader(Buffer.from(raw), 'x-twenty-webhook-signature'), SECRET, { nowMs: NOW }).line).toBe(
+      'invalid: missing signature header',
+    );
     expect(verifySavedRequest(withoutHeader(Buffer.from(raw), 'x-twenty-webhook-timestamp'), SECRET, { nowMs: NOW }).line).toBe(
       'invalid: missing x-twenty-webhook-timestamp header',
     );
@@ -97,7 +106,9 @@ describe('verifySavedRequest', () => {
       'invalid: signature mismatch (the body would match without the newline at the end of the file: was it added when saving?)',
     );
     const cut = rawRequest(BODY, SECRET).subarray(0, -10);
-    expect(verifySavedRequest(cut, SECRET, { nowMs: NOW }).line).toMatch(/^invalid: malformed request file: the body has \d+ bytes but Content-Length says \d+: the file is cut short$/);
+    expect(verifySavedRequest(cut, SECRET, { nowMs: NOW }).line).toMatch(
+      /^invalid: malformed request file: the body has \d+ bytes but Content-Length says \d+: the file is cut short$/,
+    );
   });
 
   it('de-chunks a Transfer-Encoding: chunked body', () => {
@@ -178,7 +189,9 @@ describe('pg-webhook-bridge verify (the real CLI)', () => {
     // The secret from the environment: it stays out of the process list.
     const stale = await runCli(['verify', '--file', old, '--tolerance-ms', '60000'], { PG_WEBHOOK_BRIDGE_VERIFY_SECRET: SECRET });
     expect(stale.code).toBe(1);
-    expect(stale.stdout).toMatch(/^invalid: timestamp outside the tolerance \(signed (59 min \d+ s|1 h) ago, tolerance 1 min; for an old saved request pass --tolerance-ms\)\n$/);
+    expect(stale.stdout).toMatch(
+      /^invalid: timestamp outside the tolerance \(signed (59 min \d+ s|1 h) ago, tolerance 1 min; for an old saved request pass --tolerance-ms\)\n$/,
+    );
     expect(stale.stdout + stale.stderr).not.toContain(SECRET);
   }, 30_000); // two CLI start-ups through tsx: seconds each on a busy machine (unit projects default to 5 s)
 });

@@ -1,6 +1,14 @@
 import { setImmediate as realImmediate, setTimeout as realSleep } from 'node:timers/promises';
 import pino from 'pino';
-import type { AttemptOutcome, DeliveryObserver, DeliveryOutcomeLabel, HttpSender, LaneSettings, MemoryDelivery, TransactionHold } from '../../../src/deliver/types.js';
+import type {
+  AttemptOutcome,
+  DeliveryObserver,
+  DeliveryOutcomeLabel,
+  HttpSender,
+  LaneSettings,
+  MemoryDelivery,
+  TransactionHold,
+} from '../../../src/deliver/types.js';
 import type { Subscriber, WebhookEvent } from '../../../src/route/types.js';
 import type { Queryable } from '../../../src/store/types.js';
 
@@ -31,7 +39,8 @@ export interface FakeRow {
   created_at: Date;
 }
 
-type Statement = 'insert' | 'claim' | 'setAside' | 'complete' | 'fail' | 'release' | 'hasPending' | 'withPending' | 'recordFailure' | 'disable' | 'recordSuccesses';
+type Statement =
+  'insert' | 'claim' | 'setAside' | 'complete' | 'fail' | 'release' | 'hasPending' | 'withPending' | 'recordFailure' | 'disable' | 'recordSuccesses';
 
 function classify(sql: string): Statement {
   if (sql.includes('webhook_state') && sql.includes('returning extract')) return 'recordFailure';
@@ -164,7 +173,15 @@ export class FakeStore implements Queryable {
       case 'fail': {
         const [eventId, webhookId, attempts, runAt, error, statusCode] = values as [string, string, number, Date | null, string, number | null];
         const row = this.rows.find((r) => r.event_id === eventId && r.webhook_id === webhookId && r.status === 'pending');
-        if (row) Object.assign(row, { attempts, status: runAt === null ? 'dead' : 'pending', run_at: runAt ?? row.run_at, last_error: error, last_status_code: statusCode, locked_until: null });
+        if (row)
+          Object.assign(row, {
+            attempts,
+            status: runAt === null ? 'dead' : 'pending',
+            run_at: runAt ?? row.run_at,
+            last_error: error,
+            last_status_code: statusCode,
+            locked_until: null,
+          });
         return { rows: [], rowCount: row ? 1 : 0 };
       }
       case 'release': {
