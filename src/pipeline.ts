@@ -4,7 +4,9 @@ import type { BridgeConfig } from './config.js';
 import { webhooksRelation, webhooksTable } from './config.js';
 import { clientConfig, isTransactionVisible } from './database.js';
 import { settleBy } from './deadline.js';
-import { Decoder, HEARTBEAT_PREFIX, type DecoderCatalog } from './decode/decoder.js';
+import { Decoder, type DecoderCatalog } from './decode/decoder.js';
+import { primaryKeyColumns } from './decode/primaryKey.js';
+import { emitHeartbeat } from './replication/heartbeat.js';
 import { parsePgoutputMessage } from './decode/pgoutput.js';
 import { TypeCatalog } from './decode/typeCatalog.js';
 import type { PgoutputMessage, RowChange } from './decode/types.js';
@@ -139,14 +141,7 @@ export class Pipeline {
     const catalog: DecoderCatalog = {
       ensureTypes: (oids) => types.ensure(oids),
       lookupType: types.lookup,
-      primaryKey: async (relationId) => {
-        const { rows } = await pool.query(
-          `select a.attname from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
-            where i.indrelid = $1 and i.indisprimary order by array_position(i.indkey, a.attnum)`,
-          [relationId],
-        );
-        return rows.map((r) => r.attname as string);
-      },
+      primaryKey: (relationId) => primaryKeyColumns(pool, relationId),
     };
     const webhooks = this.webhooksRelation;
     this.decoder = new Decoder(catalog, log.child({ module: 'decode' }), (schema, table) => schema === webhooks.schema && table === webhooks.table);
@@ -324,7 +319,7 @@ export class Pipeline {
   /** Writes a heartbeat into WAL so the slot position advances while watched tables are idle. */
   private async emitHeartbeat(): Promise<void> {
     try {
-      await this.pool.query('select pg_logical_emit_message(false, $1, $2)', [HEARTBEAT_PREFIX, '']);
+      await emitHeartbeat(this.pool);
     } catch (error) {
       this.log.warn({ err: error }, 'could not write a heartbeat');
     }

@@ -5,9 +5,7 @@ import { isPlainKey, newRow } from './rowObject.js';
 import type { Lsn } from '../replication/lsn.js';
 import { OversizedValue, UNCHANGED_TOAST, type DecodedItem, type PgoutputMessage, type Relation, type Row, type RowChange, type TupleValue } from './types.js';
 import { convertValue, type TypeLookup } from './values.js';
-
-/** Prefix of the heartbeat messages the bridge writes to WAL (pg_logical_emit_message). */
-export const HEARTBEAT_PREFIX = 'pg_webhook_bridge_heartbeat';
+import { HEARTBEAT_PREFIX } from '../replication/heartbeat.js';
 
 /** Catalog look-ups the decoder needs when a Relation message announces a table (rare, off the hot path). */
 export interface DecoderCatalog {

@@ -20,3 +20,9 @@ export function formatLsn(lsn: Lsn): string {
 export function lsnToSortableHex(lsn: Lsn): string {
   return lsn.toString(16).toUpperCase().padStart(16, '0');
 }
+
+/** Orders two LSNs in either text form: negative, zero or positive, as Array.prototype.sort wants. */
+export function compareLsnText(a: string, b: string): number {
+  const [x, y] = [parseLsn(a), parseLsn(b)];
+  return x < y ? -1 : x > y ? 1 : 0;
+}

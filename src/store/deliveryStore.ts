@@ -1,5 +1,6 @@
 import { quoteIdent } from '../database.js';
 import type { DeliveryKey, NewStoredDelivery, Queryable, StoredDelivery } from './types.js';
+import { compareLsnText } from '../replication/lsn.js';
 
 /**
  * The durable delivery store: one function per statement, in the manner of graphile-worker's
@@ -106,12 +107,6 @@ export async function setAsideOtherTargets(db: Queryable, schema: string, webhoo
     [webhookId, targetUrl, reason],
   );
   return rowCount ?? 0;
-}
-
-function compareLsnText(a: string, b: string): number {
-  const [ah, al] = a.split('/').map((x) => parseInt(x, 16));
-  const [bh, bl] = b.split('/').map((x) => parseInt(x, 16));
-  return ah !== bh ? ah - bh : al - bl;
 }
 
 /** Delivered: the row is no longer needed. */

@@ -44,6 +44,7 @@ import { buildDaemon, spawnDaemon, type DaemonProcess } from './daemonProcess.js
 import { CpuWindow, MemorySampler, readMemory, resetPeak, type CpuUse } from './procStats.js';
 import type { LatencySummary, PortStats, ReceiverRequest } from './receiver.js';
 import type { ReplicationCeilingOptions, ReplicationCeilingResult } from './replicationCeiling.js';
+import { parseLsn } from '../../src/replication/lsn.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const HERE = fileURLToPath(new URL('./', import.meta.url));
@@ -333,11 +334,6 @@ function sleep(ms: number): Promise<void> {
 
 function wallNow(): number {
   return performance.timeOrigin + performance.now();
-}
-
-function parseLsn(text: string): bigint {
-  const [hi, lo] = text.split('/');
-  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
 }
 
 /** A loopback port nobody listens on (bind, read, close): a target that refuses connections. */

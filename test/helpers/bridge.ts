@@ -13,6 +13,7 @@ import { Daemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
 import { migrate } from '../../src/migrate.js';
 import type { TestDatabase } from './database.js';
+import { parseLsn } from '../../src/replication/lsn.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const CRM_SCHEMA_SQL = readFileSync(new URL('../../examples/crm-schema.sql', import.meta.url), 'utf8');
@@ -176,8 +177,7 @@ export async function slotStreaming(pool: Pick<TestDatabase['pool'], 'query'>, s
 
 export async function confirmedFlushLsn(db: TestDatabase, slot: string): Promise<bigint> {
   const { rows } = await db.pool.query(`select confirmed_flush_lsn::text as l from pg_replication_slots where slot_name = $1`, [slot]);
-  const [hi, lo] = (rows[0]?.l ?? '0/0').split('/');
-  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+  return parseLsn(rows[0]?.l ?? '0/0');
 }
 
 /** A port nothing listens on right now (listen on 0, close). */

@@ -4,6 +4,7 @@ import type { Daemon } from '../../src/daemon.js';
 import { addWebhook, confirmedFlushLsn, eventually, prepareDatabase, startDaemon } from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { parseLsn } from '../../src/replication/lsn.js';
 
 /** Isolation, idle acknowledgement, receiver down then up, back-to-back transactions. */
 describe('delivery guarantees (in-process daemon)', () => {
@@ -93,8 +94,7 @@ describe('delivery guarantees (in-process daemon)', () => {
       isolated = mixedMs < Math.max(2 * aloneMs, aloneMs + 2_000);
 
       const { rows: wal } = await db.pool.query('select pg_current_wal_lsn()::text as l');
-      const [hi, lo] = wal[0].l.split('/');
-      const walAfterWrites = (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+      const walAfterWrites = parseLsn(wal[0].l);
       await eventually(
         async () => (await confirmedFlushLsn(db, slot)) >= walAfterWrites,
         'confirmed_flush_lsn to pass the burst while a webhook is dead',
@@ -117,8 +117,7 @@ describe('delivery guarantees (in-process daemon)', () => {
     const before = await confirmedFlushLsn(db, slot);
     for (let i = 0; i < 20; i++) await db.pool.query(`insert into unwatched (v) values (repeat('x', 1000))`);
     const { rows } = await db.pool.query('select pg_current_wal_lsn()::text as l');
-    const [hi, lo] = rows[0].l.split('/');
-    const target = (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+    const target = parseLsn(rows[0].l);
     await eventually(async () => (await confirmedFlushLsn(db, slot)) >= target, 'the slot to pass WAL written to an unwatched table', 15_000);
     expect(await confirmedFlushLsn(db, slot)).toBeGreaterThan(before);
     // Every confirmation was recorded first: the slot is never past the bridge's own record of it.

@@ -11,6 +11,7 @@ import type {
 } from '../../../src/deliver/types.js';
 import type { Subscriber, WebhookEvent } from '../../../src/route/types.js';
 import type { Queryable } from '../../../src/store/types.js';
+import { parseLsn } from '../../../src/replication/lsn.js';
 
 /**
  * Fakes for the deliver stage's unit tests: no database, no HTTP. FakeStore answers the store's
@@ -57,10 +58,7 @@ function classify(sql: string): Statement {
   throw new Error(`FakeStore does not know this statement: ${sql.slice(0, 80)}`);
 }
 
-function lsnValue(text: string): bigint {
-  const [high, low] = text.split('/').map((part) => BigInt(`0x${part}`));
-  return (high << 32n) | low;
-}
+const lsnValue = parseLsn;
 
 export class FakeStore implements Queryable {
   readonly calls: Array<{ statement: Statement; values: unknown[] }> = [];
