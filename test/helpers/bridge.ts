@@ -133,6 +133,17 @@ export function spawnBridge(
   return { child, output: () => output, exited };
 }
 
+/** `pg-webhook-bridge start` in a child process, once its stream is streaming (its output on a timeout). */
+export async function spawnStreamingBridge(db: TestDatabase, extra: Record<string, unknown> = {}): Promise<BridgeProcess> {
+  const started = spawnBridge(db, extra);
+  await eventually(
+    () => slotStreaming(db.pool),
+    () => `the bridge to stream; output:\n${started.output()}`,
+    30_000,
+  );
+  return started;
+}
+
 /** Runs a CLI command to completion. */
 export async function runCli(
   args: string[],

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addWebhook, eventually, slotStreaming, prepareDatabase, spawnBridge, type BridgeProcess } from '../helpers/bridge.js';
+import { addWebhook, eventually, prepareDatabase, spawnStreamingBridge, type BridgeProcess } from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { ChangeWriter, receivedKey } from '../helpers/writer.js';
@@ -24,15 +24,7 @@ describe('crash safety (daemon as a child process)', () => {
     await db?.drop();
   });
 
-  async function startBridge(): Promise<BridgeProcess> {
-    const started = spawnBridge(db, settings);
-    await eventually(
-      () => slotStreaming(db.pool),
-      () => `the bridge to stream; output:\n${started.output()}`,
-      30_000,
-    );
-    return started;
-  }
+  const startBridge = (): Promise<BridgeProcess> => spawnStreamingBridge(db, settings);
 
   function missing(writer: ChangeWriter): string[] {
     const got = new Set(receiver.requests.map(receivedKey));

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../../src/migrate.js';
-import { eventually, slotStreaming, spawnBridge, testConfig, type BridgeProcess } from '../helpers/bridge.js';
+import { eventually, spawnStreamingBridge, testConfig, type BridgeProcess } from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { createTwentyWorkspace, TWENTY_CORE_SQL, type TwentyWorkspace } from '../fixtures/twentyDatabase.js';
@@ -45,15 +45,7 @@ describe('Twenty mode, daemon killed while two workspaces write', () => {
     await db?.drop();
   });
 
-  async function startBridge(): Promise<BridgeProcess> {
-    const started = spawnBridge(db, settings);
-    await eventually(
-      () => slotStreaming(db.pool),
-      () => `the bridge to stream; output:\n${started.output()}`,
-      30_000,
-    );
-    return started;
-  }
+  const startBridge = (): Promise<BridgeProcess> => spawnStreamingBridge(db, settings);
 
   it("every person reaches its own workspace's receiver and no other", async () => {
     bridge = await startBridge();
