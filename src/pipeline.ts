@@ -12,7 +12,6 @@ import { TypeCatalog } from './decode/typeCatalog.js';
 import type { PgoutputMessage, RowChange } from './decode/types.js';
 import type { Lsn } from './replication/lsn.js';
 import { DeliveryCoordinator } from './deliver/coordinator.js';
-import { setServerShuttingDownListener } from './deliver/databaseRetry.js';
 import type { HttpSender } from './deliver/httpSender.js';
 import type { BridgeMetrics } from './http/metrics.js';
 import type { Logger } from './log.js';
@@ -129,6 +128,7 @@ export class Pipeline {
         storeAfterMs: config.delivery.storeAfterMs,
         disableAfterMs: config.delivery.disableAfterHours * 3_600_000,
         storePollMs: config.delivery.storePollMs,
+        onServerShuttingDown: () => this.onServerShuttingDown(),
       },
       this.metrics,
       log.child({ module: 'deliver' }),
@@ -164,10 +164,6 @@ export class Pipeline {
     });
     this.positionRecord.onRecorded = () => this.stream.sendStatus(false);
     const started = new Promise<void>((resolve) => (this.resolveStarted = resolve));
-    setServerShuttingDownListener(() => {
-      this.log.warn('Postgres is shutting down: dropping the replication stream so the shutdown can finish; it reconnects and replays');
-      this.stream.reconnect();
-    });
     this.streamDone = this.stream.run().catch((error) => {
       this.fatalError = error as Error;
       log.fatal({ err: error }, 'replication stopped on a fatal error');
@@ -351,7 +347,15 @@ export class Pipeline {
       await this.stream.stop();
       await this.streamDone;
     }
-    // Only now: a drain whose store writes the stopping server refuses must still be able to drop the stream.
-    setServerShuttingDownListener(null);
+  }
+
+  /**
+   * A store write found Postgres shutting down: drop the stream so the shutdown can finish (it reconnects
+   * and replays). Also during stop(): a drain whose writes the stopping server refuses must let go too.
+   */
+  private onServerShuttingDown(): void {
+    if (!this.stream) return;
+    this.log.warn('Postgres is shutting down: dropping the replication stream so the shutdown can finish; it reconnects and replays');
+    this.stream.reconnect();
   }
 }

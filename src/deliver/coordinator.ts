@@ -51,6 +51,11 @@ export class DeliveryCoordinator {
     private readonly onDisabled: (webhookId: string, recorded: boolean) => void,
   ) {}
 
+  /** Store writes retried until they succeed (see withDatabaseRetry), telling the pipeline of a server shutdown. */
+  private retry<T>(what: string, run: () => Promise<T>): Promise<T> {
+    return withDatabaseRetry(this.log, what, run, this.settings.onServerShuttingDown);
+  }
+
   async start(): Promise<void> {
     // Lanes with stored backlog start in store mode so their records keep commit order.
     this.startupPending = await webhooksWithPending(this.db, this.settings.schema);
@@ -181,7 +186,7 @@ export class DeliveryCoordinator {
     if (known && outcome.reason !== 'gone' && now - known.lastWrite < FAILURE_WRITE_INTERVAL_MS) {
       failingForMs = now - known.failingSince;
     } else {
-      ({ failingForMs } = await withDatabaseRetry(this.log, 'record a webhook failure', () =>
+      ({ failingForMs } = await this.retry('record a webhook failure', () =>
         recordFailure(this.db, this.settings.schema, webhookId, `${outcome.reason}: ${outcome.message}`),
       ));
       this.failing.set(webhookId, { failingSince: now - failingForMs, lastWrite: now });
@@ -191,7 +196,7 @@ export class DeliveryCoordinator {
     else if (failingForMs > this.settings.disableAfterMs)
       reason = `no successful delivery for ${Math.round(failingForMs / 3_600_000)} h while failing (last: ${outcome.reason})`;
     if (reason) {
-      await withDatabaseRetry(this.log, 'disable a webhook', () => disableWebhook(this.db, this.settings.schema, webhookId, reason!));
+      await this.retry('disable a webhook', () => disableWebhook(this.db, this.settings.schema, webhookId, reason!));
       this.log.warn({ webhookId, reason }, 'webhook disabled; re-enable with "pg-webhook-bridge webhooks enable <id>"');
       this.observer.webhookAutoDisabled(webhookId, outcome.reason === 'gone' ? 'gone' : 'failing');
       // At once, not at the next registry refresh: a 410 means no further attempts.

@@ -5,19 +5,6 @@ import { calculateDelay, DATABASE_RETRY_SCHEDULE_MS, isTransientSqlState, NO_JIT
 
 const RETRYABLE_SOCKET_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
 
-let onServerShuttingDown: (() => void) | null = null;
-
-/**
- * Who to tell when a store write finds the server shutting down. A fast shutdown waits until the
- * logical stream confirms everything sent, while the writes that would let us confirm it are refused:
- * dropping the stream (it reconnects and replays from the confirmed position) breaks that deadlock.
- * The stream also detects the wait itself (replication/shutdownWait.ts), but only from keepalives it
- * reads: while a message handler waits on such a write the socket is paused, and only this call helps.
- */
-export function setServerShuttingDownListener(listener: (() => void) | null): void {
-  onServerShuttingDown = listener;
-}
-
 export function isRetryableDatabaseError(error: unknown): boolean {
   const code = (error as { code?: string } | null)?.code;
   if (code && (isTransientSqlState(code) || RETRYABLE_SOCKET_CODES.has(code))) return true;
@@ -29,8 +16,14 @@ export function isRetryableDatabaseError(error: unknown): boolean {
  * Runs a store statement until it succeeds or fails for a reason that retrying cannot fix. Store
  * writes must not be dropped: while they fail, the acknowledgement they hold back does not advance,
  * which is the safe way to wait for the database to come back.
+ *
+ * `onServerShuttingDown` is told when a write finds the server shutting down. A fast shutdown waits
+ * until the logical stream confirms everything sent, while the writes that would let us confirm it are
+ * refused: dropping the stream (it reconnects and replays from the confirmed position) breaks that
+ * deadlock. The stream also detects the wait itself (replication/shutdownWait.ts), but only from
+ * keepalives it reads: while a message handler waits on such a write the socket is paused.
  */
-export async function withDatabaseRetry<T>(log: Logger, what: string, run: () => Promise<T>): Promise<T> {
+export async function withDatabaseRetry<T>(log: Logger, what: string, run: () => Promise<T>, onServerShuttingDown?: () => void): Promise<T> {
   for (let attempt = 0; ; attempt++) {
     try {
       return await run();

@@ -17,6 +17,7 @@ export interface StoreClaimerSettings {
   webhooksTable: string;
   workerId: string;
   timeoutMs: number;
+  onServerShuttingDown?: () => void;
 }
 
 /**
@@ -35,6 +36,11 @@ export class StoreClaimer {
     private readonly settings: StoreClaimerSettings,
     private readonly log: Logger,
   ) {}
+
+  /** Store writes retried until they succeed (see withDatabaseRetry), telling the pipeline of a server shutdown. */
+  private retry<T>(what: string, run: () => Promise<T>): Promise<T> {
+    return withDatabaseRetry(this.log, what, run, this.settings.onServerShuttingDown);
+  }
 
   get claimedCount(): number {
     return this.claimed.length;
@@ -81,7 +87,7 @@ export class StoreClaimer {
 
   async release(rows: StoredDelivery[]): Promise<void> {
     if (rows.length === 0) return;
-    await withDatabaseRetry(this.log, 'release claims', () =>
+    await this.retry('release claims', () =>
       releaseDeliveries(
         this.db,
         this.settings.schema,
@@ -103,12 +109,12 @@ export class StoreClaimer {
     if (this.completions.length === 0) return;
     const keys = this.completions;
     this.completions = [];
-    await withDatabaseRetry(this.log, 'complete deliveries', () => completeDeliveries(this.db, this.settings.schema, keys));
+    await this.retry('complete deliveries', () => completeDeliveries(this.db, this.settings.schema, keys));
   }
 
   /** A failed attempt: next one at `runAt`, or dead when `runAt` is null. */
   async fail(key: DeliveryKey, failure: { attempts: number; runAt: Date | null; error: string; statusCode: number | null }): Promise<void> {
-    await withDatabaseRetry(this.log, 'record a failed attempt', () => failDelivery(this.db, this.settings.schema, key, failure));
+    await this.retry('record a failed attempt', () => failDelivery(this.db, this.settings.schema, key, failure));
   }
 
   hasPending(): Promise<boolean> {
@@ -117,7 +123,7 @@ export class StoreClaimer {
 
   /** Pending rows routed for another targetUrl than `targetUrl` become dead with `reason`; returns how many. */
   setAsideOtherTargets(targetUrl: string, reason: string): Promise<number> {
-    return withDatabaseRetry(this.log, 'set aside deliveries routed for a previous targetUrl', () =>
+    return this.retry('set aside deliveries routed for a previous targetUrl', () =>
       setAsideOtherTargets(this.db, this.settings.schema, this.webhookId, targetUrl, reason),
     );
   }

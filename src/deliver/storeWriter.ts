@@ -33,10 +33,15 @@ export class StoreWriter {
 
   constructor(
     private readonly db: Queryable,
-    private readonly settings: { schema: string; workerId: string },
+    private readonly settings: { schema: string; workerId: string; onServerShuttingDown?: () => void },
     private readonly hooks: StoreWriterHooks,
     private readonly log: Logger,
   ) {}
+
+  /** Store writes retried until they succeed (see withDatabaseRetry), telling the pipeline of a server shutdown. */
+  private retry<T>(what: string, run: () => Promise<T>): Promise<T> {
+    return withDatabaseRetry(this.log, what, run, this.settings.onServerShuttingDown);
+  }
 
   /** Deliveries waiting in the buffer for their insert. */
   get buffered(): number {
@@ -86,9 +91,7 @@ export class StoreWriter {
   write(what: string, rows: NewStoredDelivery[]): Promise<void> {
     this.writes++;
     this.pending++;
-    const written = this.chain.then(() =>
-      withDatabaseRetry(this.log, what, () => insertDeliveries(this.db, this.settings.schema, rows, this.settings.workerId)),
-    );
+    const written = this.chain.then(() => this.retry(what, () => insertDeliveries(this.db, this.settings.schema, rows, this.settings.workerId)));
     this.chain = written.finally(() => {
       this.pending--;
       if (this.pending === 0) this.hooks.mayPoll();

@@ -76,4 +76,6 @@ export interface LaneSettings {
   memoryQueueBytes: number;
   storeAfterMs: number;
   disableAfterMs: number;
+  /** Told when a store write finds the server shutting down (see withDatabaseRetry). */
+  onServerShuttingDown?: () => void;
 }

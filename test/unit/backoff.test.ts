@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { calculateDelay, DATABASE_RETRY_SCHEDULE_MS, isTransientSqlState, NO_JITTER } from '../../src/deliver/backoff.js';
 import pino from 'pino';
-import { isRetryableDatabaseError, setServerShuttingDownListener, withDatabaseRetry } from '../../src/deliver/databaseRetry.js';
+import { isRetryableDatabaseError, withDatabaseRetry } from '../../src/deliver/databaseRetry.js';
 import { coerceError } from '../../src/errors.js';
 
 describe('calculateDelay', () => {
@@ -58,20 +58,20 @@ describe('withDatabaseRetry', () => {
     const log = pino({ level: 'silent' });
     let calls = 0;
     let shuttingDown = 0;
-    setServerShuttingDownListener(() => shuttingDown++);
-    try {
-      const started = performance.now();
-      const result = await withDatabaseRetry(log, 'test', async () => {
+    const started = performance.now();
+    const result = await withDatabaseRetry(
+      log,
+      'test',
+      async () => {
         if (++calls === 1) throw Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' });
         return 'done';
-      });
-      expect(result).toBe('done');
-      expect(calls).toBe(2);
-      expect(shuttingDown).toBe(1);
-      expect(performance.now() - started).toBeGreaterThanOrEqual(DATABASE_RETRY_SCHEDULE_MS[0] - 5);
-    } finally {
-      setServerShuttingDownListener(null);
-    }
+      },
+      () => shuttingDown++,
+    );
+    expect(result).toBe('done');
+    expect(calls).toBe(2);
+    expect(shuttingDown).toBe(1);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(DATABASE_RETRY_SCHEDULE_MS[0] - 5);
   });
 
   it('throws anything else at once, as an Error', async () => {
