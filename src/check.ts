@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { BridgeConfig } from './config.js';
-import { databaseTlsWarning, webhooksTable } from './config.js';
+import { webhooksTable } from './config.js';
+import { databaseTlsWarning } from './configTls.js';
 import { quoteIdent } from './database.js';
 import { findWatchedTables, type WatchedTable } from './migrate.js';
 import { hasWorkspaceColumn } from './store/webhookState.js';

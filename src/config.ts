@@ -1,6 +1,8 @@
 import convict from 'convict';
 import { existsSync, readFileSync } from 'node:fs';
 import { quoteQualified } from './database.js';
+import { parseBooleanText, safeJson, toTablePairs, type TablePair } from './configFormats.js';
+import { urlTlsParameters } from './configTls.js';
 import { ConfigError } from './errors.js';
 
 /**
@@ -9,97 +11,6 @@ import { ConfigError } from './errors.js';
  */
 
 const RETRY_SCHEDULE_S = [5, 300, 1800, 7200, 18000, 36000, 36000]; // 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h
-
-convict.addFormat({
-  name: 'postgres-url',
-  validate(value: unknown) {
-    if (typeof value !== 'string' || !/^postgres(ql)?:\/\//.test(value)) {
-      throw new Error('must be a postgres:// or postgresql:// URL, e.g. postgres://user:pass@host:5432/db');
-    }
-  },
-});
-
-convict.addFormat({
-  name: 'positive-int-array',
-  validate(value: unknown) {
-    if (!Array.isArray(value) || value.length === 0 || !value.every((n) => Number.isFinite(n) && n >= 0)) {
-      throw new Error('must be a non-empty JSON array of non-negative numbers (seconds), e.g. [5,300,1800]');
-    }
-  },
-  coerce: (value: string) => safeJson(value),
-});
-
-convict.addFormat({
-  name: 'table-map',
-  // Kept inside convict as [{table, object}] pairs: convict splits object keys on dots, and table
-  // names contain one. Users write (and the bridge reads) a plain {"schema.table": "object"} map.
-  validate(value: unknown) {
-    if (!Array.isArray(value) || value.length === 0) {
-      throw new Error('must be a non-empty object mapping "schema.table" to an object name, e.g. {"public.person":"person"}');
-    }
-    for (const { table, object } of value as TablePair[]) {
-      if (typeof table !== 'string' || !/^[^.\s]+\.[^.\s]+$/.test(table)) throw new Error(`table "${table}" must be written "schema.table"`);
-      if (typeof object !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(object)) {
-        throw new Error(`object name for "${table}" must be an identifier such as "person"`);
-      }
-    }
-  },
-  coerce: (value: string) => toTablePairs(safeJson(value)),
-});
-
-interface TablePair {
-  table: string;
-  object: string;
-}
-
-function toTablePairs(value: unknown): unknown {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return value;
-  return Object.entries(value).map(([table, object]) => ({ table, object }));
-}
-
-convict.addFormat({
-  name: 'string-array',
-  validate(value: unknown) {
-    if (!Array.isArray(value) || !value.every((s) => typeof s === 'string')) {
-      throw new Error('must be a JSON array of strings, e.g. ["10.0.0.0/8"]');
-    }
-  },
-  coerce: (value: string) =>
-    value.trim().startsWith('[')
-      ? safeJson(value)
-      : value
-          .split(',')
-          .map((s) => s.trim())
-          .filter(Boolean),
-});
-
-/** `true`/`1` and `false`/`0`, any case; anything else is left as it is, for validation to refuse. */
-export function parseBooleanText(value: string): boolean | string {
-  const lower = value.toLowerCase();
-  if (lower === 'true' || lower === '1') return true;
-  if (lower === 'false' || lower === '0') return false;
-  return value;
-}
-
-convict.addFormat({
-  // convict's own Boolean reads every text but "false" as true: "0", "no", "off" and "" would switch
-  // a guard such as delivery.allowPrivateTargets on.
-  name: 'strict-boolean',
-  validate(value: unknown) {
-    if (typeof value !== 'boolean') throw new Error('must be true, false, 1 or 0 (any case; a JSON boolean in a config file)');
-  },
-  coerce: (value: string) => parseBooleanText(value),
-});
-
-convict.addFormat({
-  name: 'identifier',
-  validate(value: unknown) {
-    // Slot and publication names go unquoted into replication commands: keep them plain lower-case.
-    if (typeof value !== 'string' || !/^[a-z_][a-z0-9_]{0,62}$/.test(value)) {
-      throw new Error('must be a lower-case identifier (a-z, 0-9, _), at most 63 characters');
-    }
-  },
-});
 
 export const configSchema = {
   database: {
@@ -427,50 +338,6 @@ export function loadConfig(options: LoadConfigOptions = {}): BridgeConfig {
 /** Where Twenty keeps its webhooks (one row per webhook, with its "workspaceId"). */
 export const TWENTY_WEBHOOKS_TABLE = 'core.webhook';
 
-/**
- * A warning when the connection to Postgres leaves this host without a checked certificate: with
- * `disable` the password and every streamed row cross the network in clear; with `require` they are
- * encrypted, but to whoever answers. Loopback hosts and Unix sockets need neither.
- */
-export function databaseTlsWarning(config: BridgeConfig): string | null {
-  const mode = config.database.ssl.mode;
-  if (mode === 'verify-full') return null;
-  const host = databaseHost(config.database.url);
-  if (host === null || isLoopbackHost(host)) return null;
-  if (mode === 'disable') {
-    return `database.ssl.mode is disable and the database host ${host} is not loopback: the password and every streamed row cross the network unencrypted; set database.ssl.mode=verify-full (with database.ssl.caFile)`;
-  }
-  return `database.ssl.mode is require: the connection to ${host} is encrypted but the server certificate is not checked, so anyone on the path can pose as the server; set database.ssl.mode=verify-full (with database.ssl.caFile)`;
-}
-
-/** The host of a postgres:// URL (never its credentials), or null when it cannot be read. */
-function databaseHost(url: string): string | null {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return null;
-  }
-  const host = parsed.searchParams.get('host') ?? decodeURIComponent(parsed.hostname);
-  return host.replace(/^\[|\]$/g, '');
-}
-
-function isLoopbackHost(host: string): boolean {
-  // An empty host means the driver's default (localhost); a path is a Unix socket.
-  return host === '' || host.startsWith('/') || host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-}
-
-/** TLS parameters in a postgres:// URL's query (names only: values may hold paths or secrets). */
-function urlTlsParameters(url: string): string[] {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return [];
-  }
-  return [...new Set([...parsed.searchParams.keys()].filter((name) => ['ssl', 'sslmode', 'sslrootcert', 'sslcert', 'sslkey'].includes(name)))];
-}
-
 /** Values that arrive as text (env, flags) are coerced the way convict coerces env values. */
 function coerceEnv(key: string, value: unknown): unknown {
   if (key === 'source.tables') return toTablePairs(typeof value === 'string' ? safeJson(value) : value);
@@ -491,14 +358,6 @@ function coerceEnv(key: string, value: unknown): unknown {
   }
   if (typeof def.default === 'object' && def.default !== null) return safeJson(value);
   return value;
-}
-
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text; // left for validation to reject with the key's expected form
-  }
 }
 
 function describeConvictProblem(line: string): string {

@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { databaseTlsWarning, flagForKey, loadConfig } from '../../src/config.js';
+import { flagForKey, loadConfig } from '../../src/config.js';
+import { databaseTlsWarning } from '../../src/configTls.js';
 import { ConfigError } from '../../src/errors.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'pgwb-config-'));
