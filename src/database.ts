@@ -63,7 +63,7 @@ export async function isTransactionVisible(db: Pick<pg.Pool, 'query'>, xid: numb
                from pg_current_snapshot() s) c`,
     [xid],
   );
-  return rows[0].visible;
+  return rows[0]!.visible;
 }
 
 export function createPool(config: BridgeConfig, max = 10): pg.Pool {

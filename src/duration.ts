@@ -6,5 +6,5 @@ const DURATION = /^(\d{1,9})\s*([smhdw])$/;
 export function parseDuration(text: string): number | null {
   const match = DURATION.exec(text.trim().toLowerCase());
   if (match === null) return null;
-  return Number(match[1]) * UNIT_MS[match[2]];
+  return Number(match[1]) * UNIT_MS[match[2]!]!;
 }

@@ -163,7 +163,7 @@ function verifyStandard(
   let sawV1 = false;
   const entries = signatures.split(' ');
   for (let i = 0; i < entries.length && i < MAX_SIGNATURE_ENTRIES; i++) {
-    const entry = entries[i];
+    const entry = entries[i]!;
     if (!entry.startsWith('v1,')) continue; // other versions (e.g. v1a) are not ours to judge
     sawV1 = true;
     const b64 = entry.slice(3);

@@ -27,7 +27,7 @@ export async function readStatus(client: pg.ClientBase, config: BridgeConfig): P
   const webhooks: Record<string, number> = { active: 0, disabled: 0, invalid: 0, deleted: 0 };
   for (const row of await listWebhookRows(client, config.schema, webhooksTable(config))) {
     const state = row.deletedAt ? 'deleted' : !parseSubscriberRow(row).ok ? 'invalid' : row.disabled_at ? 'disabled' : 'active';
-    webhooks[state]++;
+    webhooks[state]!++;
   }
   return {
     slot: {

@@ -64,8 +64,8 @@ function parseRawRequest(content: Buffer): SavedRequest {
     }
     const match = HEADER_LINE.exec(line);
     if (!match) throw new RequestFileError(`line ${index + 1} is not a header ("Name: value"): ${JSON.stringify(line.slice(0, 80))}`);
-    const name = match[1].toLowerCase();
-    addHeader(headers, name, match[2]);
+    const name = match[1]!.toLowerCase();
+    addHeader(headers, name, match[2]!);
     last = name;
   });
   if (String(headers['transfer-encoding'] ?? '').toLowerCase() === 'chunked') body = dechunk(body);
@@ -92,7 +92,7 @@ function dechunk(encoded: Buffer): Buffer {
   for (;;) {
     const lineEnd = encoded.indexOf('\r\n', offset);
     if (lineEnd === -1) throw new RequestFileError('chunked body: a chunk size line is missing its CRLF');
-    const size = Number.parseInt(encoded.subarray(offset, lineEnd).toString('latin1').split(';')[0].trim(), 16);
+    const size = Number.parseInt(encoded.subarray(offset, lineEnd).toString('latin1').split(';')[0]!.trim(), 16);
     if (!Number.isInteger(size) || size < 0) throw new RequestFileError('chunked body: a chunk size is not hexadecimal');
     if (size === 0) return Buffer.concat(parts);
     const dataStart = lineEnd + 2;

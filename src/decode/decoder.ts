@@ -128,7 +128,7 @@ export class Decoder {
         for (let i = 0; i < relation.columns.length; i++) {
           const after = message.newTuple[i];
           // An unchanged TOAST value is by definition unchanged.
-          if (after !== UNCHANGED_TOAST && after !== oldTuple[i]) changedColumns.push(relation.columns[i].name);
+          if (after !== UNCHANGED_TOAST && after !== oldTuple[i]) changedColumns.push(relation.columns[i]!.name);
         }
       }
       newRow = toRow(known, message.newTuple, oldTuple, false, lookup, unavailable);
@@ -163,21 +163,21 @@ function toRow(known: KnownRelation, tuple: TupleValue[], fallback: TupleValue[]
   const columns = known.relation.columns;
   for (let i = 0; i < columns.length; i++) {
     let value = tuple[i];
-    if (keyOnly && !columns[i].isKey) {
-      unavailable.push(columns[i].name);
+    if (keyOnly && !columns[i]!.isKey) {
+      unavailable.push(columns[i]!.name);
       continue;
     }
     if (value === UNCHANGED_TOAST) {
       const old = fallback?.[i];
       if (old === undefined || old === UNCHANGED_TOAST) {
-        unavailable.push(columns[i].name);
+        unavailable.push(columns[i]!.name);
         continue;
       }
       value = old;
     }
     // An oversized value stays a marker: its event goes out truncated, so its text is never needed.
-    row[columns[i].name] =
-      value === null || value === undefined ? null : value instanceof OversizedValue ? value : convertValue(value, columns[i].typeOid, lookup);
+    row[columns[i]!.name] =
+      value === null || value === undefined ? null : value instanceof OversizedValue ? value : convertValue(value, columns[i]!.typeOid, lookup);
   }
   return row;
 }

@@ -20,7 +20,7 @@ const SMALL_VALUE_BYTES = 1_024;
  */
 export function parsePgoutputMessage(buf: Buffer, options: PgoutputOptions = {}): PgoutputMessage {
   if (buf.length === 0) throw new DecodeError('pgoutput: empty message (expected at least a message type byte)');
-  const reader = new Reader(buf, MESSAGE_NAMES[buf[0]] ?? `message 0x${buf[0].toString(16).padStart(2, '0')}`, options.maxValueBytes ?? Infinity);
+  const reader = new Reader(buf, MESSAGE_NAMES[buf[0]!] ?? `message 0x${buf[0]!.toString(16).padStart(2, '0')}`, options.maxValueBytes ?? Infinity);
   const message = parseBody(reader, reader.byte());
   // Protocol 1 messages have no optional tail: leftover bytes mean we read the fields wrongly.
   reader.end();
@@ -174,7 +174,7 @@ class Reader {
 
   byte(): number {
     this.need(1);
-    return this.buf[this.offset++];
+    return this.buf[this.offset++]!;
   }
 
   expect(byte: number, name: string): void {
@@ -287,7 +287,7 @@ class Reader {
       const a = old.values[i];
       const b = next.values[i];
       if (!(a instanceof OversizedValue) && !(b instanceof OversizedValue)) continue;
-      const [aStart, aLen, bStart, bLen] = [old.spans[2 * i], old.spans[2 * i + 1], next.spans[2 * i], next.spans[2 * i + 1]];
+      const [aStart, aLen, bStart, bLen] = [old.spans[2 * i]!, old.spans[2 * i + 1]!, next.spans[2 * i]!, next.spans[2 * i + 1]!];
       if (aStart < 0 || bStart < 0 || aLen !== bLen) continue;
       if (this.buf.compare(this.buf, bStart, bStart + bLen, aStart, aStart + aLen) !== 0) continue;
       const same = a instanceof OversizedValue ? a : (b as OversizedValue);

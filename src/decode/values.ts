@@ -168,7 +168,7 @@ function convert(text: string, oid: number, lookup: TypeLookup, depth: number): 
     case Conversion.Timestamptz:
       return timestamptzToIso(text);
     case Conversion.Array:
-      return parseArray(text, ELEMENT_OID[oid], DELIMITER[oid], lookup, depth);
+      return parseArray(text, ELEMENT_OID[oid]!, DELIMITER[oid]!, lookup, depth);
     default:
       return convertCustom(text, oid, lookup, depth);
   }

@@ -117,7 +117,7 @@ function refuse(shown: string, range: string): AddressVerdict {
 
 function lastV4(v6: ipaddr.IPv6): ipaddr.IPv4 {
   const p = v6.parts;
-  return new ipaddr.IPv4([p[6] >> 8, p[6] & 0xff, p[7] >> 8, p[7] & 0xff]);
+  return new ipaddr.IPv4([p[6]! >> 8, p[6]! & 0xff, p[7]! >> 8, p[7]! & 0xff]);
 }
 
 /** The IPv4 addresses a transition address leads to, or undefined when it embeds none we can judge. */
@@ -133,12 +133,12 @@ function embeddedV4(v6: ipaddr.IPv6, range: string): ipaddr.IPv4[] | undefined {
       return undefined;
     case '6to4':
       // 2002:AABB:CCDD::/48 routes to AA.BB.CC.DD.
-      return [new ipaddr.IPv4([p[1] >> 8, p[1] & 0xff, p[2] >> 8, p[2] & 0xff])];
+      return [new ipaddr.IPv4([p[1]! >> 8, p[1]! & 0xff, p[2]! >> 8, p[2]! & 0xff])];
     case 'teredo': {
       // 2001:0:SSSS:SSSS:flags:port:CCCC:CCCC: server in clear, client obfuscated (bits inverted).
-      const server = new ipaddr.IPv4([p[2] >> 8, p[2] & 0xff, p[3] >> 8, p[3] & 0xff]);
-      const c6 = p[6] ^ 0xffff;
-      const c7 = p[7] ^ 0xffff;
+      const server = new ipaddr.IPv4([p[2]! >> 8, p[2]! & 0xff, p[3]! >> 8, p[3]! & 0xff]);
+      const c6 = p[6]! ^ 0xffff;
+      const c7 = p[7]! ^ 0xffff;
       const client = new ipaddr.IPv4([c6 >> 8, c6 & 0xff, c7 >> 8, c7 & 0xff]);
       return [server, client];
     }

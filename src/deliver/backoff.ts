@@ -17,8 +17,8 @@ export const NO_JITTER: Jitter = { ratio: 0, random: () => 0.5 };
  * the first failure): `scheduleMs[attempt - 1]`, jittered; null once the schedule is spent.
  */
 export function calculateDelay(attempt: number, scheduleMs: readonly number[], jitter: Jitter): number | null {
-  if (attempt < 1 || attempt > scheduleMs.length) return null;
-  const baseMs = scheduleMs[attempt - 1];
+  const baseMs = attempt >= 1 ? scheduleMs[attempt - 1] : undefined;
+  if (baseMs === undefined) return null;
   return Math.round(baseMs * (1 - jitter.ratio + 2 * jitter.ratio * jitter.random()));
 }
 

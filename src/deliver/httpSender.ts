@@ -240,7 +240,7 @@ function guardedConnector(check: AddressCheck, lookup: LookupFn, lookupTimeoutMs
         const servername = isIP(host) === 0 ? (opts.servername ?? host) : opts.servername;
         let index = 0;
         const attempt = (): void => {
-          const address = addresses[index++];
+          const address = addresses[index++]!;
           dial({ ...opts, hostname: address, servername }, (err, socket) => {
             if (err || !socket) {
               if (index < addresses.length && isConnectFailure(err)) attempt();

@@ -69,7 +69,7 @@ export class RecordQueue<T extends QueuedItem> {
 
   /** Age of the oldest unfinished item, in ms (0 when none). */
   oldestAgeMs(now: number): number {
-    while (this.arrivals.length > 0 && this.arrivals[0].finished) this.arrivals.shift();
-    return this.arrivals.length > 0 ? now - this.arrivals[0].enqueuedAt : 0;
+    while (this.arrivals.length > 0 && this.arrivals[0]!.finished) this.arrivals.shift();
+    return this.arrivals.length > 0 ? now - this.arrivals[0]!.enqueuedAt : 0;
   }
 }

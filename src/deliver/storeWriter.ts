@@ -74,7 +74,7 @@ export class StoreWriter {
     while (this.buffer.length > 0) {
       let count = 0;
       let bytes = 0;
-      while (count < this.buffer.length && count < STORE_BATCH_ROWS && bytes < STORE_BATCH_BYTES) bytes += this.buffer[count++].event.body.length;
+      while (count < this.buffer.length && count < STORE_BATCH_ROWS && bytes < STORE_BATCH_BYTES) bytes += this.buffer[count++]!.event.body.length;
       const batch = this.buffer.splice(0, count);
       const now = new Date();
       await this.write(

@@ -39,8 +39,8 @@ export class HistogramSeries {
   }
   observe(value: number): void {
     let i = 0;
-    while (i < this.bounds.length && value > this.bounds[i]) i++;
-    this.counts[i]++;
+    while (i < this.bounds.length && value > this.bounds[i]!) i++;
+    this.counts[i]!++;
     this.sum += value;
     this.count++;
   }
@@ -61,7 +61,7 @@ abstract class FastMetric<S extends { labels: Labels }> {
 
   /** The series for these label values (in labelNames order): one map lookup, nothing hashed. */
   series(...values: string[]): S {
-    const key = values.length === 1 ? values[0] : values.join('\u0000');
+    const key = values.length === 1 ? values[0]! : values.join('\u0000');
     let found = this.all.get(key);
     if (found === undefined) {
       const labels: Labels = {};
@@ -131,7 +131,7 @@ export class FastHistogram extends FastMetric<HistogramSeries> {
     for (const s of this.seriesList) {
       let cumulative = 0;
       this.buckets.forEach((bound, i) => {
-        cumulative += s.counts[i];
+        cumulative += s.counts[i]!;
         values.push({ metricName: `${this.name}_bucket`, labels: { le: bound, ...s.labels }, value: cumulative });
       });
       values.push({ metricName: `${this.name}_bucket`, labels: { le: '+Inf', ...s.labels }, value: s.count });

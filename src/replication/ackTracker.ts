@@ -52,8 +52,8 @@ export class AckTracker implements SafeLsnSource {
   /** Called by entries when they may have become settled. */
   advance(): void {
     let i = 0;
-    while (i < this.entries.length && this.entries[i].settled) {
-      const end = this.entries[i].endLsn!;
+    while (i < this.entries.length && this.entries[i]!.settled) {
+      const end = this.entries[i]!.endLsn!;
       if (end > this.safe) this.safe = end;
       i++;
     }

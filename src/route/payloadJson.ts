@@ -19,5 +19,5 @@ export function stringifyPayload(value: unknown): string {
     RawJson.collector = null;
   }
   if (texts.length === 0) return json;
-  return json.replace(PLACEHOLDER, (_, index: string) => texts[Number(index)]);
+  return json.replace(PLACEHOLDER, (_, index: string) => texts[Number(index)]!);
 }

@@ -98,7 +98,7 @@ export function actionFor(change: RowChange, softDeleteColumn: string): EventAct
 }
 
 function recordKeyOf(row: Row, keyColumns: string[]): string {
-  if (keyColumns.length === 1) return String(row[keyColumns[0]]);
+  if (keyColumns.length === 1) return String(row[keyColumns[0]!]);
   return JSON.stringify(keyColumns.map((c) => row[c]));
 }
 
@@ -117,7 +117,7 @@ function camelCaseKeys(row: Row): Row {
   const keys = Object.keys(row);
   const names = keys.map(toCamelCase);
   const out = newRow(names.every(isPlainKey));
-  for (let i = 0; i < keys.length; i++) out[names[i]] = row[keys[i]];
+  for (let i = 0; i < keys.length; i++) out[names[i]!] = row[keys[i]!];
   return out;
 }
 

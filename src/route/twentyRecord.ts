@@ -70,7 +70,7 @@ function isComposite(field: TwentyField, columns: ReadonlySet<string>): boolean 
   const properties = COMPOSITE_PROPERTIES[field.type];
   if (!properties) return false;
   // A RICH_TEXT field of an older workspace is a single text column.
-  return field.type !== 'RICH_TEXT' || columns.has(`${field.name}${pascal(properties[0])}`);
+  return field.type !== 'RICH_TEXT' || columns.has(`${field.name}${pascal(properties[0]!)}`);
 }
 
 /**
@@ -82,7 +82,7 @@ export function compilePresentation(object: Pick<TwentyObject, 'fields'>, column
   const byColumn = new Map<string, { field: TwentyField; composite: boolean; join: boolean }>();
   for (const field of object.fields) {
     if (isComposite(field, columns)) {
-      for (const property of COMPOSITE_PROPERTIES[field.type]) byColumn.set(`${field.name}${pascal(property)}`, { field, composite: true, join: false });
+      for (const property of COMPOSITE_PROPERTIES[field.type]!) byColumn.set(`${field.name}${pascal(property)}`, { field, composite: true, join: false });
     } else if (field.joinColumn !== null) {
       byColumn.set(field.joinColumn, { field, composite: false, join: true });
     } else if (field.type !== 'RELATION' && field.type !== 'MORPH_RELATION') {
@@ -97,9 +97,9 @@ export function compilePresentation(object: Pick<TwentyObject, 'fields'>, column
     placed.add(mapped.field);
     const { field } = mapped;
     if (mapped.composite) {
-      const properties = COMPOSITE_PROPERTIES[field.type]
-        .map((name) => ({ name, column: `${field.name}${pascal(name)}` }))
-        .filter((p) => columns.has(p.column));
+      const properties = COMPOSITE_PROPERTIES[field.type]!.map((name) => ({ name, column: `${field.name}${pascal(name)}` })).filter((p) =>
+        columns.has(p.column),
+      );
       slots.push({ kind: 'composite', key: field.name, field, properties });
     } else if (mapped.join) {
       slots.push({ kind: 'join', key: column, column, field });
