@@ -113,15 +113,17 @@ function workspaceSchemasSql(shape: CoreShape): string {
  */
 export async function loadTwentyCatalog(db: Queryable): Promise<TwentyCatalog> {
   const shape = await coreShape(db);
+  // pg_class, not to_regclass(): a role without USAGE on a workspace schema may still read the catalogs.
   const { rows: objectRows } = await db.query(
     `with ws as (${workspaceSchemasSql(shape)})
      select o.id::text as id, o."workspaceId"::text as "workspaceId", o."nameSingular", o."isCustom", ws.schema
        from core."objectMetadata" o join ws on ws."workspaceId" = o."workspaceId"
-      where o."isActive" and ws.schema is not null
-        and to_regclass(quote_ident(ws.schema) || '.' || quote_ident(case when o."isCustom" then '_' else '' end || o."nameSingular")) is not null`,
+       join pg_namespace n on n.nspname = ws.schema
+       join pg_class c on c.relnamespace = n.oid and c.relname = case when o."isCustom" then '_' else '' end || o."nameSingular"
+      where o."isActive"`,
   );
   const { rows: counted } = await db.query(
-    `with ws as (${workspaceSchemasSql(shape)}) select count(*)::int as n from ws where schema is not null and to_regnamespace(quote_ident(schema)) is not null`,
+    `with ws as (${workspaceSchemasSql(shape)}) select count(*)::int as n from ws join pg_namespace n on n.nspname = ws.schema`,
   );
   const { rows: fieldRows } = await db.query(
     `select f."objectMetadataId"::text as "objectId", f.name, f.type::text as type, f.settings
