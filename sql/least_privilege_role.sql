@@ -46,7 +46,8 @@
 --                                      where an admin revoked it
 -- This list is for source.mode = "tables"; Twenty mode also reads core.workspace, core."dataSource",
 -- core."objectMetadata" and core."fieldMetadata", and adds workspace tables to the publication, none
--- of which is granted here.
+-- of which is granted here (docs/configuration.md, "Twenty mode", gives the grants and what a role
+-- that does not own Twenty's tables can and cannot do).
 -- Nothing on the watched tables, nothing on the migrations ledger (only `migrate` reads it). Run again
 -- over a role made by an older version of this script, it revokes what it no longer grants (SELECT on
 -- the watched tables).
