@@ -14,6 +14,7 @@ import { createLogger } from '../../src/log.js';
 import { migrate } from '../../src/migrate.js';
 import type { TestDatabase } from './database.js';
 import { parseLsn } from '../../src/replication/lsn.js';
+import { waitUntil } from './wait.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const CRM_SCHEMA_SQL = readFileSync(new URL('../../examples/crm-schema.sql', import.meta.url), 'utf8');
@@ -165,13 +166,24 @@ export async function runCli(
 }
 
 /** Waits until `fn` returns true, polling; fails with `what` after timeoutMs. */
-export async function eventually(fn: () => Promise<boolean> | boolean, what: string | (() => string), timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await fn()) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what}`);
+export const eventually = waitUntil;
+
+/**
+ * Waits until an in-process daemon has taken up a webhooks change: each `live` webhook has its delivery
+ * lane (every live webhook gets one when the list is reloaded) and no `gone` webhook has one any more.
+ */
+export async function waitForLanes(daemon: Daemon, { live = [], gone = [] }: { live?: string[]; gone?: string[] }): Promise<void> {
+  await waitUntil(
+    () => {
+      const lanes = new Set(daemon.laneStates().map((l) => l.webhookId));
+      return live.every((id) => lanes.has(id)) && gone.every((id) => !lanes.has(id));
+    },
+    () =>
+      `the daemon's lanes to include [${live.join(', ')}] and exclude [${gone.join(', ')}]; it has [${daemon
+        .laneStates()
+        .map((l) => l.webhookId)
+        .join(', ')}]`,
+  );
 }
 
 /**
