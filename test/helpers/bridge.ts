@@ -187,6 +187,32 @@ export async function waitForLanes(daemon: Daemon, { live = [], gone = [] }: { l
 }
 
 /**
+ * Waits until an in-process daemon has nothing of a webhook in memory or in flight and the store holds
+ * `storedPending` of its deliveries: nothing more is on its way to it, unless a stored one is retried.
+ */
+export async function waitForLaneIdle(daemon: Daemon, db: TestDatabase, webhookId: string, storedPending = 0): Promise<void> {
+  let state = '';
+  await waitUntil(
+    async () => {
+      const lane = daemon.laneStates().find((l) => l.webhookId === webhookId);
+      const { rows } = await db.pool.query(`select count(*)::int as n from webhook_bridge.deliveries where webhook_id = $1 and status = 'pending'`, [
+        webhookId,
+      ]);
+      state = `lane ${JSON.stringify(lane ?? null)}, ${rows[0].n} stored pending`;
+      return (lane === undefined || (lane.inMemory === 0 && lane.inFlight === 0)) && rows[0].n === storedPending;
+    },
+    () => `webhook ${webhookId} to have nothing in memory or in flight and ${storedPending} stored pending; ${state}`,
+  );
+}
+
+/** Waits until the slot has acknowledged all WAL written so far: every change committed by now is routed, and delivered or stored. */
+export async function waitForSlotToPassNow(db: TestDatabase, slot = String(testOverrides(db)['replication.slot'])): Promise<void> {
+  const { rows } = await db.pool.query('select pg_current_wal_lsn()::text as l');
+  const target = parseLsn(rows[0].l);
+  await waitUntil(async () => (await confirmedFlushLsn(db, slot)) >= target, `slot ${slot} to pass ${rows[0].l}`, 30_000);
+}
+
+/**
  * Whether a bridge streams the slot (by name, else this database's): active is not enough, since a slot
  * being created is active too, and a change committed before its creation ends is never streamed.
  */
