@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BridgeConfig } from '../../src/config.js';
 import type { Daemon } from '../../src/daemon.js';
-import { addWebhook, confirmedFlushLsn, eventually, prepareDatabase, startDaemon } from '../helpers/bridge.js';
+import { addWebhook, confirmedFlushLsn, eventually, prepareDatabase, startDaemon, waitForLanes, waitForSlotToPassNow } from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { parseLsn } from '../../src/replication/lsn.js';
@@ -31,8 +31,8 @@ describe('delivery guarantees (in-process daemon)', () => {
   }
 
   async function clearWebhooks(): Promise<void> {
-    await db.pool.query(`update webhook_bridge.webhooks set "deletedAt" = now() where "deletedAt" is null`);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    const { rows } = await db.pool.query(`update webhook_bridge.webhooks set "deletedAt" = now() where "deletedAt" is null returning id::text`);
+    if (daemon) await waitForLanes(daemon, { gone: rows.map((row) => row.id) });
   }
 
   /** The dead webhook's changes not delivered (in memory, in flight or stored pending) and those given up. */
@@ -128,7 +128,7 @@ describe('delivery guarantees (in-process daemon)', () => {
   it('idle watched tables but other WAL traffic: confirmed_flush_lsn still advances', async () => {
     await db.pool.query('create table if not exists unwatched (id serial primary key, v text)');
     const slot = config.replication.slot;
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    await waitForSlotToPassNow(db, slot);
     const before = await confirmedFlushLsn(db, slot);
     for (let i = 0; i < 20; i++) await db.pool.query(`insert into unwatched (v) values (repeat('x', 1000))`);
     const { rows } = await db.pool.query('select pg_current_wal_lsn()::text as l');
@@ -146,21 +146,26 @@ describe('delivery guarantees (in-process daemon)', () => {
 
   it('receiver down 30 s (connection refused), then up: everything arrives, in commit order per record', async () => {
     const r = await receiver();
-    await addWebhook(db, r.url, ['task.*']);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await waitForLanes(daemon!, { live: [await addWebhook(db, r.url, ['task.*'])] });
     await r.stopListening();
     const { rows } = await db.pool.query(`insert into task (title) select 'down ' || g from generate_series(1, 20) g returning id`);
     const ids: string[] = rows.map((row) => row.id);
     for (let round = 1; round <= 5; round++) {
       for (const id of ids) await db.pool.query(`update task set status = $1 where id = $2`, [`round ${round}`, id]);
     }
+    // Real time on purpose: the outage must outlast several retries (schedule 1, 2, 4, 8, 10 s).
     await new Promise((resolve) => setTimeout(resolve, 30_000));
     await r.listenAgain();
     await r.waitForCount(20 * 6, 60_000);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    expect(r.requests).toHaveLength(120);
+    // Nothing more (no duplicate): a last update of each record arrives after all of that record's
+    // earlier deliveries, so once every marker is in, the count is final.
+    for (const id of ids) await db.pool.query(`update task set status = 'marker' where id = $1`, [id]);
+    const isMarker = (q: { json: any }): boolean => q.json.data.status === 'marker';
+    await r.waitFor((reqs) => reqs.filter(isMarker).length === 20, 60_000);
+    const delivered = r.requests.filter((q) => !isMarker(q));
+    expect(delivered).toHaveLength(120);
     for (const id of ids) {
-      const seen = r.requests.filter((q) => q.json.data.id === id).map((q) => (q.json.event === 'task.created' ? 'created' : q.json.data.status));
+      const seen = delivered.filter((q) => q.json.data.id === id).map((q) => (q.json.event === 'task.created' ? 'created' : q.json.data.status));
       expect(seen).toEqual(['created', 'round 1', 'round 2', 'round 3', 'round 4', 'round 5']);
     }
   });
