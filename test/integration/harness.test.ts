@@ -15,6 +15,7 @@ import { assertNoLeakedHandles, captureHandles, type HandleBaseline } from '../h
 import { ClusterSetupError, embeddedBinDir, startCluster } from '../helpers/postgresCluster.js';
 import { isRoot, osUserIds, reachableBinDir } from '../helpers/postgresBinaries.js';
 import { startReceiver } from '../helpers/receiver.js';
+import { waitUntil } from '../helpers/wait.js';
 
 let handles: HandleBaseline;
 beforeAll(() => {
@@ -31,14 +32,6 @@ async function queryOnce<T extends pg.QueryResultRow>(url: string, sql: string, 
     return (await client.query<T>(sql, values)).rows;
   } finally {
     await client.end();
-  }
-}
-
-async function waitUntil(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
   }
 }
 
@@ -103,7 +96,7 @@ describe('createTestDatabase', () => {
     const streaming = service.subscribe(new PgoutputPlugin({ protoVersion: 1, publicationNames: ['harness_pub'] }), slot).catch(() => {});
     const slotActive = async () =>
       (await queryOnce<{ active: boolean }>(clusterUrl(), 'select active from pg_replication_slots where slot_name = $1', [slot]))[0]?.active === true;
-    await waitUntil(slotActive, 'the slot to become active');
+    await waitUntil(slotActive, 'the slot to become active', 10_000);
 
     await db.drop();
     await db.drop(); // idempotent
