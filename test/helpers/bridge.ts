@@ -14,6 +14,7 @@ import { createLogger } from '../../src/log.js';
 import { migrate } from '../../src/migrate.js';
 import type { TestDatabase } from './database.js';
 import { parseLsn } from '../../src/replication/lsn.js';
+import { waitUntil } from './wait.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const CRM_SCHEMA_SQL = readFileSync(new URL('../../examples/crm-schema.sql', import.meta.url), 'utf8');
@@ -165,13 +166,50 @@ export async function runCli(
 }
 
 /** Waits until `fn` returns true, polling; fails with `what` after timeoutMs. */
-export async function eventually(fn: () => Promise<boolean> | boolean, what: string | (() => string), timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await fn()) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what}`);
+export const eventually = waitUntil;
+
+/**
+ * Waits until an in-process daemon has taken up a webhooks change: each `live` webhook has its delivery
+ * lane (every live webhook gets one when the list is reloaded) and no `gone` webhook has one any more.
+ */
+export async function waitForLanes(daemon: Daemon, { live = [], gone = [] }: { live?: string[]; gone?: string[] }): Promise<void> {
+  await waitUntil(
+    () => {
+      const lanes = new Set(daemon.laneStates().map((l) => l.webhookId));
+      return live.every((id) => lanes.has(id)) && gone.every((id) => !lanes.has(id));
+    },
+    () =>
+      `the daemon's lanes to include [${live.join(', ')}] and exclude [${gone.join(', ')}]; it has [${daemon
+        .laneStates()
+        .map((l) => l.webhookId)
+        .join(', ')}]`,
+  );
+}
+
+/**
+ * Waits until an in-process daemon has nothing of a webhook in memory or in flight and the store holds
+ * `storedPending` of its deliveries: nothing more is on its way to it, unless a stored one is retried.
+ */
+export async function waitForLaneIdle(daemon: Daemon, db: TestDatabase, webhookId: string, storedPending = 0): Promise<void> {
+  let state = '';
+  await waitUntil(
+    async () => {
+      const lane = daemon.laneStates().find((l) => l.webhookId === webhookId);
+      const { rows } = await db.pool.query(`select count(*)::int as n from webhook_bridge.deliveries where webhook_id = $1 and status = 'pending'`, [
+        webhookId,
+      ]);
+      state = `lane ${JSON.stringify(lane ?? null)}, ${rows[0].n} stored pending`;
+      return (lane === undefined || (lane.inMemory === 0 && lane.inFlight === 0)) && rows[0].n === storedPending;
+    },
+    () => `webhook ${webhookId} to have nothing in memory or in flight and ${storedPending} stored pending; ${state}`,
+  );
+}
+
+/** Waits until the slot has acknowledged all WAL written so far: every change committed by now is routed, and delivered or stored. */
+export async function waitForSlotToPassNow(db: TestDatabase, slot = String(testOverrides(db)['replication.slot'])): Promise<void> {
+  const { rows } = await db.pool.query('select pg_current_wal_lsn()::text as l');
+  const target = parseLsn(rows[0].l);
+  await waitUntil(async () => (await confirmedFlushLsn(db, slot)) >= target, `slot ${slot} to pass ${rows[0].l}`, 30_000);
 }
 
 /**

@@ -12,6 +12,7 @@
  */
 import http from 'node:http';
 import type net from 'node:net';
+import { waitUntil } from './wait.js';
 
 export interface ReceivedRequest {
   method: string;
@@ -55,7 +56,6 @@ const HOST = '127.0.0.1';
  * returns as soon as its condition holds.
  */
 const DEFAULT_WAIT_MS = 30_000;
-const POLL_MS = 10;
 
 const DEFAULT_SCRIPT = (): Reply => ({ status: 200 });
 
@@ -136,15 +136,12 @@ export async function startReceiver(): Promise<Receiver> {
       for (const socket of sockets) socket.destroy();
     });
 
-  const waitFor = async (predicate: (reqs: ReceivedRequest[]) => boolean, timeoutMs = DEFAULT_WAIT_MS): Promise<void> => {
-    const deadline = Date.now() + timeoutMs;
-    while (!predicate(requests)) {
-      if (Date.now() >= deadline) {
-        throw new Error(`receiver ${port}: condition not met within ${timeoutMs} ms; received ${requests.length} request(s)${summarize(requests)}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-    }
-  };
+  const waitFor = (predicate: (reqs: ReceivedRequest[]) => boolean, timeoutMs = DEFAULT_WAIT_MS): Promise<void> =>
+    waitUntil(
+      () => predicate(requests),
+      () => `the condition on receiver ${port}; it received ${requests.length} request(s)${summarize(requests)}`,
+      timeoutMs,
+    );
 
   return {
     url: `http://${HOST}:${port}/`,

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BridgeConfig } from '../../src/config.js';
 import type { Daemon } from '../../src/daemon.js';
-import { addWebhook, confirmedFlushLsn, eventually, prepareDatabase, startDaemon } from '../helpers/bridge.js';
+import { addWebhook, confirmedFlushLsn, eventually, prepareDatabase, startDaemon, waitForLanes, waitForSlotToPassNow } from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { parseLsn } from '../../src/replication/lsn.js';
@@ -31,8 +31,19 @@ describe('delivery guarantees (in-process daemon)', () => {
   }
 
   async function clearWebhooks(): Promise<void> {
-    await db.pool.query(`update webhook_bridge.webhooks set "deletedAt" = now() where "deletedAt" is null`);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    const { rows } = await db.pool.query(`update webhook_bridge.webhooks set "deletedAt" = now() where "deletedAt" is null returning id::text`);
+    if (daemon) await waitForLanes(daemon, { gone: rows.map((row) => row.id) });
+  }
+
+  /** The dead webhook's changes not delivered (in memory, in flight or stored pending) and those given up. */
+  async function deadBacklog(webhookId: string): Promise<{ undelivered: number; givenUp: number }> {
+    const { rows } = await db.pool.query(
+      `select count(*) filter (where status = 'pending')::int as pending, count(*) filter (where status = 'dead')::int as dead
+         from webhook_bridge.deliveries where webhook_id = $1`,
+      [webhookId],
+    );
+    const lane = daemon!.laneStates().find((l) => l.webhookId === webhookId);
+    return { undelivered: rows[0].pending + (lane?.inMemory ?? 0) + (lane?.inFlight ?? 0), givenUp: rows[0].dead };
   }
 
   async function writePeople(count: number, tag: string): Promise<void> {
@@ -66,15 +77,15 @@ describe('delivery guarantees (in-process daemon)', () => {
     const slot = config.replication.slot;
     const dead = await receiver();
     await dead.stopListening(); // connection refused
-    // Timing on a shared 2-core machine is noisy: each round measures alone, then beside the dead
-    // webhook, back to back; one round within 2x passes (the benchmark measures the real ratio).
-    const rounds: string[] = [];
-    let isolated = false;
-    let deadId: string;
-    for (let round = 1; round <= 3 && !isolated; round++) {
+    // Each round times the same burst to a webhook alone, then to a healthy webhook beside the dead
+    // one. Two checks, each of which a blocked lane fails: (1) the healthy webhook is done while the
+    // dead one still holds its whole backlog, none of it given up yet (its retries span 45 s, far more
+    // than a burst takes); (2) the median slowdown over three rounds, which one noisy round of a
+    // shared machine cannot decide, stays within 3x (the benchmark measures the real ratio).
+    const rounds: Array<{ aloneMs: number; mixedMs: number }> = [];
+    for (let round = 1; round <= 3; round++) {
       const alone = await receiver();
       await addWebhook(db, alone.url, ['person.created']);
-      await new Promise((resolve) => setTimeout(resolve, 300));
       let started = Date.now();
       await writePeople(5_000, `alone${round}`);
       await alone.waitForCount(5_000, 60_000);
@@ -83,15 +94,16 @@ describe('delivery guarantees (in-process daemon)', () => {
 
       const healthy = await receiver();
       await addWebhook(db, healthy.url, ['person.created']);
-      deadId = await addWebhook(db, dead.url, ['person.created']);
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      const deadId = await addWebhook(db, dead.url, ['person.created']);
       const lsnBefore = await confirmedFlushLsn(db, slot);
       started = Date.now();
       await writePeople(5_000, `mixed${round}`);
       await healthy.waitForCount(5_000, 60_000);
       const mixedMs = Date.now() - started;
-      rounds.push(`alone ${aloneMs} ms / beside a dead webhook ${mixedMs} ms`);
-      isolated = mixedMs < Math.max(2 * aloneMs, aloneMs + 2_000);
+      rounds.push({ aloneMs, mixedMs });
+      const backlog = await deadBacklog(deadId);
+      expect(backlog.givenUp, `dead deliveries given up before the healthy webhook was done (round ${round})`).toBe(0);
+      expect(backlog.undelivered, `the dead webhook's undelivered changes when the healthy one was done (round ${round})`).toBeGreaterThan(0);
 
       const { rows: wal } = await db.pool.query('select pg_current_wal_lsn()::text as l');
       const walAfterWrites = parseLsn(wal[0].l);
@@ -106,14 +118,17 @@ describe('delivery guarantees (in-process daemon)', () => {
       await clearWebhooks();
       await db.pool.query(`delete from webhook_bridge.deliveries`);
     }
-    console.log(`isolation, 5,000 changes: ${rounds.join('; ')}`);
-    expect(isolated, rounds.join('; ')).toBe(true);
+    const summary = rounds.map((r) => `alone ${r.aloneMs} ms / beside a dead webhook ${r.mixedMs} ms`).join('; ');
+    console.log(`isolation, 5,000 changes: ${summary}`);
+    const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+    const aloneMedian = median(rounds.map((r) => r.aloneMs));
+    expect(median(rounds.map((r) => r.mixedMs)), summary).toBeLessThan(Math.max(3 * aloneMedian, aloneMedian + 3_000));
   });
 
   it('idle watched tables but other WAL traffic: confirmed_flush_lsn still advances', async () => {
     await db.pool.query('create table if not exists unwatched (id serial primary key, v text)');
     const slot = config.replication.slot;
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    await waitForSlotToPassNow(db, slot);
     const before = await confirmedFlushLsn(db, slot);
     for (let i = 0; i < 20; i++) await db.pool.query(`insert into unwatched (v) values (repeat('x', 1000))`);
     const { rows } = await db.pool.query('select pg_current_wal_lsn()::text as l');
@@ -131,21 +146,26 @@ describe('delivery guarantees (in-process daemon)', () => {
 
   it('receiver down 30 s (connection refused), then up: everything arrives, in commit order per record', async () => {
     const r = await receiver();
-    await addWebhook(db, r.url, ['task.*']);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await waitForLanes(daemon!, { live: [await addWebhook(db, r.url, ['task.*'])] });
     await r.stopListening();
     const { rows } = await db.pool.query(`insert into task (title) select 'down ' || g from generate_series(1, 20) g returning id`);
     const ids: string[] = rows.map((row) => row.id);
     for (let round = 1; round <= 5; round++) {
       for (const id of ids) await db.pool.query(`update task set status = $1 where id = $2`, [`round ${round}`, id]);
     }
+    // Real time on purpose: the outage must outlast several retries (schedule 1, 2, 4, 8, 10 s).
     await new Promise((resolve) => setTimeout(resolve, 30_000));
     await r.listenAgain();
     await r.waitForCount(20 * 6, 60_000);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    expect(r.requests).toHaveLength(120);
+    // Nothing more (no duplicate): a last update of each record arrives after all of that record's
+    // earlier deliveries, so once every marker is in, the count is final.
+    for (const id of ids) await db.pool.query(`update task set status = 'marker' where id = $1`, [id]);
+    const isMarker = (q: { json: any }): boolean => q.json.data.status === 'marker';
+    await r.waitFor((reqs) => reqs.filter(isMarker).length === 20, 60_000);
+    const delivered = r.requests.filter((q) => !isMarker(q));
+    expect(delivered).toHaveLength(120);
     for (const id of ids) {
-      const seen = r.requests.filter((q) => q.json.data.id === id).map((q) => (q.json.event === 'task.created' ? 'created' : q.json.data.status));
+      const seen = delivered.filter((q) => q.json.data.id === id).map((q) => (q.json.event === 'task.created' ? 'created' : q.json.data.status));
       expect(seen).toEqual(['created', 'round 1', 'round 2', 'round 3', 'round 4', 'round 5']);
     }
   });

@@ -11,18 +11,10 @@ import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { clusterInfo, clusterUrl, createTestDatabase, restartCluster } from '../helpers/database.js';
-import { assertNoLeakedHandles, captureHandles, type HandleBaseline } from '../helpers/leakGuard.js';
 import { ClusterSetupError, embeddedBinDir, startCluster } from '../helpers/postgresCluster.js';
 import { isRoot, osUserIds, reachableBinDir } from '../helpers/postgresBinaries.js';
 import { startReceiver } from '../helpers/receiver.js';
-
-let handles: HandleBaseline;
-beforeAll(() => {
-  handles = captureHandles();
-});
-afterAll(async () => {
-  await assertNoLeakedHandles(handles);
-});
+import { waitUntil } from '../helpers/wait.js';
 
 async function queryOnce<T extends pg.QueryResultRow>(url: string, sql: string, values?: unknown[]): Promise<T[]> {
   const client = new pg.Client({ connectionString: url });
@@ -31,14 +23,6 @@ async function queryOnce<T extends pg.QueryResultRow>(url: string, sql: string, 
     return (await client.query<T>(sql, values)).rows;
   } finally {
     await client.end();
-  }
-}
-
-async function waitUntil(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
   }
 }
 
@@ -103,7 +87,7 @@ describe('createTestDatabase', () => {
     const streaming = service.subscribe(new PgoutputPlugin({ protoVersion: 1, publicationNames: ['harness_pub'] }), slot).catch(() => {});
     const slotActive = async () =>
       (await queryOnce<{ active: boolean }>(clusterUrl(), 'select active from pg_replication_slots where slot_name = $1', [slot]))[0]?.active === true;
-    await waitUntil(slotActive, 'the slot to become active');
+    await waitUntil(slotActive, 'the slot to become active', 10_000);
 
     await db.drop();
     await db.drop(); // idempotent

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BridgeConfig } from '../../src/config.js';
 import type { Daemon } from '../../src/daemon.js';
-import { eventually, LogCapture, prepareDatabase, runCli, startDaemon } from '../helpers/bridge.js';
+import { eventually, LogCapture, prepareDatabase, runCli, startDaemon, waitForLanes } from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 
@@ -196,7 +196,8 @@ describe('hostile input', () => {
       );
 
       for (const [id, row] of ids) expectReported(logs, id, row.problem);
-      // Reported once, not at every registry refresh.
+      // Reported once, not at every registry refresh. Real time on purpose: the list is also reloaded on a
+      // timer, which shows no sign of having run; 2.5 s spans at least one such reload.
       await new Promise((resolve) => setTimeout(resolve, 2_500));
       for (const [id, row] of ids) expectReported(logs, id, row.problem);
 
@@ -218,8 +219,9 @@ describe('hostile input', () => {
 
     it('hostile column names arrive intact as JSON keys, and control characters survive in values', async () => {
       const r = await receiver();
-      await insertHook(db, 'webhook_bridge.webhooks', { targetUrl: r.url, operations: ['hostile.*'], secret: 'data-secret' });
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await waitForLanes(daemon, {
+        live: [await insertHook(db, 'webhook_bridge.webhooks', { targetUrl: r.url, operations: ['hostile.*'], secret: 'data-secret' })],
+      });
       const columns = HOSTILE_COLUMNS.map(quoteIdent).join(', ');
       const params = HOSTILE_COLUMNS.map((_, i) => `$${i + 1}`).join(', ');
       const values = HOSTILE_COLUMNS.map((c, i) => (i === 0 ? CONTROL_VALUE : `value of ${c}`));
@@ -245,8 +247,9 @@ describe('hostile input', () => {
     it('a column named "__proto__" arrives as a JSON key', async () => {
       await db.pool.query(`alter table public."hostile""tbl" add column "__proto__" text`);
       const r = await receiver();
-      await insertHook(db, 'webhook_bridge.webhooks', { targetUrl: r.url, operations: ['hostile.created'], secret: 'proto-secret' });
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await waitForLanes(daemon, {
+        live: [await insertHook(db, 'webhook_bridge.webhooks', { targetUrl: r.url, operations: ['hostile.created'], secret: 'proto-secret' })],
+      });
       await db.pool.query(`insert into public."hostile""tbl" ("__proto__") values ('polluted?')`);
       // Once seen to run out (10 s, PG 15 CI rerun) and never reproduced: the daemon's log tells why next time.
       await r.waitForCount(1).catch((error: Error) => {

@@ -1,6 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Daemon } from '../../src/daemon.js';
-import { addWebhook, eventually, prepareDatabase, runCli, startDaemon, testOverrides } from '../helpers/bridge.js';
+import {
+  addWebhook,
+  eventually,
+  prepareDatabase,
+  runCli,
+  startDaemon,
+  testOverrides,
+  waitForLaneIdle,
+  waitForLanes,
+  waitForSlotToPassNow,
+} from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 
@@ -26,8 +36,13 @@ describe('retries', () => {
     const r = await startReceiver();
     receivers.push(r);
     const id = await addWebhook(db, r.url, operations);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await waitForLanes(daemon, { live: [id] });
     return { r, id };
+  }
+
+  async function deadCount(webhookId: string): Promise<number> {
+    const { rows } = await db.pool.query(`select count(*)::int as n from webhook_bridge.deliveries where webhook_id = $1 and status = 'dead'`, [webhookId]);
+    return rows[0].n;
   }
 
   function cli(args: string[]) {
@@ -36,7 +51,7 @@ describe('retries', () => {
   }
 
   it('500, 500, 200 -> three attempts with growing gaps, same event id and body, fresh signature', async () => {
-    const { r } = await hook(['person.created']);
+    const { r, id } = await hook(['person.created']);
     r.script((_req, i) => (i < 2 ? { status: 500 } : { status: 200 }));
     await db.pool.query(`insert into person ("firstName") values ('Retry')`);
     await r.waitForCount(3, 20_000);
@@ -48,7 +63,7 @@ describe('retries', () => {
     const gap2 = c.receivedAt - b.receivedAt;
     expect(gap1).toBeGreaterThanOrEqual(750); // 1 s -20%, minus timer slack
     expect(gap2).toBeGreaterThan(gap1);
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    await waitForLaneIdle(daemon, db, id);
     expect(r.requests).toHaveLength(3);
   });
 
@@ -66,7 +81,9 @@ describe('retries', () => {
     await db.pool.query(`insert into note (title) values ('gone 1')`);
     await r.waitForCount(1);
     await db.pool.query(`insert into note (title) values ('gone 2')`);
-    await new Promise((resolve) => setTimeout(resolve, 4_000));
+    // Once the slot passes 'gone 2' its routing is decided; the kept 'gone 1' stays stored, unsent.
+    await waitForSlotToPassNow(db);
+    await waitForLaneIdle(daemon, db, id, 1);
     expect(r.requests).toHaveLength(1);
     const { rows } = await db.pool.query(`select disabled_reason from webhook_bridge.webhook_state where webhook_id = $1 and disabled_at is not null`, [id]);
     expect(rows[0]?.disabled_reason).toMatch(/410 Gone/);
@@ -96,14 +113,21 @@ describe('retries', () => {
       const { rows } = await db.pool.query(`insert into note (title) values ('held 1'), ('other 1') returning id`);
       await db.pool.query(`update note set title = 'held 1b' where id = $1`, [rows[0].id]);
       await r.waitForCount(1);
-      await new Promise((resolve) => setTimeout(resolve, 2_500)); // at least one timer reload reads disabled_at null
+      // Real time on purpose: the webhooks list is also reloaded on a timer, and these 2.5 s windows make
+      // at least one timer reload read disabled_at as null while the disable is held.
+      await new Promise((resolve) => setTimeout(resolve, 2_500));
       await db.pool.query(`update note set title = 'held 2' where id = $1`, [rows[1].id]);
       await new Promise((resolve) => setTimeout(resolve, 2_500));
       await holder.query('commit');
     } finally {
       holder.release();
     }
-    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    await eventually(
+      async () => (await db.pool.query(`select 1 from webhook_bridge.webhook_state where webhook_id = $1 and disabled_at is not null`, [id])).rowCount === 1,
+      'the disable to be written',
+    );
+    await waitForSlotToPassNow(db);
+    await waitForLaneIdle(daemon, db, id, 1);
     expect(r.requests.map((q) => q.json.data.title)).toEqual(['held 1b']);
   });
 
@@ -122,11 +146,8 @@ describe('retries', () => {
     const { rows: people } = await db.pool.query(`insert into person ("firstName") values ('Dead') returning id`);
     await db.pool.query(`update person set "firstName" = 'Dead again' where id = $1`, [people[0].id]);
     await r.waitForCount(4, 30_000); // 1 attempt + 3 retries
-    let dead = await cli(['deliveries', 'list', '--status', 'dead', '--webhook', id, '--json']);
-    for (let i = 0; i < 50 && JSON.parse(dead.stdout).length === 0; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      dead = await cli(['deliveries', 'list', '--status', 'dead', '--webhook', id, '--json']);
-    }
+    await eventually(async () => (await deadCount(id)) === 1, 'the delivery to be dead');
+    const dead = await cli(['deliveries', 'list', '--status', 'dead', '--webhook', id, '--json']);
     const listed = JSON.parse(dead.stdout);
     expect(listed).toHaveLength(1);
     expect(listed[0]).toMatchObject({ eventName: 'person.updated', attempts: 4, status: 'dead' });
@@ -136,7 +157,11 @@ describe('retries', () => {
     expect(again.code).toBe(0);
     await r.waitForCount(5, 15_000);
     expect(r.requests[4].json.id).toBe(listed[0].eventId);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await waitForLaneIdle(daemon, db, id);
+    await eventually(
+      async () => (await db.pool.query(`select 1 from webhook_bridge.deliveries where webhook_id = $1`, [id])).rowCount === 0,
+      'the store to be empty',
+    );
     const after = await cli(['deliveries', 'list', '--webhook', id, '--json']);
     expect(JSON.parse(after.stdout)).toEqual([]);
   });
@@ -148,7 +173,7 @@ describe('retries', () => {
     const { rows } = await db.pool.query(`insert into company (name) values ('a'), ('b') returning id`);
     for (const row of rows) await db.pool.query(`update company set employees = 1 where id = $1`, [row.id]);
     await r.waitForCount(8, 30_000); // 2 deliveries x 4 attempts
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await eventually(async () => (await deadCount(id)) === 2, 'both deliveries to be dead');
     const dead = JSON.parse((await cli(['deliveries', 'list', '--status', 'dead', '--webhook', id, '--json'])).stdout);
     expect(dead).toHaveLength(2);
     r.script(() => ({ status: 200 }));
@@ -169,7 +194,7 @@ describe('auto-disable', () => {
     try {
       r.script(() => ({ status: 500 }));
       const id = await addWebhook(db, r.url, ['task.created']);
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await waitForLanes(daemon, { live: [id] });
       await db.pool.query(`insert into task (title) values ('fails for ever')`);
       await eventually(
         async () =>
@@ -181,6 +206,8 @@ describe('auto-disable', () => {
       const { rows } = await db.pool.query(`select disabled_reason from webhook_bridge.webhook_state where webhook_id = $1`, [id]);
       expect(rows[0].disabled_reason).toMatch(/no successful delivery for .* while failing \(last: http_status\)/);
       const attempts = r.requests.length;
+      // Real time on purpose: a disabled webhook gets no attempt later than 3 s after it is disabled, and
+      // its retries are 1 s apart, so a disable that did not stop them shows within this window.
       await new Promise((resolve) => setTimeout(resolve, 2_500));
       expect(r.requests.length).toBe(attempts);
     } finally {

@@ -2,9 +2,10 @@ import { createHmac } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Daemon } from '../../src/daemon.js';
-import { addWebhook, LogCapture, prepareDatabase, startDaemon } from '../helpers/bridge.js';
+import { addWebhook, LogCapture, prepareDatabase, startDaemon, waitForLanes } from '../helpers/bridge.js';
+import { waitUntil } from '../helpers/wait.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { startReceiver, type Receiver, type ReceivedRequest } from '../helpers/receiver.js';
 
 /** A committed row change becomes a signed webhook, end to end. */
 describe('walking skeleton', () => {
@@ -25,6 +26,12 @@ describe('walking skeleton', () => {
     await db?.drop();
   });
 
+  /** The marker of a record: its hard delete, the last change it can have. */
+  async function commitMarkers(records: Array<[table: string, id: string]>): Promise<void> {
+    for (const [table, id] of records) await db.pool.query(`delete from ${table} where id = $1`, [id]);
+  }
+  const isMarker = (q: ReceivedRequest): boolean => q.json.event.endsWith('.destroyed');
+
   async function receiver(): Promise<Receiver> {
     const r = await startReceiver();
     receivers.push(r);
@@ -34,9 +41,9 @@ describe('walking skeleton', () => {
   it('insert, update and soft delete on each table -> 12 events in commit order, signed both ways', async () => {
     const r = await receiver();
     const secret = 'whsec_' + Buffer.from('a secret of thirty-two bytes!!!!').toString('base64');
-    await addWebhook(db, `${r.url}all`, ['*.*'], secret);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await waitForLanes(daemon, { live: [await addWebhook(db, `${r.url}all`, ['*.*'], secret)] });
     const expected: string[] = [];
+    const records: Array<[string, string]> = [];
     for (const [table, object, insert] of [
       ['person', 'person', `insert into person ("firstName", email) values ('Alice', 'alice@example.com') returning id`],
       ['company', 'company', `insert into company (name, employees) values ('Acme', 5) returning id`],
@@ -49,10 +56,15 @@ describe('walking skeleton', () => {
       await db.pool.query(`update ${table} set ${column === 'email' ? 'email' : `"${column}"`} = ${value} where id = $1`, [rows[0].id]);
       await db.pool.query(`update ${table} set "deletedAt" = now() where id = $1`, [rows[0].id]);
       expected.push(`${object}.created`, `${object}.updated`, `${object}.deleted`);
+      records.push([table, rows[0].id]);
     }
     await r.waitForCount(12);
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    expect(r.requests).toHaveLength(12);
+    // Nothing more (a duplicate, a spurious event): one more change per record, delivered in order after
+    // the record's earlier ones, proves nothing else of that record was on its way.
+    await commitMarkers(records);
+    await r.waitFor((reqs) => reqs.filter(isMarker).length === 4);
+    expect(r.requests.filter((q) => !isMarker(q))).toHaveLength(12);
+    r.requests.splice(0, r.requests.length, ...r.requests.filter((q) => !isMarker(q)));
     // Deliveries of one record arrive in commit order; sort by event id (commit LSN) to compare across records.
     const byCommit = [...r.requests].sort((a, b) => (a.json.id < b.json.id ? -1 : 1));
     expect(byCommit.map((q) => q.json.event)).toEqual(expected);
@@ -87,7 +99,7 @@ describe('walking skeleton', () => {
   });
 
   it('operations filters: each webhook receives exactly its events, once', async () => {
-    const hooks: Record<string, { r: Receiver; ops: string[] }> = {};
+    const hooks: Record<string, { r: Receiver; ops: string[]; id: string }> = {};
     for (const [name, ops] of Object.entries({
       all: ['*.*'],
       person: ['person.*'],
@@ -97,11 +109,17 @@ describe('walking skeleton', () => {
       gone: ['*.*'],
     })) {
       const r = await receiver();
-      hooks[name] = { r, ops };
       const id = await addWebhook(db, r.url, ops);
+      hooks[name] = { r, ops, id };
       if (name === 'gone') await db.pool.query(`update webhook_bridge.webhooks set "deletedAt" = now() where id = $1`, [id]);
     }
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The soft-deleted webhook has no lane: nothing can be sent to it.
+    await waitForLanes(daemon, {
+      live: Object.values(hooks)
+        .filter((h) => h !== hooks.gone)
+        .map((h) => h.id),
+      gone: [hooks.gone.id],
+    });
     const person = await db.pool.query(`insert into person ("firstName") values ('Filter') returning id`);
     await db.pool.query(`update person set "firstName" = 'Filtered' where id = $1`, [person.rows[0].id]);
     const company = await db.pool.query(`insert into company (name) values ('FilterCo') returning id`);
@@ -117,40 +135,52 @@ describe('walking skeleton', () => {
       several: ['person.created', 'company.created', 'company.updated', 'note.created', 'task.created'],
       gone: [],
     };
-    await hooks.all.r.waitForCount(7);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    for (const [name, events] of Object.entries(want)) await hooks[name].r.waitForCount(events.length);
+    // Nothing more: each record's hard delete reaches the webhooks whose filters take it after that
+    // record's earlier events, so a duplicate or stray event of those records would be in by then.
+    await commitMarkers([
+      ['person', person.rows[0].id],
+      ['company', company.rows[0].id],
+      ['note', note.rows[0].id],
+    ]);
+    await hooks.all.r.waitFor((reqs) => reqs.filter(isMarker).length === 3);
+    await hooks.person.r.waitFor((reqs) => reqs.filter(isMarker).length === 1);
+    await hooks.several.r.waitFor((reqs) => reqs.filter(isMarker).length === 1);
     for (const [name, events] of Object.entries(want)) {
-      const got = hooks[name].r.requests.map((q) => q.json.event).sort();
+      const got = hooks[name].r.requests
+        .filter((q) => !isMarker(q))
+        .map((q) => q.json.event)
+        .sort();
       expect(got, name).toEqual([...events].sort());
     }
   });
 
-  it('a webhook added while running receives events committed 2 s later; a soft-deleted one stops', async () => {
+  it('a webhook added while running receives the events committed after it; a soft-deleted one stops', async () => {
     const late = await receiver();
     const id = await addWebhook(db, late.url, ['task.*']);
-    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    await waitForLanes(daemon, { live: [id] });
     await db.pool.query(`insert into task (title) values ('after add')`);
     await late.waitForCount(1);
     expect(late.requests[0].json.data.title).toBe('after add');
     await db.pool.query(`update webhook_bridge.webhooks set "deletedAt" = now() where id = $1`, [id]);
-    await new Promise((resolve) => setTimeout(resolve, 2_000));
-    await db.pool.query(`insert into task (title) values ('after delete')`);
     const witness = await receiver();
-    await addWebhook(db, witness.url, ['task.*']);
-    await new Promise((resolve) => setTimeout(resolve, 2_000));
-    await db.pool.query(`insert into task (title) values ('witness')`);
+    const witnessId = await addWebhook(db, witness.url, ['task.*']);
+    // Once its lane is gone, nothing more can be sent to the soft-deleted webhook.
+    await waitForLanes(daemon, { live: [witnessId], gone: [id] });
+    await db.pool.query(`insert into task (title) values ('after delete')`);
     await witness.waitForCount(1);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(witness.requests[0].json.data.title).toBe('after delete');
     expect(late.requests.map((q) => q.json.data.title)).toEqual(['after add']);
   });
 
   it('a bad webhook row is skipped with a log line naming it; the others still receive', async () => {
     const good = await receiver();
-    await addWebhook(db, good.url, ['company.*']);
+    const goodId = await addWebhook(db, good.url, ['company.*']);
     const { rows } = await db.pool.query(
       `insert into webhook_bridge.webhooks ("targetUrl", operations, secret) values ('not a url', '{*.*}', 's') returning id::text`,
     );
-    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    await waitForLanes(daemon, { live: [goodId] });
+    await waitUntil(() => logs.lines.some((l) => l.webhookId === rows[0].id), 'the log line of the skipped webhook row');
     await db.pool.query(`insert into company (name) values ('After bad row')`);
     await good.waitForCount(1);
     const line = logs.lines.find((l) => l.webhookId === rows[0].id);
