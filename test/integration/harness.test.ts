@@ -11,10 +11,19 @@ import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { clusterInfo, clusterUrl, createTestDatabase, restartCluster } from '../helpers/database.js';
+import { assertNoLeakedHandles, captureHandles, type HandleBaseline } from '../helpers/leakGuard.js';
 import { ClusterSetupError, embeddedBinDir, startCluster } from '../helpers/postgresCluster.js';
 import { isRoot, osUserIds, reachableBinDir } from '../helpers/postgresBinaries.js';
 import { startReceiver } from '../helpers/receiver.js';
 import { waitUntil } from '../helpers/wait.js';
+
+let handles: HandleBaseline;
+beforeAll(() => {
+  handles = captureHandles();
+});
+afterAll(async () => {
+  await assertNoLeakedHandles(handles);
+});
 
 async function queryOnce<T extends pg.QueryResultRow>(url: string, sql: string, values?: unknown[]): Promise<T[]> {
   const client = new pg.Client({ connectionString: url });
