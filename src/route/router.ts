@@ -20,7 +20,7 @@ export function eventIdFor(change: Pick<RowChange, 'commitLsn' | 'indexInTransac
 }
 
 /**
- * Turns a row change into its event (contract sections 4 and 5), or null when it emits nothing:
+ * Turns a row change into its event (event name, payload, truncated form), or null when it emits nothing:
  * a table that is not watched, or an UPDATE that changed no value.
  */
 export function buildEvent(change: RowChange, options: EventOptions): WebhookEvent | null {

@@ -1,6 +1,6 @@
 /**
  * Data fidelity: every value, every shape of change, every table, end to end through a real
- * Postgres and a real receiver (contract sections 4 and 5).
+ * Postgres and a real receiver (event names, payload values).
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
