@@ -135,6 +135,13 @@ async function dropDatabaseAndSlots(name: string): Promise<void> {
   });
 }
 
+/** Drops a role made by a test. Roles are cluster-wide: drop the test's database (and its grants) first. */
+export async function dropClusterRole(role: string): Promise<void> {
+  const admin = new pg.Client({ connectionString: clusterUrl() });
+  await admin.connect();
+  await admin.query(`drop role if exists ${pg.escapeIdentifier(role)}`).finally(() => admin.end());
+}
+
 /**
  * `pg_ctl restart -m <mode>` on the shared cluster (default) or on `target` (a cluster from
  * startCluster()). Same port afterwards; every existing connection breaks. The shared cluster serves

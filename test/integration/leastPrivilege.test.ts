@@ -8,7 +8,7 @@ import type { BridgeConfig } from '../../src/config.js';
 import type { Daemon } from '../../src/daemon.js';
 import { verifySignature } from '../../src/index.js';
 import { addWebhook, confirmedFlushLsn, eventually, LogCapture, prepareDatabase, runCli, startDaemon, testConfig } from '../helpers/bridge.js';
-import { clusterInfo, clusterUrl, createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { clusterInfo, createTestDatabase, dropClusterRole, type TestDatabase } from '../helpers/database.js';
 import { startCluster, type ClusterHandle } from '../helpers/postgresCluster.js';
 import { applyPsqlScript, findPsql } from '../helpers/psqlScript.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
@@ -44,10 +44,7 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
     await daemon?.stop();
     await Promise.all(receivers.map((r) => r.close()));
     await db?.drop();
-    // Roles are cluster-wide; the database (and so every grant in it) is gone now.
-    const admin = new pg.Client({ connectionString: clusterUrl() });
-    await admin.connect();
-    await admin.query(`drop role if exists ${pg.escapeIdentifier(role)}`).finally(() => admin.end());
+    await dropClusterRole(role);
   });
 
   async function receiver(): Promise<Receiver> {

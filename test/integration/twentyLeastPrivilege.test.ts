@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Daemon } from '../../src/daemon.js';
 import { migrate } from '../../src/migrate.js';
 import { eventually, runCli, slotStreaming, startDaemon, testConfig } from '../helpers/bridge.js';
-import { clusterInfo, clusterUrl, createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { clusterInfo, createTestDatabase, dropClusterRole, type TestDatabase } from '../helpers/database.js';
 import { applyPsqlScript } from '../helpers/psqlScript.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { createTwentyWorkspace, TWENTY_CORE_SQL, type TwentyWorkspace } from '../fixtures/twentyDatabase.js';
@@ -50,9 +50,7 @@ describe("Twenty mode with a role that does not own Twenty's tables", () => {
     await daemon?.stop();
     await Promise.all(receivers.map((r) => r.close()));
     await db?.drop();
-    const admin = new pg.Client({ connectionString: clusterUrl() });
-    await admin.connect();
-    await admin.query(`drop role if exists ${pg.escapeIdentifier(role)}`).finally(() => admin.end());
+    await dropClusterRole(role);
   });
 
   async function addWebhook(workspace: TwentyWorkspace, url: string): Promise<void> {
