@@ -16,6 +16,8 @@ export default defineConfig({
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
           globalSetup: ['test/helpers/globalSetup.ts'],
+          // The leak guard: after each file, every handle it opened must be closed.
+          setupFiles: ['test/helpers/leakGuardSetup.ts'],
           testTimeout: 180_000,
           hookTimeout: 120_000,
         },

@@ -10,6 +10,8 @@
  * alive). Closing is asynchronous (a FIN from the peer, pool.end()), so the check polls briefly.
  */
 
+import { Server, Socket } from 'node:net';
+
 /** Handle types we create: TCP servers (receivers, metrics) and TCP sockets (pg, undici, receivers). */
 export const WATCHED_HANDLE_TYPES = ['TCPServerWrap', 'TCPSocketWrap'] as const;
 
@@ -35,6 +37,20 @@ function grown(baseline: HandleBaseline, types: readonly string[]): string[] {
 }
 
 /**
+ * Where each open socket and server points, to tell which pool or server was left open. Node exposes
+ * the handles themselves only through this undocumented call; it is used for the message alone.
+ */
+function describeSockets(): string {
+  const handles = (process as unknown as { _getActiveHandles?: () => unknown[] })._getActiveHandles?.() ?? [];
+  const described = handles.flatMap((handle) => {
+    if (handle instanceof Socket) return [`socket ${handle.localAddress}:${handle.localPort} -> ${handle.remoteAddress}:${handle.remotePort}`];
+    if (handle instanceof Server) return [`server ${JSON.stringify(handle.address())}`];
+    return [];
+  });
+  return described.length === 0 ? 'none found' : described.join('; ');
+}
+
+/**
  * Rejects if any watched handle type has more active handles than in `baseline` after up to
  * `graceMs` (default 2 s) of waiting for them to close.
  */
@@ -48,7 +64,7 @@ export async function assertNoLeakedHandles(baseline: HandleBaseline, options: {
   }
   if (leaks.length > 0) {
     throw new Error(
-      `leaked handles (still open ${options.graceMs ?? GRACE_MS} ms after the test): ${leaks.join(', ')}. ` +
+      `leaked handles (still open ${options.graceMs ?? GRACE_MS} ms after the test): ${leaks.join(', ')}; open sockets: ${describeSockets()}. ` +
         'Close every pool (pool.end / db.drop), receiver (close), server and replication stream you opened.',
     );
   }

@@ -77,7 +77,7 @@ describe('data fidelity', () => {
     await db?.drop();
   });
 
-  it('1: a column of every type, with edge values, arrives as the hand-written JSON', async () => {
+  it('a column of every type, with edge values, arrives as the hand-written JSON', async () => {
     const client = new pg.Client({ connectionString: db.url });
     await client.connect();
     try {
@@ -101,7 +101,7 @@ describe('data fidelity', () => {
     expect(body).toContain('"c_numeric":"12345678901234567890.123456789"');
   });
 
-  it('2: a 1 MB TOASTed text survives an UPDATE of another column (REPLICA IDENTITY FULL)', async () => {
+  it('a 1 MB TOASTed text survives an UPDATE of another column (REPLICA IDENTITY FULL)', async () => {
     // md5 text does not compress, so the value is stored out of line in the TOAST table.
     await db.pool.query(`insert into big_row select 1, string_agg(md5(i::text), ''), 'first' from generate_series(1, 31250) i`);
     const { rows } = await db.pool.query(`select payload, pg_column_size(payload) as stored from big_row where id = 1`);
@@ -117,7 +117,7 @@ describe('data fidelity', () => {
     expect(updated.data.payload === big).toBe(true);
   });
 
-  it('3: soft delete, restore and destroy -> .deleted, .restored, .destroyed with the right data', async () => {
+  it('soft delete, restore and destroy -> .deleted, .restored, .destroyed with the right data', async () => {
     const id = '11111111-2222-4333-8444-555555555555';
     await db.pool.query(
       `insert into person (id, "firstName", email, "createdAt", "updatedAt") values ($1, 'Soft', 'soft@example.com', '2024-05-01 10:00:00+00', '2024-05-01 10:00:00+00')`,
@@ -158,7 +158,7 @@ describe('data fidelity', () => {
     expect(deleted.data).toStrictEqual({ id: 90, name: 'Gone', amount: '1.50' });
   });
 
-  it('4: an UPDATE that changes nothing emits nothing (a later witness event does arrive)', async () => {
+  it('an UPDATE that changes nothing emits nothing (a later witness event does arrive)', async () => {
     const { rows } = await db.pool.query(`insert into person ("firstName", email) values ('Same', 'same@example.com') returning id`);
     const id = rows[0].id;
     await waitForEvent(r, 'person.created', (d) => d.id === id);
@@ -176,7 +176,7 @@ describe('data fidelity', () => {
     expect(eventsOf(r, 'big_row', (d) => d.id === 1).map((e) => e.data.note)).toEqual(['first', 'second', 'witness']);
   });
 
-  it('5: ADD, RENAME, DROP COLUMN and a type change while running: each event has the shape of its moment', async () => {
+  it('ADD, RENAME, DROP COLUMN and a type change while running: each event has the shape of its moment', async () => {
     const steps: Array<[string | null, string]> = [
       [null, `insert into shape values (1, 'one')`],
       [`alter table shape add column b integer default 7`, `insert into shape values (2, 'two')`],
@@ -205,7 +205,7 @@ describe('data fidelity', () => {
     expect(daemon.fatalError).toBeNull();
   });
 
-  it('7: custom table -> "opportunity", workspace_* schemas -> "person", other schemas ignored', async () => {
+  it('custom table -> "opportunity", workspace_* schemas -> "person", other schemas ignored', async () => {
     await db.pool.query(`insert into crm.deal values (1, 'Big deal', 1234567.89)`);
     await db.pool.query(`insert into workspace_1a2b.person values ('00000000-0000-4000-8000-000000000001', 'Ws')`);
     await db.pool.query(`insert into other.person values (1, 'not watched')`);
@@ -230,7 +230,7 @@ describe('data fidelity', () => {
     expect(r.requests.some((q) => q.json.data?.name === 'not watched')).toBe(false);
   });
 
-  it('7: a partitioned table publishes via its root, with FULL old images from its partitions', async () => {
+  it('a partitioned table publishes via its root, with FULL old images from its partitions', async () => {
     const { rows } = await db.pool.query(`select relname, relreplident from pg_class where relname like 'measurement%' and relkind in ('r', 'p') order by 1`);
     // Postgres does not pass REPLICA IDENTITY down to partitions: migrate sets it on every level.
     expect(rows.map((x) => [x.relname, x.relreplident])).toEqual([
@@ -255,7 +255,7 @@ describe('data fidelity', () => {
     expect(updated[1].updatedFields).toEqual(['value']);
   });
 
-  it('7: TRUNCATE emits nothing and logs a warning naming the table', async () => {
+  it('TRUNCATE emits nothing and logs a warning naming the table', async () => {
     await db.pool.query(`insert into note (title) values ('before truncate')`);
     await waitForEvent(r, 'note.created', (d) => d.title === 'before truncate');
     await db.pool.query(`truncate note`);

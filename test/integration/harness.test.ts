@@ -5,25 +5,18 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { clusterInfo, clusterUrl, createTestDatabase, restartCluster } from '../helpers/database.js';
-import { assertNoLeakedHandles, captureHandles, type HandleBaseline } from '../helpers/leakGuard.js';
+import { assertNoLeakedHandles, captureHandles } from '../helpers/leakGuard.js';
 import { ClusterSetupError, embeddedBinDir, startCluster } from '../helpers/postgresCluster.js';
 import { isRoot, osUserIds, reachableBinDir } from '../helpers/postgresBinaries.js';
 import { startReceiver } from '../helpers/receiver.js';
 import { waitUntil } from '../helpers/wait.js';
-
-let handles: HandleBaseline;
-beforeAll(() => {
-  handles = captureHandles();
-});
-afterAll(async () => {
-  await assertNoLeakedHandles(handles);
-});
 
 async function queryOnce<T extends pg.QueryResultRow>(url: string, sql: string, values?: unknown[]): Promise<T[]> {
   const client = new pg.Client({ connectionString: url });
@@ -191,6 +184,22 @@ describe('receiver', () => {
     } finally {
       await rx.close();
     }
+  });
+});
+
+describe('leak guard', () => {
+  it('rejects while a server the test opened is listening, and passes once it is closed', async () => {
+    // Servers of earlier tests may still be closing: one that closes now would hide the new one.
+    await waitUntil(() => !process.getActiveResourcesInfo().includes('TCPServerWrap'), 'earlier servers to close', 5_000);
+    const baseline = captureHandles();
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      await expect(assertNoLeakedHandles(baseline, { graceMs: 100 })).rejects.toThrow(/TCPServerWrap: 0 -> 1/);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+    await assertNoLeakedHandles(baseline, { graceMs: 1_000 });
   });
 });
 
