@@ -38,6 +38,8 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
     password = `lp-${randomBytes(12).toString('hex')}`;
     const info = clusterInfo();
     roleUrl = `postgres://${role}:${password}@${info.host}:${info.port}/${db.name}`;
+    // The role every test below acts as; the first test applies the script again, both ways.
+    await applyPsqlScript(db.url, SCRIPT, { role, password, publication: config.replication.publication }, 'expander');
   });
 
   afterAll(async () => {
@@ -51,6 +53,17 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
     const r = await startReceiver();
     receivers.push(r);
     return r;
+  }
+
+  async function stopRoleDaemon(): Promise<void> {
+    await daemon?.stop();
+    daemon = logs = undefined;
+  }
+
+  /** The daemon running as that role (started by whichever test needs it first, or again after a test stopped it). */
+  async function roleDaemon(): Promise<{ daemon: Daemon; logs: LogCapture }> {
+    if (daemon === undefined || logs === undefined) ({ daemon, logs } = await startDaemon(testConfig(db, { 'database.url': roleUrl })));
+    return { daemon, logs };
   }
 
   it('applies as the admin, with psql when installed and again through the plain-SQL expander (idempotent)', async () => {
@@ -155,9 +168,9 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
     const flaky = await receiver();
     flaky.script((_req, i) => (i < 2 ? { status: 500 } : { status: 200 }));
     await addWebhook(db, ok.url, ['person.created'], 'lp-secret-ok');
-    await addWebhook(db, flaky.url, ['company.created'], 'lp-secret-flaky');
+    const flakyHook = await addWebhook(db, flaky.url, ['company.created'], 'lp-secret-flaky');
 
-    ({ daemon, logs } = await startDaemon(testConfig(db, { 'database.url': roleUrl })));
+    const { logs } = await roleDaemon();
     const slot = await db.pool.query(`select s.slot_type, s.temporary, s.plugin from pg_replication_slots s where slot_name = $1`, [config.replication.slot]);
     expect(slot.rows[0]).toEqual({ slot_type: 'logical', temporary: false, plugin: 'pgoutput' });
     const sessions = await db.pool.query(
@@ -177,10 +190,10 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
     await flaky.waitForCount(3, 20_000);
     expect(flaky.requests.map((r) => r.json.event)).toEqual(['company.created', 'company.created', 'company.created']);
     await eventually(
-      async () => (await db.pool.query('select count(*)::int as n from webhook_bridge.deliveries')).rows[0].n === 0,
+      async () => (await db.pool.query('select count(*)::int as n from webhook_bridge.deliveries where webhook_id = $1', [flakyHook])).rows[0].n === 0,
       'the stored delivery to be completed',
     );
-    const state = await db.pool.query(`select last_error from webhook_bridge.webhook_state where last_error is not null`);
+    const state = await db.pool.query(`select last_error from webhook_bridge.webhook_state where last_error is not null and webhook_id = $1`, [flakyHook]);
     expect(state.rows[0]?.last_error).toMatch(/500/);
 
     // Idle tables: heartbeats (pg_logical_emit_message) still move confirmed_flush_lsn forward.
@@ -193,7 +206,8 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
   });
 
   it('as that role too: dead deliveries, auto-disable, gauges, and every operator command that runs as it', async () => {
-    expect(daemon?.role).toBe('leader');
+    const { daemon, logs } = await roleDaemon();
+    await eventually(() => daemon.role === 'leader', 'the daemon to lead');
     const asRole = (...args: string[]) =>
       runCli(['--database-url', roleUrl, '--replication-slot', config.replication.slot, '--replication-publication', config.replication.publication, ...args]);
     const failing = await receiver();
@@ -224,7 +238,7 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
     // must have values, or a missing grant would go unseen.
     await eventually(
       async () => {
-        const backlog = await daemon!.metrics.registry.getSingleMetric('pgwb_store_backlog')!.get();
+        const backlog = await daemon.metrics.registry.getSingleMetric('pgwb_store_backlog')!.get();
         return backlog.values.some((v) => v.labels.status === 'dead' && v.value === 1);
       },
       'pgwb_store_backlog{status="dead"} 1',
@@ -258,16 +272,15 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
     );
 
     // Recovery after a lost slot: `slot reset` drops the old slot and records the new one.
-    await daemon!.stop();
-    daemon = undefined;
+    await stopRoleDaemon();
     const reset = await asRole('slot', 'reset', '--yes');
     expect(reset.stderr).toBe('');
     expect(reset.code).toBe(0);
     const check = await asRole('check');
     expect(check.stdout).toContain('ok: ready to stream');
 
-    expect(logs!.text()).not.toMatch(/permission denied|must be superuser/i);
-    expect(logs!.lines.filter((l) => l.level === 'error' || l.level === 'fatal')).toEqual([]);
+    expect(logs.text()).not.toMatch(/permission denied|must be superuser/i);
+    expect(logs.lines.filter((l) => l.level === 'error' || l.level === 'fatal')).toEqual([]);
   });
 });
 

@@ -80,9 +80,9 @@ describe('production install (the Docker image contents)', () => {
     });
   }
 
-  function databaseFlags(): string[] {
+  function databaseFlags(target: TestDatabase = db): string[] {
     // Slot names are cluster-wide and test files run in parallel: one per database.
-    return ['--database-url', db.url, '--replication-slot', `slot_${db.name}`.slice(0, 63)];
+    return ['--database-url', target.url, '--replication-slot', `slot_${target.name}`.slice(0, 63)];
   }
 
   beforeAll(
@@ -175,12 +175,29 @@ describe('production install (the Docker image contents)', () => {
   });
 
   it('start serves /healthz and /readyz, and stops cleanly on SIGTERM within 10 s', async () => {
+    // A database of its own, migrated here: the test above needs one that is not migrated yet.
+    const started = await createTestDatabase('production_start');
+    try {
+      await started.pool.query(CRM_SCHEMA_SQL);
+      const migrate = await cli(['migrate', ...databaseFlags(started)]);
+      expect(migrate.code, `${migrate.stdout}${migrate.stderr}`).toBe(0);
+      await startServeAndStop(started);
+    } finally {
+      await started.drop();
+    }
+  });
+
+  async function startServeAndStop(target: TestDatabase): Promise<void> {
     const port = await freePort();
-    const child = spawn(process.execPath, ['bin/pg-webhook-bridge.js', 'start', ...databaseFlags(), '--http-host', '127.0.0.1', '--http-port', String(port)], {
-      cwd: app,
-      env: imageEnv({ PG_WEBHOOK_BRIDGE_CONFIG: path.join(app, 'etc/config.json') }),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['bin/pg-webhook-bridge.js', 'start', ...databaseFlags(target), '--http-host', '127.0.0.1', '--http-port', String(port)],
+      {
+        cwd: app,
+        env: imageEnv({ PG_WEBHOOK_BRIDGE_CONFIG: path.join(app, 'etc/config.json') }),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let output = '';
     child.stdout.on('data', (chunk) => (output += chunk));
     child.stderr.on('data', (chunk) => (output += chunk));
@@ -209,5 +226,5 @@ describe('production install (the Docker image contents)', () => {
         await exited;
       }
     }
-  });
+  }
 });
