@@ -142,8 +142,12 @@ export async function setWebhookOptions(db: Queryable, schema: string, webhookId
 /**
  * A fingerprint of every webhook's options: cheap enough to poll often, so a `webhooks set` reaches a
  * running daemon well within the 2 s the webhooks table itself gets (its own changes are not streamed).
+ * A sum of all update times rather than the newest: a write that commits after a later-stamped one
+ * still changes it.
  */
 export async function webhookOptionsVersion(db: Queryable, schema: string): Promise<string> {
-  const { rows } = await db.query(`select count(*)::text || '/' || coalesce(max(updated_at)::text, '') as version from ${optionsTable(schema)}`);
+  const { rows } = await db.query(
+    `select count(*)::text || '/' || coalesce(sum(extract(epoch from updated_at)), 0)::text as version from ${optionsTable(schema)}`,
+  );
   return rows[0].version as string;
 }
