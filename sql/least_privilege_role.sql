@@ -36,6 +36,8 @@
 --   deliveries_id_seq: USAGE           ids of stored deliveries (nextval)
 --   webhook_state: SELECT INSERT       per-webhook health, auto-disable (410, failing too long),
 --                  UPDATE              `webhooks enable|disable`; rows are upserted, never deleted
+--   webhook_options: SELECT INSERT     per-webhook filters and column selection, read with the
+--                    UPDATE            webhooks; `webhooks set` upserts them (never deleted)
 --   slot_state: SELECT INSERT UPDATE   which slot this bridge created and the furthest position it
 --               DELETE                 confirmed; DELETE only for `slot reset` (which needs REPLICATION
 --                                      to drop the old slot, so it runs as this role)
@@ -78,7 +80,7 @@
 --
 -- CLI commands that write the user's webhooks table (`webhooks add`, `webhooks remove`) need a role
 -- that may write it (the admin, or the application that owns the table); `check`, `status`,
--- `webhooks list`, `webhooks enable|disable`, `deliveries list|redeliver` and `slot reset` work as
+-- `webhooks list`, `webhooks enable|disable|set`, `deliveries list|redeliver` and `slot reset` work as
 -- this role.
 
 \set ON_ERROR_STOP on
@@ -150,6 +152,7 @@ begin
       from pg_class c join pg_namespace n on n.oid = c.relnamespace
       left join (values ('deliveries', 'select, insert, update, delete'),
                         ('webhook_state', 'select, insert, update'),
+                        ('webhook_options', 'select, insert, update'),
                         ('slot_state', 'select, insert, update, delete'),
                         -- only `migrate` reads the ledger; `webhooks` here is the default subscribers
                         -- table when webhooks_table names another one

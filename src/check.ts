@@ -14,6 +14,7 @@ const SLOT_LAG_WARN_BYTES = 1024 ** 3;
 const MIGRATED_COLUMNS: ReadonlyArray<readonly [string, string]> = [
   ['slot_state', 'confirmed_lsn'],
   ['deliveries', 'target_url'],
+  ['webhook_options', 'webhook_id'],
 ];
 
 export interface PreflightReport {

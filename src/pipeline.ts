@@ -27,9 +27,16 @@ import { buildTwentyEvent, type TwentyEventOptions } from './route/twentyEvent.j
 import type { Subscriber, WebhookEvent } from './route/types.js';
 import { TwentySource } from './twenty/source.js';
 import { VERSION } from './version.js';
+import { OptionRouter } from './webhooks/optionRouter.js';
 import { WebhookRegistry } from './webhooks/registry.js';
+import { webhookOptionsVersion } from './store/webhookState.js';
 
 const REGISTRY_REFRESH_MS = 2_000;
+/**
+ * `webhooks set` writes the bridge's own table, which the stream does not carry: polled this often
+ * (one aggregate over a table of one row per webhook), so a change applies within 2 s with room to spare.
+ */
+const OPTIONS_POLL_MS = 500;
 /** Polling for a streamed webhooks change to become visible: quick at first (it usually is at once). */
 const VISIBILITY_POLL_MS = [5, 20, 100, 250];
 const VISIBILITY_WARN_EVERY_MS = 10_000;
@@ -59,6 +66,9 @@ export class Pipeline {
   private readonly twentyEventOptions: TwentyEventOptions;
   /** Twenty mode: the workspaces, objects and fields to stream, followed while running. */
   private twenty: TwentySource | null = null;
+  private readonly optionRouter: OptionRouter;
+  /** What webhookOptionsVersion last said; a new value reloads the registry. */
+  private optionsVersion: string | null = null;
   private readonly webhooksRelation: { schema: string; table: string };
   readonly workerId = `${process.pid}-${randomUUID().slice(0, 8)}`;
   fatalError: Error | null = null;
@@ -78,6 +88,7 @@ export class Pipeline {
     };
     this.twentyEventOptions = { format: config.payload.format === 'event' ? 'event' : 'twenty', maxPayloadBytes: config.delivery.maxPayloadBytes };
     this.webhooksRelation = webhooksRelation(config);
+    this.optionRouter = new OptionRouter(metrics, log.child({ module: 'webhooks' }));
   }
 
   get streamState(): StreamState {
@@ -110,6 +121,7 @@ export class Pipeline {
       log.child({ module: 'replication' }),
     );
     this.registry = new WebhookRegistry(pool, config.schema, webhooksTable(config), log.child({ module: 'webhooks' }));
+    this.optionsVersion = await webhookOptionsVersion(pool, config.schema);
     await this.registry.reload();
     if (this.stopping) return;
     this.coordinator = new DeliveryCoordinator(
@@ -171,6 +183,7 @@ export class Pipeline {
     this.timers.push(
       setInterval(() => void this.emitHeartbeat(), config.replication.heartbeatIntervalMs),
       setInterval(() => void this.refreshRegistry(), REGISTRY_REFRESH_MS),
+      setInterval(() => void this.pollOptions(), OPTIONS_POLL_MS),
     );
     if (this.twenty) this.timers.push(setInterval(() => void this.refreshTwenty(), config.source.discoveryIntervalMs));
     await started;
@@ -201,8 +214,8 @@ export class Pipeline {
         }
         const routed = this.routeChange(change);
         if (routed === null) return;
+        if (this.optionRouter.route(routed.event, routed.subscribers, this.coordinator, this.transaction.entry) === 0) return;
         this.metrics.eventRouted(routed.objectLabel, routed.event.action);
-        this.coordinator.route(routed.event, routed.subscribers, this.transaction.entry);
         const full = this.coordinator.waitForCapacity();
         if (full) await full;
         return;
@@ -300,10 +313,22 @@ export class Pipeline {
     return false;
   }
 
+  private async pollOptions(): Promise<void> {
+    try {
+      const version = await webhookOptionsVersion(this.pool, this.config.schema);
+      if (version === this.optionsVersion) return;
+      this.optionsVersion = version;
+      await this.refreshRegistry();
+    } catch (error) {
+      this.log.warn({ err: error }, 'could not check webhook options for changes');
+    }
+  }
+
   private async refreshRegistry(): Promise<void> {
     try {
       await this.registry.reload();
       this.coordinator.updateSubscribers(this.registry.active);
+      this.metrics.filteredWebhooksLive(this.registry.active);
       this.metrics.webhooks.set({ state: 'active' }, this.registry.active.length);
       this.metrics.webhooks.set({ state: 'disabled' }, this.registry.disabled.size);
       this.metrics.webhooks.set({ state: 'invalid' }, this.registry.invalid.length);

@@ -4,7 +4,8 @@ import type { ConfigFrom, WithClient } from './types.js';
 import { webhooksTable } from '../config.js';
 import { BridgeError } from '../errors.js';
 import { parseSubscriberRow } from '../route/subscribers.js';
-import { disableWebhook, enableWebhook, listWebhookRows } from '../store/webhookState.js';
+import { COLUMNS_CONFLICT, describeOptions, MAX_COALESCE_SECONDS, validateOptions, type WebhookOptionsInput } from '../route/webhookOptions.js';
+import { disableWebhook, enableWebhook, listWebhookRows, optionsOfRow, setWebhookOptions } from '../store/webhookState.js';
 
 /** Secrets shorter than this show no character at all: three of eight would be most of a guess. */
 const MASK_MIN_REVEAL_LENGTH = 16;
@@ -56,6 +57,50 @@ async function secretFromOptions(opts: AddOptions): Promise<string | undefined> 
       .replace(/\r?\n$/, '');
   }
   return opts.secret;
+}
+
+interface SetOptions {
+  onFields?: string;
+  filter?: string;
+  includeColumns?: string;
+  excludeColumns?: string;
+  coalesce?: string;
+}
+
+/** A comma-separated list option: '' clears it (null). */
+function nameList(value: string): string[] | null {
+  const names = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  return names.length === 0 ? null : names;
+}
+
+/** The options `webhooks set` was given, as changes: a key absent keeps the stored value, null clears it. */
+function optionChanges(opts: SetOptions): Partial<WebhookOptionsInput> {
+  const changes: Partial<WebhookOptionsInput> = {};
+  if (opts.onFields !== undefined) changes.onFields = nameList(opts.onFields);
+  if (opts.filter !== undefined) changes.filter = opts.filter.trim() === '' ? null : opts.filter;
+  if (opts.includeColumns !== undefined) changes.includeColumns = nameList(opts.includeColumns);
+  if (opts.excludeColumns !== undefined) changes.excludeColumns = nameList(opts.excludeColumns);
+  if (opts.coalesce !== undefined) {
+    const text = opts.coalesce.trim();
+    if (text !== '' && !/^\d+$/.test(text)) {
+      throw new BridgeError(
+        'ERR_USAGE',
+        `--coalesce must be a whole number of seconds from 0 (off) to ${MAX_COALESCE_SECONDS}, not ${JSON.stringify(opts.coalesce)}`,
+      );
+    }
+    const seconds = text === '' ? 0 : Number(text);
+    changes.coalesceSeconds = seconds === 0 ? null : seconds;
+  }
+  return changes;
+}
+
+/** What `webhooks list` shows of a row's options: null when none is set. */
+function listedOptions(row: Record<string, unknown>): WebhookOptionsInput | null {
+  const options = optionsOfRow(row);
+  return Object.values(options).every((v) => v === null) ? null : options;
 }
 
 export function registerWebhookCommands(program: Command, configFrom: ConfigFrom, withClient: WithClient): void {
@@ -116,6 +161,7 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
             lastSuccessAt: row.last_success_at ?? null,
             lastError: row.last_error ?? null,
             lastErrorAt: row.last_error_at ?? null,
+            options: listedOptions(row),
           };
         });
         if (opts.json) console.log(JSON.stringify(list, null, 2));
@@ -128,6 +174,7 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
             if (w.problem) console.log(`    ${w.state === 'disabled' ? 'disabled because' : 'problem'}: ${printable(w.problem)}`);
             if (w.ignoredOperations.length > 0) console.log(`    ignored operations (not "object.action"): ${printable(JSON.stringify(w.ignoredOperations))}`);
             if (w.state === 'active' && w.secret === '(none)') console.log('    requests are unsigned (empty secret)');
+            if (w.options !== null) console.log(`    options: ${printable(describeOptions(w.options))}`);
             console.log(
               `    last success: ${w.lastSuccessAt ? new Date(w.lastSuccessAt as string).toISOString() : 'never'}; last error: ${printable(w.lastError ?? 'none')}`,
             );
@@ -148,6 +195,40 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
         );
         if (rowCount === 0) throw new BridgeError('ERR_USAGE', `no active webhook with id ${id} ("pg-webhook-bridge webhooks list" shows them)`);
         console.log(`removed webhook ${id}`);
+      });
+    });
+
+  webhooks
+    .command('set <id>')
+    .description("set a webhook's options (kept in the bridge's own schema); an empty value clears one, e.g. --filter ''")
+    .option('--on-fields <list>', 'comma-separated fields: updated events go only when one of them changed (others are not filtered)')
+    .option('--filter <expr>', 'CEL expression on the event body, e.g. \'data.firstName.startsWith("vip")\'; events where it is false or fails are not sent')
+    .option('--include-columns <list>', 'comma-separated keys of data/record to send (all others removed)')
+    .option('--exclude-columns <list>', 'comma-separated keys of data/record to remove')
+    .option(
+      '--coalesce <seconds>',
+      `hold updates of one record until this many seconds pass without a newer one, then send one (0 to ${MAX_COALESCE_SECONDS}; 0: off)`,
+    )
+    .action(async (id: string, opts: SetOptions, cmd: Command) => {
+      const config = configFrom(cmd);
+      const changes = optionChanges(opts);
+      if (Object.keys(changes).length === 0) {
+        throw new BridgeError('ERR_USAGE', 'give at least one of --on-fields, --filter, --include-columns, --exclude-columns, --coalesce');
+      }
+      await withClient(config, async (client) => {
+        const rows = (await listWebhookRows(client, config.schema, webhooksTable(config))).filter((row) => row.id === id);
+        if (rows.length === 0) throw new BridgeError('ERR_USAGE', `no webhook with id ${id} ("pg-webhook-bridge webhooks list" shows them)`);
+        const merged: WebhookOptionsInput = { ...optionsOfRow(rows[0]!), ...changes };
+        const problems = validateOptions(merged);
+        const conflict = problems.indexOf(COLUMNS_CONFLICT);
+        if (conflict >= 0 && !('includeColumns' in changes && 'excludeColumns' in changes)) {
+          const stored = 'includeColumns' in changes ? '--exclude-columns' : '--include-columns';
+          problems[conflict] = `${COLUMNS_CONFLICT}: webhook ${id} has ${stored} set; clear it in the same command (${stored} '')`;
+        }
+        if (problems.length > 0) throw new BridgeError('ERR_USAGE', problems.join('\n'));
+        await setWebhookOptions(client, config.schema, id, changes);
+        const shown = describeOptions(merged);
+        console.log(`webhook ${id} options: ${shown === '' ? '(none)' : printable(shown)}`);
       });
     });
 

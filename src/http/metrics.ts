@@ -2,11 +2,13 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { FastCounter, FastHistogram } from './fastMetrics.js';
 import type { AttemptOutcome } from '../deliver/httpSender.js';
 import type { AutoDisableReason, DeliveryObserver, DeliveryOutcomeLabel } from '../deliver/types.js';
+import type { FilterReason } from '../route/webhookOptions.js';
+import type { FilteredObserver } from '../webhooks/optionRouter.js';
 import type { TwentySourceObserver } from '../twenty/source.js';
 import type { TwentyCatalog } from '../twenty/types.js';
 
 /** Every metric the bridge exports, on a private registry (tests run several daemons in one process). */
-export class BridgeMetrics implements DeliveryObserver, TwentySourceObserver {
+export class BridgeMetrics implements DeliveryObserver, TwentySourceObserver, FilteredObserver {
   readonly registry = new Registry();
   // Updated once or more per event: plain field additions (see fastMetrics.ts).
   readonly changesDecoded = new FastCounter('pgwb_changes_decoded_total', 'Row changes decoded from the replication stream', ['table', 'kind'], this.registry);
@@ -74,6 +76,14 @@ export class BridgeMetrics implements DeliveryObserver, TwentySourceObserver {
     labelNames: ['reason'],
     registers: [this.registry],
   });
+  readonly eventsFiltered = new Counter({
+    name: 'pgwb_events_filtered_total',
+    help: 'Events a webhook subscribes to that its options kept from it, by reason: on_fields (none of its fields changed), filter (false), filter_error (the filter failed on the row or does not compile), columns (every changed field was removed)',
+    labelNames: ['webhook_id', 'reason'],
+    registers: [this.registry],
+  });
+  /** Series of pgwb_events_filtered_total by webhook: removed with their webhook, so they stay bounded. */
+  private readonly filteredSeries = new Map<string, Set<FilterReason>>();
 
   // The gauges below are computed at scrape time from what the daemon last read, so an age keeps
   // growing between two reads (and while reads fail) instead of freezing at its last value.
@@ -130,6 +140,24 @@ export class BridgeMetrics implements DeliveryObserver, TwentySourceObserver {
     if (label === 'dead') return; // 'dead' follows the failed attempt already counted as 'retry'
     this.attemptDuration.series(label).observe(outcome.durationMs / 1_000);
     if (outcome.ok) this.commitToDeliverySeries.observe(Math.max(0, Date.now() - event.commitTime.getTime()) / 1_000);
+  }
+
+  eventFiltered(webhookId: string, reason: FilterReason): void {
+    this.eventsFiltered.inc({ webhook_id: webhookId, reason });
+    let reasons = this.filteredSeries.get(webhookId);
+    if (reasons === undefined) this.filteredSeries.set(webhookId, (reasons = new Set()));
+    reasons.add(reason);
+  }
+
+  /** The live webhooks after a reload: the filtered-event series of the others are dropped. */
+  filteredWebhooksLive(live: ReadonlyArray<{ id: string }>): void {
+    if (this.filteredSeries.size === 0) return;
+    const ids = new Set(live.map((w) => w.id));
+    for (const [webhookId, reasons] of this.filteredSeries) {
+      if (ids.has(webhookId)) continue;
+      for (const reason of reasons) this.eventsFiltered.remove({ webhook_id: webhookId, reason });
+      this.filteredSeries.delete(webhookId);
+    }
   }
 
   changeDecoded(table: string, kind: string): void {

@@ -44,8 +44,12 @@ export function buildEvent(change: RowChange, options: EventOptions): WebhookEve
   }
   // A row holding a value the reader kept as its size only is too large by construction: no attempt
   // to serialise it (hundreds of megabytes would exhaust the heap or V8's string limit).
+  let fields = payload;
   let body = hasOversizedValue(row) ? null : stringifyPayload(payload);
-  if (body === null || Buffer.byteLength(body) > options.maxPayloadBytes) body = truncatedBody(name, id, timestamp, row, change.keyColumns, options.camelCase);
+  if (body === null || Buffer.byteLength(body) > options.maxPayloadBytes) {
+    fields = truncatedPayload(name, id, timestamp, row, change.keyColumns, options.camelCase);
+    body = stringifyPayload(fields);
+  }
   return {
     id,
     name,
@@ -54,6 +58,7 @@ export function buildEvent(change: RowChange, options: EventOptions): WebhookEve
     recordKey: `${object}:${key}`,
     body,
     bodyFor: null,
+    payload: { fields, recordKey: 'data', rawJson: true, namesWebhook: false },
     commitLsn: change.commitLsn,
     changeIndex: change.indexInTransaction,
     commitTime: change.commitTime,
@@ -70,11 +75,11 @@ export function hasOversizedValue(row: Row): boolean {
  * The documented truncated form of an event too large to send: the record's key only, so the receiver
  * can fetch the row itself.
  */
-function truncatedBody(event: string, id: string, timestamp: string, row: Row, keyColumns: string[], camelCase: boolean): string {
+function truncatedPayload(event: string, id: string, timestamp: string, row: Row, keyColumns: string[], camelCase: boolean): Record<string, unknown> {
   const data: Row = Object.create(null) as Row;
   for (const column of keyColumns) data[camelCase ? toCamelCase(column) : column] = row[column];
   data.truncated = true;
-  return stringifyPayload({ event, data, timestamp, id, truncated: true });
+  return { event, data, timestamp, id, truncated: true };
 }
 
 export function actionFor(change: RowChange, softDeleteColumn: string): EventAction | null {

@@ -72,15 +72,22 @@ export function buildTwentyEvent(change: RowChange, object: TwentyObject, option
     changeIndex: change.indexInTransaction,
     commitTime: change.commitTime,
   };
+  const extra: Record<string, unknown> = {};
+  if (updatedFields !== null) extra.updatedFields = updatedFields;
+  if (truncated !== '') extra.truncated = true;
   if (options.format === 'event') {
     const body = `{"event":${JSON.stringify(name)},"data":${recordJson},"timestamp":"${eventDate}","id":"${id}"${updatedJson}${truncated}}`;
-    return { ...base, body, bodyFor: null };
+    const fields = { event: name, data: record, timestamp: eventDate, id, ...extra };
+    return { ...base, body, bodyFor: null, payload: { fields, recordKey: 'data', rawJson: false, namesWebhook: false } };
   }
-  const head = `,"eventName":${JSON.stringify(name)},"objectMetadata":${JSON.stringify({ id: object.id, nameSingular: object.nameSingular })},"workspaceId":${JSON.stringify(object.workspaceId)},"webhookId":`;
+  const objectMetadata = { id: object.id, nameSingular: object.nameSingular };
+  const fields = { targetUrl: '', eventName: name, objectMetadata, workspaceId: object.workspaceId, webhookId: '', eventDate, record, ...extra };
+  const head = `,"eventName":${JSON.stringify(name)},"objectMetadata":${JSON.stringify(objectMetadata)},"workspaceId":${JSON.stringify(object.workspaceId)},"webhookId":`;
   const tail = `,"eventDate":"${eventDate}","record":${recordJson}${updatedJson}${truncated}}`;
   return {
     ...base,
     body: '',
     bodyFor: (subscriber: Subscriber) => `{"targetUrl":${JSON.stringify(subscriber.targetUrl)}${head}${JSON.stringify(subscriber.id)}${tail}`,
+    payload: { fields, recordKey: 'record', rawJson: false, namesWebhook: true },
   };
 }

@@ -1,4 +1,5 @@
 import type { Lsn } from '../replication/lsn.js';
+import type { WebhookOptions } from './webhookOptions.js';
 
 /** One webhook that can receive events: a valid, active row of the webhooks table. */
 export interface Subscriber {
@@ -15,6 +16,11 @@ export interface Subscriber {
    * only, and one with no workspace receives nothing.
    */
   workspaceId: string | null;
+  /**
+   * The webhook's options (`webhooks set`), compiled; absent or null: every event it subscribes to,
+   * whole, on the shared fast path.
+   */
+  options?: WebhookOptions | null;
 }
 
 export type EventAction = 'created' | 'updated' | 'deleted' | 'restored' | 'destroyed';
@@ -36,7 +42,27 @@ export interface WebhookEvent {
    * webhook from parts serialised once; null where every webhook gets `body`.
    */
   bodyFor: ((subscriber: Subscriber) => string) | null;
+  /** The body as values, for webhooks whose options filter it or narrow it (see webhookOptions.ts). */
+  payload: EventPayload;
   commitLsn: Lsn;
   changeIndex: number;
   commitTime: Date;
+}
+
+/**
+ * The parts an event's body is made of, kept as values so per-webhook options can test them and
+ * serialise a narrower body without parsing the shared one.
+ */
+export interface EventPayload {
+  /**
+   * The body's top-level keys in body order. In Twenty's body `targetUrl` and `webhookId` are set per
+   * webhook (here they hold '').
+   */
+  fields: Readonly<Record<string, unknown>>;
+  /** Where the row is: `data` (the bridge's body) or `record` (Twenty's). */
+  recordKey: 'data' | 'record';
+  /** Json values written as Postgres printed them (stringifyPayload), as the shared body has them. */
+  rawJson: boolean;
+  /** Twenty's body names its webhook (`targetUrl`, `webhookId`). */
+  namesWebhook: boolean;
 }

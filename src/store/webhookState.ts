@@ -1,4 +1,5 @@
 import { quoteIdent } from '../database.js';
+import type { WebhookOptionsInput } from '../route/webhookOptions.js';
 import type { Queryable } from './types.js';
 
 /**
@@ -9,6 +10,13 @@ import type { Queryable } from './types.js';
 function table(schema: string): string {
   return `${quoteIdent(schema)}.webhook_state`;
 }
+
+function optionsTable(schema: string): string {
+  return `${quoteIdent(schema)}.webhook_options`;
+}
+
+/** The options columns (`<schema>.webhook_options`, aliased `o`) as the row parser reads them. */
+const OPTIONS_COLUMNS = `o.on_fields, o.filter, o.include_columns, o.exclude_columns, o.coalesce_seconds`;
 
 /** Whether the webhooks table says which Twenty workspace each webhook belongs to. */
 export async function hasWorkspaceColumn(db: Queryable, webhooksTable: string): Promise<boolean> {
@@ -31,8 +39,9 @@ const SECRET_COLUMN = `substr(w.secret, 1, 513) as secret`;
 export async function loadWebhookRows(db: Queryable, schema: string, webhooksTable: string, workspaceColumn = false): Promise<Array<Record<string, unknown>>> {
   const { rows } = await db.query(
     `select ${SUBSCRIBER_COLUMNS}, ${SECRET_COLUMN},${workspaceColumn ? ' w."workspaceId"::text as "workspaceId",' : ''}
-            s.disabled_at, s.disabled_reason
+            s.disabled_at, s.disabled_reason, ${OPTIONS_COLUMNS}
        from ${webhooksTable} w left join ${table(schema)} s on s.webhook_id = w.id
+       left join ${optionsTable(schema)} o on o.webhook_id = w.id
       where w."deletedAt" is null
       order by w."createdAt", w.id`,
   );
@@ -43,8 +52,9 @@ export async function loadWebhookRows(db: Queryable, schema: string, webhooksTab
 export async function listWebhookRows(db: Queryable, schema: string, webhooksTable: string): Promise<Array<Record<string, unknown>>> {
   const { rows } = await db.query(
     `select ${SUBSCRIBER_COLUMNS}, case when w."deletedAt" is null then ${SECRET_COLUMN.replace(' as secret', '')} end as secret, w."deletedAt",
-            s.disabled_at, s.disabled_reason, s.last_success_at, s.failing_since, s.last_error, s.last_error_at
+            s.disabled_at, s.disabled_reason, s.last_success_at, s.failing_since, s.last_error, s.last_error_at, ${OPTIONS_COLUMNS}
        from ${webhooksTable} w left join ${table(schema)} s on s.webhook_id = w.id
+       left join ${optionsTable(schema)} o on o.webhook_id = w.id
       order by w."createdAt", w.id`,
   );
   return rows;
@@ -93,4 +103,51 @@ export async function enableWebhook(db: Queryable, schema: string, webhookId: st
      on conflict (webhook_id) do update set disabled_at = null, disabled_reason = null, failing_since = null, updated_at = now()`,
     [webhookId],
   );
+}
+
+/** A row's options columns (as loaded above) as the route stage takes them. */
+export function optionsOfRow(row: Record<string, unknown>): WebhookOptionsInput {
+  return {
+    onFields: (row.on_fields as string[] | null | undefined) ?? null,
+    filter: (row.filter as string | null | undefined) ?? null,
+    includeColumns: (row.include_columns as string[] | null | undefined) ?? null,
+    excludeColumns: (row.exclude_columns as string[] | null | undefined) ?? null,
+    coalesceSeconds: (row.coalesce_seconds as number | null | undefined) ?? null,
+  };
+}
+
+/**
+ * Which options `webhooks set` changes: a key left out keeps its value, null clears it. A webhook whose
+ * options are all cleared keeps an all-null row.
+ */
+export async function setWebhookOptions(db: Queryable, schema: string, webhookId: string, changes: Partial<WebhookOptionsInput>): Promise<void> {
+  const columns: Array<[string, keyof WebhookOptionsInput]> = [
+    ['on_fields', 'onFields'],
+    ['filter', 'filter'],
+    ['include_columns', 'includeColumns'],
+    ['exclude_columns', 'excludeColumns'],
+    ['coalesce_seconds', 'coalesceSeconds'],
+  ];
+  const given = columns.filter(([, key]) => key in changes);
+  const values = given.map(([, key]) => changes[key] ?? null);
+  const names = given.map(([column]) => column);
+  await db.query(
+    `insert into ${optionsTable(schema)} (webhook_id${names.map((n) => `, ${n}`).join('')}, updated_at)
+     values ($1${names.map((_, i) => `, $${i + 2}`).join('')}, clock_timestamp())
+     on conflict (webhook_id) do update set ${names.map((n) => `${n} = excluded.${n}, `).join('')}updated_at = clock_timestamp()`,
+    [webhookId, ...values],
+  );
+}
+
+/**
+ * A fingerprint of every webhook's options: cheap enough to poll often, so a `webhooks set` reaches a
+ * running daemon well within the 2 s the webhooks table itself gets (its own changes are not streamed).
+ * A sum of all update times rather than the newest: a write that commits after a later-stamped one
+ * still changes it.
+ */
+export async function webhookOptionsVersion(db: Queryable, schema: string): Promise<string> {
+  const { rows } = await db.query(
+    `select count(*)::text || '/' || coalesce(sum(extract(epoch from updated_at)), 0)::text as version from ${optionsTable(schema)}`,
+  );
+  return rows[0].version as string;
 }

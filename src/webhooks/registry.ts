@@ -2,8 +2,9 @@ import type { Logger } from '../log.js';
 import { SubscriberIndex } from '../route/router.js';
 import { parseSubscriberRow } from '../route/subscribers.js';
 import type { Subscriber } from '../route/types.js';
+import { compileOptions, type WebhookOptions } from '../route/webhookOptions.js';
 import type { Queryable } from '../store/types.js';
-import { hasWorkspaceColumn, loadWebhookRows } from '../store/webhookState.js';
+import { hasWorkspaceColumn, loadWebhookRows, optionsOfRow } from '../store/webhookState.js';
 
 export interface InvalidWebhook {
   id: string;
@@ -29,6 +30,8 @@ export class WebhookRegistry {
   private reloadsStarted = 0;
   private newestApplied = 0;
   private workspaceColumn: Promise<boolean> | null = null;
+  /** Compiled options by webhook: recompiled only when the stored options change. */
+  private compiled = new Map<string, { key: string; options: WebhookOptions | null }>();
 
   constructor(
     private readonly db: Queryable,
@@ -49,6 +52,7 @@ export class WebhookRegistry {
     const active: Subscriber[] = [];
     const disabled = new Set<string>();
     const invalid: InvalidWebhook[] = [];
+    const compiled = new Map<string, { key: string; options: WebhookOptions | null }>();
     for (const row of rows) {
       const parsed = parseSubscriberRow(row);
       if (!parsed.ok) {
@@ -75,12 +79,42 @@ export class WebhookRegistry {
         disabled.add(parsed.subscriber.id);
         continue;
       }
-      active.push(parsed.subscriber);
+      const options = this.optionsFor(parsed.subscriber.id, row, compiled);
+      active.push(options === null ? parsed.subscriber : { ...parsed.subscriber, options });
     }
+    this.compiled = compiled;
     for (const [id, recordedBy] of this.disabledHere) if (recordedBy !== null && generation > recordedBy) this.disabledHere.delete(id);
     this.index = new SubscriberIndex(active);
     this.disabled = disabled;
     this.invalid = invalid;
+  }
+
+  /** The webhook's compiled options, reused while the stored ones are unchanged; recorded in `next`. */
+  private optionsFor(
+    webhookId: string,
+    row: Record<string, unknown>,
+    next: Map<string, { key: string; options: WebhookOptions | null }>,
+  ): WebhookOptions | null {
+    const input = optionsOfRow(row);
+    const key = JSON.stringify(input);
+    const known = this.compiled.get(webhookId);
+    if (known !== undefined && known.key === key) {
+      next.set(webhookId, known);
+      return known.options;
+    }
+    const options = compileOptions(input);
+    next.set(webhookId, { key, options });
+    if (options?.filterProblem != null) {
+      const reportKey = `${webhookId}:filter:${key}`;
+      if (!this.reported.has(reportKey)) {
+        this.reported.add(reportKey);
+        this.log.error(
+          { webhookId, problem: options.filterProblem },
+          `webhook ${webhookId} receives nothing: its stored filter does not compile (${options.filterProblem}); fix it with "pg-webhook-bridge webhooks set ${webhookId} --filter ..."`,
+        );
+      }
+    }
+    return options;
   }
 
   get active(): readonly Subscriber[] {

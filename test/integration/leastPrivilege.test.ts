@@ -89,7 +89,7 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
     const can = async (sql: string, ...args: string[]): Promise<boolean> => (await db.pool.query(`select ${sql} as ok`, [role, ...args])).rows[0].ok;
     // Exactly what the daemon's SQL uses, table by table: pgoutput reads the watched tables without
     // any table privilege, the webhooks table is only read, and each state table gets only the
-    // statements run on it (webhook_state rows are upserted, never deleted).
+    // statements run on it (webhook_state and webhook_options rows are upserted, never deleted).
     const expected: Record<string, string[]> = {
       'public.person': [],
       'public.company': [],
@@ -98,6 +98,7 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
       'webhook_bridge.webhooks': ['select'],
       'webhook_bridge.deliveries': ['select', 'insert', 'update', 'delete'],
       'webhook_bridge.webhook_state': ['select', 'insert', 'update'],
+      'webhook_bridge.webhook_options': ['select', 'insert', 'update'],
       'webhook_bridge.slot_state': ['select', 'insert', 'update', 'delete'],
       'webhook_bridge.migrations': [],
     };

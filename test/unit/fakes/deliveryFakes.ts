@@ -289,6 +289,7 @@ export function event(record: string, n: number): WebhookEvent {
     recordKey: record,
     body: JSON.stringify({ id, record, n }),
     bodyFor: null,
+    payload: { fields: { id, record, n }, recordKey: 'data', rawJson: false, namesWebhook: false },
     commitLsn: BigInt(n) * 0x100n,
     changeIndex: 0,
     commitTime: new Date(),
