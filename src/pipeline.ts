@@ -152,7 +152,10 @@ export class Pipeline {
       (id, recorded) => this.registry.markDisabled(id, recorded),
     );
     const coordinator = this.coordinator;
-    this.coalescer = new Coalescer<TransactionEntry>((event, subscribers, hold) => this.optionRouter.route(event, subscribers, coordinator, hold), this.metrics);
+    this.coalescer = new Coalescer<TransactionEntry>(
+      (event, subscribers, hold) => this.optionRouter.route(event, subscribers, coordinator, hold),
+      this.metrics,
+    );
     await this.coordinator.start();
     if (this.stopping) return; // stop() drains the coordinator (and clears its timers) once this returns
     this.coordinator.updateSubscribers(this.registry.active);

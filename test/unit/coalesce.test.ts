@@ -31,7 +31,12 @@ function change(n: number, kind: RowChange['kind'], row: Record<string, unknown>
 }
 
 function tablesEvent(c: RowChange): WebhookEvent {
-  const event = buildEvent(c, { resolveObject: compileObjectMapping({ 'public.person': 'person' }), softDeleteColumn: '', camelCase: true, maxPayloadBytes: 1_048_576 });
+  const event = buildEvent(c, {
+    resolveObject: compileObjectMapping({ 'public.person': 'person' }),
+    softDeleteColumn: '',
+    camelCase: true,
+    maxPayloadBytes: 1_048_576,
+  });
   if (event === null) throw new Error('no event');
   return event;
 }
@@ -91,7 +96,12 @@ describe('absorb', () => {
     const merged = absorb(created, updated);
     expect(merged).toMatchObject({ id: updated.id, name: 'person.created', action: 'created' });
     const body = JSON.parse(merged.body) as Record<string, unknown>;
-    expect(body).toEqual({ event: 'person.created', data: { id: 'p1', firstName: 'Ada', email: 'a@example.com', city: 'Paris' }, timestamp: '2026-02-10T15:30:02.000Z', id: updated.id });
+    expect(body).toEqual({
+      event: 'person.created',
+      data: { id: 'p1', firstName: 'Ada', email: 'a@example.com', city: 'Paris' },
+      timestamp: '2026-02-10T15:30:02.000Z',
+      id: updated.id,
+    });
   });
 
   it('leaves out updatedFields when an update did not say what changed (no old row)', () => {
@@ -110,7 +120,13 @@ describe('absorb', () => {
     const body = JSON.parse(text) as Record<string, unknown>;
     expect(JSON.stringify(body)).toBe(text);
     expect(Object.keys(body)).toEqual(Object.keys(JSON.parse(second.bodyFor!(hook)) as object));
-    expect(body).toMatchObject({ targetUrl: hook.targetUrl, webhookId: hook.id, eventName: 'person.updated', eventDate: '2026-02-10T15:30:02.000Z', updatedFields: ['jobTitle', 'city'] });
+    expect(body).toMatchObject({
+      targetUrl: hook.targetUrl,
+      webhookId: hook.id,
+      eventName: 'person.updated',
+      eventDate: '2026-02-10T15:30:02.000Z',
+      updatedFields: ['jobTitle', 'city'],
+    });
     expect(body.record).toMatchObject({ jobTitle: 'CTO', city: 'Paris', name: { firstName: 'Ada', lastName: 'Lovelace' } });
   });
 
