@@ -27,6 +27,7 @@ import { buildTwentyEvent, type TwentyEventOptions } from './route/twentyEvent.j
 import type { Subscriber, WebhookEvent } from './route/types.js';
 import { TwentySource } from './twenty/source.js';
 import { VERSION } from './version.js';
+import { Coalescer } from './webhooks/coalescer.js';
 import { OptionRouter } from './webhooks/optionRouter.js';
 import { WebhookRegistry } from './webhooks/registry.js';
 import { webhookOptionsVersion } from './store/webhookState.js';
@@ -37,6 +38,8 @@ const REGISTRY_REFRESH_MS = 2_000;
  * (one aggregate over a table of one row per webhook), so a change applies within 2 s with room to spare.
  */
 const OPTIONS_POLL_MS = 500;
+/** How often held bursts are checked for having waited their window: the error on a window's end. */
+const COALESCE_TICK_MS = 100;
 /** Polling for a streamed webhooks change to become visible: quick at first (it usually is at once). */
 const VISIBILITY_POLL_MS = [5, 20, 100, 250];
 const VISIBILITY_WARN_EVERY_MS = 10_000;
@@ -47,6 +50,8 @@ const VISIBILITY_WARN_EVERY_MS = 10_000;
  */
 export class Pipeline {
   private coordinator!: DeliveryCoordinator;
+  /** Webhooks with a coalescing window: their bursts of updates, held before options and delivery. */
+  private coalescer: Coalescer<TransactionEntry> | null = null;
   private registry!: WebhookRegistry;
   private stream!: ReplicationStream<PgoutputMessage>;
   private positionRecord!: ConfirmedPositionRecord;
@@ -146,6 +151,11 @@ export class Pipeline {
       log.child({ module: 'deliver' }),
       (id, recorded) => this.registry.markDisabled(id, recorded),
     );
+    const coordinator = this.coordinator;
+    this.coalescer = new Coalescer<TransactionEntry>(
+      (event, subscribers, hold) => this.optionRouter.route(event, subscribers, coordinator, hold),
+      this.metrics,
+    );
     await this.coordinator.start();
     if (this.stopping) return; // stop() drains the coordinator (and clears its timers) once this returns
     this.coordinator.updateSubscribers(this.registry.active);
@@ -184,6 +194,7 @@ export class Pipeline {
       setInterval(() => void this.emitHeartbeat(), config.replication.heartbeatIntervalMs),
       setInterval(() => void this.refreshRegistry(), REGISTRY_REFRESH_MS),
       setInterval(() => void this.pollOptions(), OPTIONS_POLL_MS),
+      setInterval(() => this.coalescer?.sendDue(), COALESCE_TICK_MS),
     );
     if (this.twenty) this.timers.push(setInterval(() => void this.refreshTwenty(), config.source.discoveryIntervalMs));
     await started;
@@ -214,7 +225,7 @@ export class Pipeline {
         }
         const routed = this.routeChange(change);
         if (routed === null) return;
-        if (this.optionRouter.route(routed.event, routed.subscribers, this.coordinator, this.transaction.entry) === 0) return;
+        if (this.coalescer!.route(routed.event, routed.subscribers, this.transaction.entry) === 0) return;
         this.metrics.eventRouted(routed.objectLabel, routed.event.action);
         const full = this.coordinator.waitForCapacity();
         if (full) await full;
@@ -327,6 +338,8 @@ export class Pipeline {
   private async refreshRegistry(): Promise<void> {
     try {
       await this.registry.reload();
+      // Bursts held for a webhook that is gone or stopped coalescing go out while its lane still takes them.
+      this.coalescer?.updateSubscribers(this.registry.active);
       this.coordinator.updateSubscribers(this.registry.active);
       this.metrics.filteredWebhooksLive(this.registry.active);
       this.metrics.webhooks.set({ state: 'active' }, this.registry.active.length);
@@ -364,6 +377,8 @@ export class Pipeline {
     // (start creates no stream once it has seen `stopping`, so the call above covered any stream.)
     await this.starting?.catch(() => undefined);
     for (const timer of this.timers) clearInterval(timer);
+    // Held bursts go to their lanes, which deliver or store them in the drain.
+    this.coalescer?.sendEverything();
     if (this.coordinator) await this.coordinator.drain(deadline);
     if (this.stream) {
       // The last confirmation must not wait for a record write that would come after the stream closed.

@@ -3,12 +3,13 @@ import { FastCounter, FastHistogram } from './fastMetrics.js';
 import type { AttemptOutcome } from '../deliver/httpSender.js';
 import type { AutoDisableReason, DeliveryObserver, DeliveryOutcomeLabel } from '../deliver/types.js';
 import type { FilterReason } from '../route/webhookOptions.js';
+import type { CoalescedObserver } from '../webhooks/coalescer.js';
 import type { FilteredObserver } from '../webhooks/optionRouter.js';
 import type { TwentySourceObserver } from '../twenty/source.js';
 import type { TwentyCatalog } from '../twenty/types.js';
 
 /** Every metric the bridge exports, on a private registry (tests run several daemons in one process). */
-export class BridgeMetrics implements DeliveryObserver, TwentySourceObserver, FilteredObserver {
+export class BridgeMetrics implements DeliveryObserver, TwentySourceObserver, FilteredObserver, CoalescedObserver {
   readonly registry = new Registry();
   // Updated once or more per event: plain field additions (see fastMetrics.ts).
   readonly changesDecoded = new FastCounter('pgwb_changes_decoded_total', 'Row changes decoded from the replication stream', ['table', 'kind'], this.registry);
@@ -84,6 +85,13 @@ export class BridgeMetrics implements DeliveryObserver, TwentySourceObserver, Fi
   });
   /** Series of pgwb_events_filtered_total by webhook: removed with their webhook, so they stay bounded. */
   private readonly filteredSeries = new Map<string, Set<FilterReason>>();
+  readonly coalescedEvents = new Counter({
+    name: 'pgwb_events_coalesced_total',
+    help: 'Events of a webhook with a coalescing window that were folded into a later event of the same record',
+    labelNames: ['webhook_id'],
+    registers: [this.registry],
+  });
+  private readonly coalescedSeries = new Set<string>();
 
   // The gauges below are computed at scrape time from what the daemon last read, so an age keeps
   // growing between two reads (and while reads fail) instead of freezing at its last value.
@@ -149,10 +157,20 @@ export class BridgeMetrics implements DeliveryObserver, TwentySourceObserver, Fi
     reasons.add(reason);
   }
 
-  /** The live webhooks after a reload: the filtered-event series of the others are dropped. */
+  eventsCoalesced(webhookId: string, count: number): void {
+    this.coalescedEvents.inc({ webhook_id: webhookId }, count);
+    this.coalescedSeries.add(webhookId);
+  }
+
+  /** The live webhooks after a reload: the filtered and coalesced series of the others are dropped. */
   filteredWebhooksLive(live: ReadonlyArray<{ id: string }>): void {
-    if (this.filteredSeries.size === 0) return;
+    if (this.filteredSeries.size === 0 && this.coalescedSeries.size === 0) return;
     const ids = new Set(live.map((w) => w.id));
+    for (const webhookId of this.coalescedSeries) {
+      if (ids.has(webhookId)) continue;
+      this.coalescedEvents.remove({ webhook_id: webhookId });
+      this.coalescedSeries.delete(webhookId);
+    }
     for (const [webhookId, reasons] of this.filteredSeries) {
       if (ids.has(webhookId)) continue;
       for (const reason of reasons) this.eventsFiltered.remove({ webhook_id: webhookId, reason });
