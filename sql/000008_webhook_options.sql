@@ -8,6 +8,6 @@ create table if not exists :schema.webhook_options (
   filter text,
   include_columns text[],
   exclude_columns text[],
-  coalesce_seconds int check (coalesce_seconds between 1 and 3600),
+  coalesce_seconds int check (coalesce_seconds between 1 and 300),
   updated_at timestamptz not null default now()
 );

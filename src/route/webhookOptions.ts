@@ -7,7 +7,7 @@ import { stringifyPayload } from './payloadJson.js';
 import type { Subscriber, WebhookEvent } from './types.js';
 
 /** Longest coalescing window `webhooks set --coalesce` accepts, in seconds. */
-export const MAX_COALESCE_SECONDS = 3_600;
+export const MAX_COALESCE_SECONDS = 300;
 /** Longest filter expression accepted: a filter is a condition, not a program. */
 const MAX_FILTER_LENGTH = 4_096;
 

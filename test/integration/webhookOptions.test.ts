@@ -229,8 +229,8 @@ describe('webhook options, tables mode', () => {
       [['webhooks', 'set', '00000000-0000-4000-8000-000000000000', '--filter', 'true'], /no webhook with id 00000000-0000-4000-8000-000000000000/],
       [['webhooks', 'set', id, '--filter', 'data.firstName.startsWith('], /filter does not compile: at line 1, column \d+: /],
       [['webhooks', 'set', id, '--include-columns', 'a', '--exclude-columns', 'b'], /--include-columns or --exclude-columns, not both/],
-      [['webhooks', 'set', id, '--coalesce', '1.5'], /--coalesce must be a whole number of seconds from 0 \(off\) to 3600/],
-      [['webhooks', 'set', id, '--on-fields', 'email', '--coalesce', '3601'], /--coalesce must be a whole number of seconds from 0 \(off\) to 3600/],
+      [['webhooks', 'set', id, '--coalesce', '1.5'], /--coalesce must be a whole number of seconds from 0 \(off\) to 300/],
+      [['webhooks', 'set', id, '--on-fields', 'email', '--coalesce', '301'], /--coalesce must be a whole number of seconds from 0 \(off\) to 300/],
     ];
     const [unknown, ...results] = await Promise.all([cli('webhooks', 'set', id, '--no-such-option', 'x'), ...refusals.map(([args]) => cli(...args))]);
     for (const [i, [args, message]] of refusals.entries()) {
