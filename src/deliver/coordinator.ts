@@ -161,7 +161,14 @@ export class DeliveryCoordinator {
       for (const lane of this.lanes.values()) {
         // A slow receiver must not hold the slot back: old in-memory work moves to the store.
         if (lane.mode === 'memory' && lane.oldestAgeMs(now) > this.settings.storeAfterMs) {
-          void lane.moveToStore().then(() => this.releaseWaiters());
+          lane.moveToStore().then(
+            () => this.releaseWaiters(),
+            (error: unknown) =>
+              this.log.error(
+                { err: coerceError(error), webhookId: lane.webhook.id },
+                'could not move deliveries of a slow webhook to the store; their transactions stay unacknowledged until a restart replays them',
+              ),
+          );
         } else if (lane.mode === 'store') lane.poll();
       }
       // Rows made due from outside (CLI redeliver, a crashed replica's leases) for lanes on the fast

@@ -1,4 +1,5 @@
 import { setImmediate as nextTick } from 'node:timers/promises';
+import { coerceError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { insertDeliveries } from '../store/deliveryStore.js';
 import type { NewStoredDelivery, Queryable } from '../store/types.js';
@@ -77,10 +78,20 @@ export class StoreWriter {
       while (count < this.buffer.length && count < STORE_BATCH_ROWS && bytes < STORE_BATCH_BYTES) bytes += this.buffer[count++]!.event.body.length;
       const batch = this.buffer.splice(0, count);
       const now = new Date();
-      await this.write(
-        'store new deliveries',
-        batch.map((d) => this.hooks.toRow(d, now)),
-      );
+      try {
+        await this.write(
+          'store new deliveries',
+          batch.map((d) => this.hooks.toRow(d, now)),
+        );
+      } catch (error) {
+        // Refused for good (retryable errors are retried inside write): the batch keeps its holds, so
+        // its transactions stay unacknowledged and the next start replays them. Later batches still go.
+        this.log.error(
+          { err: coerceError(error), deliveries: batch.length },
+          'could not store deliveries; their transactions stay unacknowledged until a restart replays them',
+        );
+        continue;
+      }
       this.hooks.batchStored(batch);
     }
     this.flushing = null;
@@ -92,7 +103,9 @@ export class StoreWriter {
     this.writes++;
     this.pending++;
     const written = this.chain.then(() => this.retry(what, () => insertDeliveries(this.db, this.settings.schema, rows, this.settings.workerId)));
-    this.chain = written.finally(() => {
+    // The caller gets the failure through `written`; the chain goes on, so one refused write does not
+    // refuse every later one.
+    this.chain = written.catch(() => undefined).finally(() => {
       this.pending--;
       if (this.pending === 0) this.hooks.mayPoll();
     });
@@ -120,7 +133,7 @@ export class StoreWriter {
     while (this.flushing) await this.flushing;
   }
 
-  /** Resolves once the last chained write is settled; rejects if it failed. */
+  /** Resolves once the last chained write is settled (its caller heard of a failure). */
   settled(): Promise<void> {
     return this.chain;
   }

@@ -1,5 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import pino from 'pino';
 import { DeliveryCoordinator } from '../../src/deliver/coordinator.js';
+import type { Logger } from '../../src/log.js';
+import { LogCapture } from '../helpers/bridge.js';
 import type { LaneSettings } from '../../src/deliver/types.js';
 import {
   event,
@@ -20,13 +23,13 @@ import {
 
 const STORE_POLL_MS = 100;
 
-async function setup(settings: Partial<LaneSettings> = {}, seed?: (store: FakeStore) => void) {
+async function setup(settings: Partial<LaneSettings> = {}, seed?: (store: FakeStore) => void, log: Logger = silentLog) {
   const store = new FakeStore();
   seed?.(store);
   const sender = new FakeSender();
   const observer = new FakeObserver();
   const disabled: Array<[string, boolean]> = [];
-  const coordinator = new DeliveryCoordinator(store, sender, { ...SETTINGS, ...settings, storePollMs: STORE_POLL_MS }, observer, silentLog, (id, recorded) =>
+  const coordinator = new DeliveryCoordinator(store, sender, { ...SETTINGS, ...settings, storePollMs: STORE_POLL_MS }, observer, log, (id, recorded) =>
     disabled.push([id, recorded]),
   );
   await coordinator.start();
@@ -89,6 +92,22 @@ describe('DeliveryCoordinator', () => {
     expect(store.rows).toEqual([]);
     expect(lane()!.mode).toBe('memory');
     expect(sender.sentIds().sort()).toEqual(['a-1', 'b-2']);
+    await coordinator.drain(Date.now() + 1_000);
+  });
+
+  it('a move to the store refused for good (permission denied) is logged, nothing goes unhandled, and its transaction stays unacknowledged', async () => {
+    const logs = new LogCapture();
+    const { coordinator, sender, store, hold, route } = await setup({ storeAfterMs: 2_000, concurrency: 1 }, undefined, pino({ level: 'warn' }, logs));
+    sender.answer = () => 'hold';
+    route('a', 1);
+    route('b', 2);
+    await settle();
+    store.failures.push(Object.assign(new Error('permission denied for table deliveries'), { code: '42501' }));
+    await vi.advanceTimersByTimeAsync(2_000 + STORE_POLL_MS);
+    await until(() => logs.lines.some((l) => l.level >= 40 && /permission denied/.test(l.err?.message ?? '')));
+    expect(hold.outstanding).toBeGreaterThan(0);
+    expect(store.rows).toEqual([]);
+    sender.finish(OK);
     await coordinator.drain(Date.now() + 1_000);
   });
 

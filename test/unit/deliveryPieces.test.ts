@@ -1,8 +1,12 @@
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { BREAKER_THRESHOLD, EndpointBreaker, MAX_PROBE_INTERVAL_MS } from '../../src/deliver/endpointBreaker.js';
 import { RecordQueue } from '../../src/deliver/recordQueue.js';
-import { HTTP_500, REFUSED } from './fakes/deliveryFakes.js';
-import type { FailedAttempt } from '../../src/deliver/types.js';
+import { storedRow } from '../../src/deliver/storedRow.js';
+import { StoreWriter } from '../../src/deliver/storeWriter.js';
+import { event, FakeHold, FakeStore, HTTP_500, REFUSED, SETTINGS } from './fakes/deliveryFakes.js';
+import type { FailedAttempt, MemoryDelivery } from '../../src/deliver/types.js';
+import { LogCapture } from '../helpers/bridge.js';
 
 interface Item {
   record: string;
@@ -83,5 +87,53 @@ describe('EndpointBreaker', () => {
     expect(breaker.isOpen).toBe(true);
     expect(breaker.mayPoll(MAX_PROBE_INTERVAL_MS - 1, 0)).toBe(false);
     expect(breaker.mayPoll(MAX_PROBE_INTERVAL_MS, 0)).toBe(true);
+  });
+});
+
+describe('StoreWriter', () => {
+  const webhookId = '11111111-1111-4111-8111-111111111111';
+  const delivery = (record: string, n: number, hold: FakeHold): MemoryDelivery => ({
+    event: event(record, n),
+    hold,
+    targetUrl: 'https://example.com/hook',
+    enqueuedAt: 0,
+    stored: null,
+    finished: false,
+  });
+
+  it('a batch refused for good is logged and keeps its holds; the writes after it still go', async () => {
+    const store = new FakeStore();
+    const logs = new LogCapture();
+    const stored: string[] = [];
+    const writer = new StoreWriter(
+      store,
+      SETTINGS,
+      {
+        toRow: (d, now) => storedRow(webhookId, d, { attempts: 0, runAt: now, outcome: null, lockedUntil: null, dead: false }),
+        batchStored: (batch) => {
+          for (const d of batch) {
+            stored.push(d.event.id);
+            d.hold.release();
+          }
+        },
+        mayPoll: () => undefined,
+      },
+      pino({ level: 'warn' }, logs),
+    );
+    const refused = new FakeHold();
+    const later = new FakeHold();
+    store.failures.push(Object.assign(new Error('permission denied for table deliveries'), { code: '42501' }));
+    refused.hold();
+    writer.add(delivery('a', 1, refused));
+    await writer.flushed();
+    later.hold();
+    writer.add(delivery('b', 2, later));
+    await writer.flushed();
+    await writer.settled();
+    expect(stored).toEqual(['b-2']);
+    expect(store.rows.map((r) => r.event_id)).toEqual(['b-2']);
+    expect(refused.outstanding).toBe(1);
+    expect(later.outstanding).toBe(0);
+    expect(logs.lines.filter((l) => l.level === 50).map((l) => l.err.message)).toEqual(['permission denied for table deliveries']);
   });
 });
