@@ -105,10 +105,12 @@ export class StoreWriter {
     const written = this.chain.then(() => this.retry(what, () => insertDeliveries(this.db, this.settings.schema, rows, this.settings.workerId)));
     // The caller gets the failure through `written`; the chain goes on, so one refused write does not
     // refuse every later one.
-    this.chain = written.catch(() => undefined).finally(() => {
-      this.pending--;
-      if (this.pending === 0) this.hooks.mayPoll();
-    });
+    this.chain = written
+      .catch(() => undefined)
+      .finally(() => {
+        this.pending--;
+        if (this.pending === 0) this.hooks.mayPoll();
+      });
     return written;
   }
 
