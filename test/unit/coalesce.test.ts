@@ -7,8 +7,8 @@ import { parseSubscriberRow } from '../../src/route/subscribers.js';
 import { buildTwentyEvent } from '../../src/route/twentyEvent.js';
 import type { Subscriber, WebhookEvent } from '../../src/route/types.js';
 import { compileOptions } from '../../src/route/webhookOptions.js';
-import type { TwentyObject } from '../../src/twenty/types.js';
 import { Coalescer, MAX_HELD_RECORDS_PER_WEBHOOK, type CoalescingHold } from '../../src/webhooks/coalescer.js';
+import { twentyPerson } from './fakes/twentyObjects.js';
 
 const ROW = { id: 'p1', first_name: 'Ada', email: 'a@example.com', city: 'London' };
 
@@ -41,20 +41,7 @@ function tablesEvent(c: RowChange): WebhookEvent {
   return event;
 }
 
-const PERSON: TwentyObject = {
-  id: '20202020-0000-4000-8000-000000000001',
-  workspaceId: '3be9d202-5461-4881-a6de-4c1f96e4b02d',
-  nameSingular: 'person',
-  isCustom: false,
-  schema: 'workspace_x',
-  table: 'person',
-  fields: [
-    { name: 'id', type: 'UUID', joinColumn: null },
-    { name: 'name', type: 'FULL_NAME', joinColumn: null },
-    { name: 'jobTitle', type: 'TEXT', joinColumn: null },
-    { name: 'city', type: 'TEXT', joinColumn: null },
-  ],
-};
+const PERSON = twentyPerson({ id: 'UUID', name: 'FULL_NAME', jobTitle: 'TEXT', city: 'TEXT' });
 const TWENTY_ROW = { id: 'a0000000-0000-4000-8000-000000000001', nameFirstName: 'Ada', nameLastName: 'Lovelace', jobTitle: 'Engineer', city: 'London' };
 
 function twentyEvent(n: number, kind: RowChange['kind'], row: Record<string, unknown>, oldRow: Record<string, unknown> = TWENTY_ROW): WebhookEvent {

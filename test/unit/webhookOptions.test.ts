@@ -17,10 +17,10 @@ import {
   type WebhookOptions,
   type WebhookOptionsInput,
 } from '../../src/route/webhookOptions.js';
-import type { TwentyObject } from '../../src/twenty/types.js';
 import { createLogger } from '../../src/log.js';
 import { OptionRouter } from '../../src/webhooks/optionRouter.js';
 import { LogCapture } from '../helpers/bridge.js';
+import { twentyPerson } from './fakes/twentyObjects.js';
 
 const NONE: WebhookOptionsInput = { onFields: null, filter: null, includeColumns: null, excludeColumns: null, coalesceSeconds: null };
 
@@ -67,21 +67,7 @@ function tablesEvent(overrides: Partial<RowChange> = {}, camelCase = true): Webh
   return event;
 }
 
-const PERSON: TwentyObject = {
-  id: '20202020-0000-4000-8000-000000000001',
-  workspaceId: '3be9d202-5461-4881-a6de-4c1f96e4b02d',
-  nameSingular: 'person',
-  isCustom: false,
-  schema: 'workspace_x',
-  table: 'person',
-  fields: [
-    { name: 'id', type: 'UUID', joinColumn: null },
-    { name: 'name', type: 'FULL_NAME', joinColumn: null },
-    { name: 'emails', type: 'EMAILS', joinColumn: null },
-    { name: 'jobTitle', type: 'TEXT', joinColumn: null },
-    { name: 'phones', type: 'PHONES', joinColumn: null },
-  ],
-};
+const PERSON = twentyPerson({ id: 'UUID', name: 'FULL_NAME', emails: 'EMAILS', jobTitle: 'TEXT', phones: 'PHONES' });
 
 const TWENTY_ROW = {
   id: 'a0000000-0000-4000-8000-000000000001',
