@@ -11,7 +11,6 @@ import {
   startDaemon,
   testConfig,
   testOverrides,
-  waitForSlotToPassNow,
   type BridgeProcess,
 } from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
@@ -118,6 +117,7 @@ describe('coalescing, tables mode', () => {
 describe('coalescing, Twenty mode and body', () => {
   let db: TestDatabase;
   let workspace: TwentyWorkspace;
+  let heldId = '';
   let bridge: BridgeProcess | null = null;
   const receivers: Receiver[] = [];
   // Acknowledgements every 100 ms: a burst that were not held would be acknowledged at once.
@@ -130,15 +130,17 @@ describe('coalescing, Twenty mode and body', () => {
       await client.query(TWENTY_CORE_SQL);
       workspace = await createTwentyWorkspace(client, { registration: 'databaseSchema' });
       await migrate(client, testConfig(db, settings));
-      for (const coalesce of [6, null]) {
+      for (const coalesce of [30, null]) {
         const r = await startReceiver();
         receivers.push(r);
         const { rows } = await client.query(
           `insert into core.webhook ("targetUrl", operations, secret, "workspaceId") values ($1, '{person.*}', 'twenty-secret', $2) returning id::text`,
           [r.url, workspace.id],
         );
-        if (coalesce !== null)
-          await client.query(`insert into webhook_bridge.webhook_options (webhook_id, coalesce_seconds) values ($1, $2)`, [rows[0].id, coalesce]);
+        if (coalesce !== null) {
+          heldId = rows[0].id;
+          await client.query(`insert into webhook_bridge.webhook_options (webhook_id, coalesce_seconds) values ($1, $2)`, [heldId, coalesce]);
+        }
       }
     } finally {
       client.release();
@@ -152,45 +154,60 @@ describe('coalescing, Twenty mode and body', () => {
     await db?.drop();
   });
 
-  it('a burst becomes one Twenty event; killed with -9 while it is held, the restarted daemon still sends it', async () => {
+  it('a created and its saves become one Twenty event; killed with -9 while it is held, the restarted daemon still sends it', async () => {
     const [held, plain] = receivers as [Receiver, Receiver];
+    const table = `${workspace.schema}.person`;
     bridge = await spawnStreamingBridge(db, settings);
-    const { rows } = await db.pool.query(`insert into ${workspace.schema}.person ("nameFirstName", "jobTitle") values ('Ada', 'Engineer') returning id::text`);
+    const { rows } = await db.pool.query(`insert into ${table} ("nameFirstName", "jobTitle") values ('Ada', 'Engineer') returning id::text`);
     const id = rows[0].id as string;
-    await held.waitFor((reqs) => reqs.length === 1);
-    // Acknowledged, so the restart below replays the burst only, not the created before it.
-    await waitForSlotToPassNow(db);
-    held.requests.length = 0;
-    plain.requests.length = 0;
-
-    const beforeBurst = await currentWalLsn(db);
-    await autoSave(db, `${workspace.schema}.person`, id, [
+    // Past the created's commit: a slot confirmed beyond this has let the held burst go.
+    const afterCreated = await currentWalLsn(db);
+    await autoSave(db, table, id, [
       ['nameFirstName', 'Augusta Ada'],
       ['jobTitle', 'Analyst'],
       ['city', 'London'],
     ]);
-    // The daemon has routed the burst (the other webhook has it) and holds it for 6 s. The slot stays
-    // before it: had it been acknowledged, a kill now would lose it.
-    await plain.waitFor((reqs) => reqs.length === 3);
+    // The daemon has routed the burst (the other webhook has it all) and holds it for 30 s. The slot
+    // stays before it: had it been acknowledged, a kill now would lose it.
+    await plain.waitFor((reqs) => reqs.length === 4);
     await sleep(1_500); // many acknowledgement rounds
-    expect(await confirmedFlushLsn(db, String(testOverrides(db)['replication.slot']))).toBeLessThanOrEqual(beforeBurst);
+    expect(await confirmedFlushLsn(db, String(testOverrides(db)['replication.slot']))).toBeLessThan(afterCreated);
     bridge.child.kill('SIGKILL');
     await bridge.exited;
     expect(held.requests).toHaveLength(0);
 
+    // A short window from now on, so the restarted daemon sends the replayed burst soon.
+    await db.pool.query(`update webhook_bridge.webhook_options set coalesce_seconds = 1 where webhook_id = $1`, [heldId]);
     bridge = await spawnStreamingBridge(db, settings);
     await held.waitFor((reqs) => reqs.length >= 1, 20_000);
-    await eventually(() => plain.requests.length >= 6, 'the replayed changes to reach the other webhook too');
+    await eventually(() => plain.requests.length >= 8, 'the replayed changes to reach the other webhook again');
     const body = held.requests[0]!.json;
     expect(body).toMatchObject({
-      eventName: 'person.updated',
+      eventName: 'person.created',
       workspaceId: workspace.id,
+      webhookId: heldId,
       record: { id, name: { firstName: 'Augusta Ada' }, jobTitle: 'Analyst', city: 'London' },
-      updatedFields: ['name', 'jobTitle', 'city'],
     });
+    expect(body).not.toHaveProperty('updatedFields');
     expect(JSON.stringify(body)).toBe(held.requests[0]!.rawBody);
-    // Delivered once: the replayed burst forms again, with the same id as the last change.
+    // The replayed burst formed again, with the id of its last change.
     expect(held.requests).toHaveLength(1);
     expect(held.requests[0]!.headers['webhook-id']).toBe(plain.requests.at(-1)!.headers['webhook-id']);
+
+    // Five saves in a second: one person.updated with the final row and every changed field.
+    held.requests.length = 0;
+    await autoSave(db, table, id, [
+      ['jobTitle', 'Lead Analyst'],
+      ['city', 'Marylebone'],
+      ['nameLastName', 'King'],
+      ['jobTitle', 'Countess'],
+      ['city', 'London'],
+    ]);
+    await held.waitFor((reqs) => reqs.length === 1);
+    expect(held.requests[0]!.json).toMatchObject({
+      eventName: 'person.updated',
+      record: { name: { firstName: 'Augusta Ada', lastName: 'King' }, jobTitle: 'Countess', city: 'London' },
+      updatedFields: ['jobTitle', 'city', 'name'],
+    });
   });
 });
