@@ -15,6 +15,7 @@ describe('crash safety (daemon as a child process)', () => {
     db = await createTestDatabase('crash');
     await prepareDatabase(db, settings);
     receiver = await startReceiver();
+    await addWebhook(db, receiver.url, ['*.*']);
   });
 
   afterAll(async () => {
@@ -33,9 +34,9 @@ describe('crash safety (daemon as a child process)', () => {
 
   it('20,000 changes, SIGKILL three times at random moments: every change arrives, duplicates share their webhook-id', async () => {
     // ~2% of attempts fail, so some deliveries take the store path when the kills land.
+    receiver.requests.length = 0;
     receiver.script((_req, i) => (i % 53 === 7 ? { status: 500 } : { status: 200 }));
-    await addWebhook(db, receiver.url, ['*.*']);
-    bridge = await startBridge();
+    bridge ??= await startBridge();
     const writer = new ChangeWriter(db.pool);
     const total = 20_000;
     const killAt = [0.15, 0.45, 0.75].map((f) => Math.floor(total * (f + Math.random() * 0.1)));
@@ -78,10 +79,7 @@ describe('crash safety (daemon as a child process)', () => {
   });
 
   it('SIGTERM during a burst exits 0 within 10 s, and a restart delivers the rest', async () => {
-    if (!bridge) {
-      await addWebhook(db, receiver.url, ['*.*']);
-      bridge = await startBridge();
-    }
+    bridge ??= await startBridge();
     receiver.requests.length = 0;
     // Some requests hang until the attempt timeout, so attempts are in flight when the signal lands.
     receiver.script((_req, i) => (i % 97 === 0 ? 'hang' : { status: 200 }));
