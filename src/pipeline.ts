@@ -342,9 +342,10 @@ export class Pipeline {
       this.coalescer?.updateSubscribers(this.registry.active);
       this.coordinator.updateSubscribers(this.registry.active);
       this.metrics.filteredWebhooksLive(this.registry.active);
-      this.metrics.webhooks.set({ state: 'active' }, this.registry.active.length);
-      this.metrics.webhooks.set({ state: 'disabled' }, this.registry.disabled.size);
-      this.metrics.webhooks.set({ state: 'invalid' }, this.registry.invalid.length);
+      // A reload that ends after stop() began must not bring back the series stop() removed.
+      if (!this.stopping) {
+        this.metrics.webhooksRouted({ active: this.registry.active.length, disabled: this.registry.disabled.size, invalid: this.registry.invalid.length });
+      }
     } catch (error) {
       this.log.warn({ err: error }, 'could not reload webhooks; keeping the previous list');
     }
@@ -371,6 +372,7 @@ export class Pipeline {
     if (this.stopping) return;
     this.stopping = true;
     this.stream?.stopAccepting();
+    this.metrics.webhooksRouted(null);
     this.resolveStarted?.();
     // A stop during start() (a SIGTERM right after launch) waits until start has bailed out: start uses
     // the pool, which the daemon ends once this returns.

@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import type { ConfigFrom, WithClient } from './types.js';
 import { webhooksTable } from '../config.js';
-import { BridgeError } from '../errors.js';
+import { BridgeError, coerceError } from '../errors.js';
 import { parseSubscriberRow } from '../route/subscribers.js';
 import { COLUMNS_CONFLICT, describeOptions, MAX_COALESCE_SECONDS, validateOptions, type WebhookOptionsInput } from '../route/webhookOptions.js';
-import { disableWebhook, enableWebhook, listWebhookRows, optionsOfRow, setWebhookOptions } from '../store/webhookState.js';
+import { disableWebhook, enableWebhook, hasWorkspaceColumn, listWebhookRows, optionsOfRow, setWebhookOptions } from '../store/webhookState.js';
 
 /** Secrets shorter than this show no character at all: three of eight would be most of a guess. */
 const MASK_MIN_REVEAL_LENGTH = 16;
@@ -38,6 +38,21 @@ interface AddOptions {
   secretEnv?: string;
   secretStdin?: boolean;
   description?: string;
+  workspaceId?: string;
+}
+
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Where a Twenty operator finds a workspace's id: the webhooks table with a "workspaceId" is Twenty's. */
+const LIST_WORKSPACES_SQL = 'select id, "displayName" from core.workspace';
+const FOREIGN_KEY_VIOLATION = '23503';
+
+/** --workspace-id as given, checked to be a uuid (lower case, as Postgres prints it); undefined when not given. */
+function workspaceIdOption(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (!UUID_PATTERN.test(value.trim())) {
+    throw new BridgeError('ERR_USAGE', `--workspace-id must be a uuid (the workspace's id: ${LIST_WORKSPACES_SQL}), not ${JSON.stringify(value)}`);
+  }
+  return value.trim().toLowerCase();
 }
 
 /** The secret the user gave, from argv, an environment variable or stdin; undefined when none was given. */
@@ -118,8 +133,13 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
     .option('--secret-env <name>', 'read the secret from this environment variable')
     .option('--secret-stdin', 'read the secret from standard input (one trailing newline is dropped)')
     .option('--description <text>', 'free text')
+    .option(
+      '--workspace-id <uuid>',
+      `the Twenty workspace whose changes the webhook receives: required when the webhooks table has a "workspaceId" column (Twenty's core.webhook), refused otherwise; ${LIST_WORKSPACES_SQL} lists them`,
+    )
     .action(async (opts: AddOptions, cmd: Command) => {
       const config = configFrom(cmd);
+      const workspaceId = workspaceIdOption(opts.workspaceId);
       const operations = opts.operations
         .split(',')
         .map((s) => s.trim())
@@ -129,11 +149,39 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
       const check = parseSubscriberRow({ id: 'new', targetUrl: opts.url, operations, secret });
       if (!check.ok) throw new BridgeError('ERR_USAGE', check.problem);
       await withClient(config, async (client) => {
-        const { rows } = await client.query(
-          `insert into ${webhooksTable(config)} ("targetUrl", operations, secret, description) values ($1, $2, $3, $4) returning id`,
-          [opts.url, operations, secret, opts.description ?? null],
-        );
-        console.log(`added webhook ${rows[0].id} -> ${opts.url} (${operations.join(',')})`);
+        const table = webhooksTable(config);
+        const workspaceColumn = await hasWorkspaceColumn(client, table);
+        if (workspaceColumn && workspaceId === undefined) {
+          throw new BridgeError(
+            'ERR_USAGE',
+            `--workspace-id is required: each webhook of ${config.webhooks.table} belongs to one workspace ("workspaceId") and receives only its changes; list the workspaces with: ${LIST_WORKSPACES_SQL}`,
+          );
+        }
+        if (!workspaceColumn && workspaceId !== undefined) {
+          throw new BridgeError(
+            'ERR_USAGE',
+            `--workspace-id: the webhooks table ${config.webhooks.table} has no "workspaceId" column (Twenty's core.webhook has one: source.mode "twenty"); leave the flag out`,
+          );
+        }
+        // Twenty's core.webhook has no default for "workspaceId" (NOT NULL, a foreign key to core.workspace);
+        // createdAt, updatedAt and id have defaults there as in the bridge's own table.
+        const columns = ['"targetUrl"', 'operations', 'secret', 'description', ...(workspaceColumn ? ['"workspaceId"'] : [])];
+        const values: unknown[] = [opts.url, operations, secret, opts.description ?? null, ...(workspaceColumn ? [workspaceId] : [])];
+        let rows: Array<Record<string, unknown>>;
+        try {
+          ({ rows } = await client.query(
+            `insert into ${table} (${columns.join(', ')}) values (${values.map((_, i) => `$${i + 1}`).join(', ')}) returning id::text${workspaceColumn ? ', "workspaceId"::text' : ''}`,
+            values,
+          ));
+        } catch (thrown) {
+          const error = coerceError(thrown);
+          if ((error as { code?: unknown }).code === FOREIGN_KEY_VIOLATION && workspaceId !== undefined) {
+            throw new BridgeError('ERR_USAGE', `no workspace ${workspaceId}: list the workspaces with: ${LIST_WORKSPACES_SQL}`, { cause: error });
+          }
+          throw error;
+        }
+        const where = workspaceColumn ? ` in workspace ${String(rows[0]!.workspaceId)}` : '';
+        console.log(`added webhook ${String(rows[0]!.id)} -> ${opts.url} (${operations.join(',')})${where}`);
         if (given === undefined) console.log(`secret (shown once, keep it for your receiver): ${secret}`);
         else if (given === '') console.log('empty secret: requests to this webhook are unsigned (anyone who can reach the URL can forge them)');
       });
@@ -146,7 +194,9 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
     .action(async (opts: { json?: boolean }, cmd: Command) => {
       const config = configFrom(cmd);
       await withClient(config, async (client) => {
-        const rows = await listWebhookRows(client, config.schema, webhooksTable(config));
+        const table = webhooksTable(config);
+        const workspaceColumn = await hasWorkspaceColumn(client, table);
+        const rows = await listWebhookRows(client, config.schema, table, workspaceColumn);
         const list = rows.map((row) => {
           const parsed = parseSubscriberRow(row);
           const state = row.deletedAt ? 'deleted' : !parsed.ok ? 'invalid' : row.disabled_at ? 'disabled' : 'active';
@@ -154,6 +204,8 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
             id: row.id,
             state,
             url: row.targetUrl,
+            // Only where the table has the column: other tables' output stays as it was.
+            ...(workspaceColumn ? { workspaceId: (row.workspaceId as string | null) ?? null } : {}),
             operations: row.operations,
             secret: maskSecret(row.secret),
             problem: parsed.ok ? (row.disabled_reason ?? null) : parsed.problem,
@@ -171,6 +223,7 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
             console.log(
               `${printable(w.id)}  ${w.state.padEnd(8)}  ${printable(String(w.url).slice(0, 80))}  ops=${printable(JSON.stringify(w.operations))}  secret=${printable(w.secret)}`,
             );
+            if (w.workspaceId !== undefined) console.log(`    workspace: ${printable(w.workspaceId ?? '(none)')}`);
             if (w.problem) console.log(`    ${w.state === 'disabled' ? 'disabled because' : 'problem'}: ${printable(w.problem)}`);
             if (w.ignoredOperations.length > 0) console.log(`    ignored operations (not "object.action"): ${printable(JSON.stringify(w.ignoredOperations))}`);
             if (w.state === 'active' && w.secret === '(none)') console.log('    requests are unsigned (empty secret)');

@@ -53,9 +53,9 @@ export class BridgeMetrics implements DeliveryObserver, TwentySourceObserver, Fi
     labelNames: ['status'],
     registers: [this.registry],
   });
-  readonly webhooks = new Gauge({
+  private readonly webhooks = new Gauge({
     name: 'pgwb_webhooks',
-    help: 'Webhooks by state (active, disabled, invalid)',
+    help: 'Webhooks by state (active, disabled, invalid) as the streaming replica (the leader) routes them; a standby exports no series',
     labelNames: ['state'],
     registers: [this.registry],
   });
@@ -124,6 +124,19 @@ export class BridgeMetrics implements DeliveryObserver, TwentySourceObserver, Fi
     collectDefaultMetrics({ register: this.registry });
     // Both series from the start: increase() over a series that first appears at 1 sees no increase.
     for (const reason of ['gone', 'failing'] satisfies AutoDisableReason[]) this.webhooksAutoDisabled.inc({ reason }, 0);
+  }
+
+  /**
+   * pgwb_webhooks as the leader's pipeline last loaded the webhooks; null when this replica stops routing
+   * (it lost the lead, or stops), which removes the series. A standby could read the same counts from
+   * the table, but every replica would then report each disabled webhook: `sum(pgwb_webhooks{state="disabled"})`
+   * over the replicas would count it once per replica, and an alert on the series would fire once per
+   * replica. With only the leader reporting, sum, max and a per-series alert all see each webhook once,
+   * as it is routed; while no replica leads there is no series, and the alerts on pgwb_leader say why.
+   */
+  webhooksRouted(counts: { active: number; disabled: number; invalid: number } | null): void {
+    if (counts === null) this.webhooks.reset();
+    else for (const [state, count] of Object.entries(counts)) this.webhooks.set({ state }, count);
   }
 
   /** The slot's confirmed_flush_lsn as just read: a new value restarts pgwb_slot_last_advance_seconds. */

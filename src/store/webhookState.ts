@@ -49,9 +49,9 @@ export async function loadWebhookRows(db: Queryable, schema: string, webhooksTab
 }
 
 /** Every row, soft-deleted ones included (their secret unread), with the bridge's state: for the CLI. */
-export async function listWebhookRows(db: Queryable, schema: string, webhooksTable: string): Promise<Array<Record<string, unknown>>> {
+export async function listWebhookRows(db: Queryable, schema: string, webhooksTable: string, workspaceColumn = false): Promise<Array<Record<string, unknown>>> {
   const { rows } = await db.query(
-    `select ${SUBSCRIBER_COLUMNS}, case when w."deletedAt" is null then ${SECRET_COLUMN.replace(' as secret', '')} end as secret, w."deletedAt",
+    `select ${SUBSCRIBER_COLUMNS}, case when w."deletedAt" is null then ${SECRET_COLUMN.replace(' as secret', '')} end as secret, w."deletedAt",${workspaceColumn ? ' w."workspaceId"::text as "workspaceId",' : ''}
             s.disabled_at, s.disabled_reason, s.last_success_at, s.failing_since, s.last_error, s.last_error_at, ${OPTIONS_COLUMNS}
        from ${webhooksTable} w left join ${table(schema)} s on s.webhook_id = w.id
        left join ${optionsTable(schema)} o on o.webhook_id = w.id

@@ -136,6 +136,20 @@ describe('command line', () => {
     expect(bad.stderr).toMatch(/not http or https/);
   });
 
+  it('webhooks add refuses --workspace-id where the webhooks table has no "workspaceId" column; list shows no workspace', async () => {
+    const refused = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/ws', '--workspace-id', '0b6a1f0d-5d8b-4c0e-9d3a-3f1c0f5e2c11']);
+    expect(refused.code, refused.stderr).toBe(2);
+    expect(refused.stderr).toMatch(/--workspace-id: the webhooks table webhook_bridge\.webhooks has no "workspaceId" column/);
+    const { rows } = await db.pool.query(`select count(*)::int as n from webhook_bridge.webhooks where "targetUrl" = 'https://example.com/ws'`);
+    expect(rows[0].n).toBe(0);
+    const text = await runCli([...base(), 'webhooks', 'list']);
+    expect(text.stdout).toMatch(/active/);
+    expect(text.stdout).not.toMatch(/workspace/);
+    const json = JSON.parse((await runCli([...base(), 'webhooks', 'list', '--json'])).stdout) as Array<Record<string, unknown>>;
+    expect(json.length).toBeGreaterThan(0);
+    for (const w of json) expect(w).not.toHaveProperty('workspaceId');
+  });
+
   it('webhooks add takes the secret from an environment variable or stdin, keeping it out of argv', async () => {
     const secretOf = async (stdout: string): Promise<string> => {
       const id = stdout.match(/added webhook ([0-9a-f-]{36})/)![1];

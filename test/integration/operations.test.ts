@@ -3,6 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
+import { disableWebhook } from '../../src/store/webhookState.js';
 import {
   addWebhook,
   confirmedFlushLsn,
@@ -228,6 +229,41 @@ describe('operations', () => {
       await daemon.stop();
       await db.pool.query(`update webhook_bridge.webhooks set "deletedAt" = now()`);
       await db.pool.query(`delete from webhook_bridge.deliveries`);
+    }
+  });
+
+  it('pgwb_webhooks{state} comes from the leader only: a replica that loses the lead drops its series, and has them again when it leads', async () => {
+    const slot = 'ops_demoted';
+    const [active, disabled] = [await addWebhook(db, receiver.url, ['person.*']), await addWebhook(db, receiver.url, ['company.*'])];
+    await disableWebhook(db.pool, 'webhook_bridge', disabled, 'disabled by an operator');
+    const daemon = new Daemon(testConfig(db, { 'replication.slot': slot }), createLogger('silent', new LogCapture()));
+    const other = new pg.Client({ connectionString: db.url });
+    await other.connect();
+    const series = async () => (await daemon.metrics.registry.metrics()).split('\n').filter((l) => l.startsWith('pgwb_webhooks{'));
+    try {
+      await daemon.start();
+      expect(daemon.role).toBe('leader');
+      let counted: string[] = [];
+      await eventually(
+        async () => (counted = await series()).join() === 'pgwb_webhooks{state="active"} 1,pgwb_webhooks{state="disabled"} 1,pgwb_webhooks{state="invalid"} 0',
+        () => `the leader's counts; last: ${counted.join()}`,
+      );
+      // Its lock session dies and another holder takes the lock before it retries: it stands by.
+      await other.query(
+        `select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'pg-webhook-bridge leader lock' and datname = current_database()`,
+      );
+      await other.query(`select pg_advisory_lock(hashtext('pg-webhook-bridge'), hashtext($1))`, [slot]);
+      await eventually(() => daemon.role === 'standby', 'the daemon to stand by', 20_000);
+      expect(await series()).toEqual([]);
+      expect(metricValue(await daemon.metrics.registry.metrics(), 'pgwb_leader')).toBe(0);
+
+      await other.query(`select pg_advisory_unlock(hashtext('pg-webhook-bridge'), hashtext($1))`, [slot]);
+      await eventually(async () => daemon.role === 'leader' && (await series()).length === 3, 'the daemon to lead and count again', 20_000);
+      expect(metricValue(await daemon.metrics.registry.metrics(), 'pgwb_webhooks', '{state="disabled"}')).toBe(1);
+    } finally {
+      await daemon.stop();
+      await other.end();
+      await db.pool.query(`update webhook_bridge.webhooks set "deletedAt" = now() where id = any($1)`, [[active, disabled]]);
     }
   });
 
