@@ -13,11 +13,19 @@ import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 describe('command line', () => {
   let db: TestDatabase;
   const dir = mkdtempSync(path.join(tmpdir(), 'pgwb-cli-'));
-  const base = () => ['--database-url', db.url, '--replication-slot', 'cli_slot'];
+  const base = (target: TestDatabase = db) => ['--database-url', target.url, '--replication-slot', `slot_${target.name}`.slice(0, 63)];
+
+  /** A database with the CRM's tables, not yet migrated. */
+  async function crmDatabase(name: string): Promise<TestDatabase> {
+    const created = await createTestDatabase(name);
+    await created.pool.query(CRM_SCHEMA_SQL);
+    return created;
+  }
 
   beforeAll(async () => {
-    db = await createTestDatabase('cli');
-    await db.pool.query(CRM_SCHEMA_SQL);
+    db = await crmDatabase('cli');
+    const migrated = await runCli([...base(), 'migrate']);
+    expect(migrated.code, migrated.stderr).toBe(0);
   });
 
   afterAll(async () => {
@@ -34,18 +42,23 @@ describe('command line', () => {
   });
 
   it('check names each problem with its fix before migrate, and passes after it', async () => {
-    const before = await runCli([...base(), 'check']);
-    expect(before.code).toBe(3);
-    expect(before.stdout).toMatch(/problem: schema "webhook_bridge" does not exist: run "pg-webhook-bridge migrate"/);
-    const migrated = await runCli([...base(), 'migrate']);
-    expect(migrated.code).toBe(0);
-    expect(migrated.stdout).toMatch(/migrations applied: 000001_schema.sql, 000002_delivery_store.sql/);
-    expect(migrated.stdout).toMatch(/publication "pg_webhook_bridge" covers: public.company, public.note, public.person, public.task/);
-    const after = await runCli([...base(), 'check']);
-    expect(after.code).toBe(0);
-    expect(after.stdout).toMatch(/ok: ready to stream/);
-    const identity = await db.pool.query(`select relname, relreplident from pg_class where relname in ('person','company','note','task') order by 1`);
-    expect(identity.rows.every((r) => r.relreplident === 'f')).toBe(true);
+    const fresh = await crmDatabase('cli_check');
+    try {
+      const before = await runCli([...base(fresh), 'check']);
+      expect(before.code).toBe(3);
+      expect(before.stdout).toMatch(/problem: schema "webhook_bridge" does not exist: run "pg-webhook-bridge migrate"/);
+      const migrated = await runCli([...base(fresh), 'migrate']);
+      expect(migrated.code).toBe(0);
+      expect(migrated.stdout).toMatch(/migrations applied: 000001_schema.sql, 000002_delivery_store.sql/);
+      expect(migrated.stdout).toMatch(/publication "pg_webhook_bridge" covers: public.company, public.note, public.person, public.task/);
+      const after = await runCli([...base(fresh), 'check']);
+      expect(after.code).toBe(0);
+      expect(after.stdout).toMatch(/ok: ready to stream/);
+      const identity = await fresh.pool.query(`select relname, relreplident from pg_class where relname in ('person','company','note','task') order by 1`);
+      expect(identity.rows.every((r) => r.relreplident === 'f')).toBe(true);
+    } finally {
+      await fresh.drop();
+    }
   });
 
   it('check warns, without failing, while max_slot_wal_keep_size is unlimited (-1, the default)', async () => {
@@ -137,6 +150,7 @@ describe('command line', () => {
   });
 
   it('webhooks add refuses --workspace-id where the webhooks table has no "workspaceId" column; list shows no workspace', async () => {
+    await db.pool.query(`insert into webhook_bridge.webhooks ("targetUrl", secret) values ('https://example.com/listed', 's')`);
     const refused = await runCli([...base(), 'webhooks', 'add', '--url', 'https://example.com/ws', '--workspace-id', '0b6a1f0d-5d8b-4c0e-9d3a-3f1c0f5e2c11']);
     expect(refused.code, refused.stderr).toBe(2);
     expect(refused.stderr).toMatch(/--workspace-id: the webhooks table webhook_bridge\.webhooks has no "workspaceId" column/);
