@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Daemon } from '../../src/daemon.js';
 import { eventually, prepareDatabase, runCli, startDaemon, testConfig } from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
@@ -26,8 +26,18 @@ describe('deliveries purge', () => {
     await prepareDatabase(db);
   });
 
-  afterAll(async () => {
+  // The purge commands count and delete across the whole table, and the daemon purges on its own while
+  // it runs: each test starts from an empty table with no daemon, whatever ran before it.
+  beforeEach(async () => {
+    await db.pool.query(`delete from webhook_bridge.deliveries`);
+  });
+
+  afterEach(async () => {
     await daemon?.stop();
+    daemon = undefined;
+  });
+
+  afterAll(async () => {
     await db?.drop();
   });
 
@@ -85,7 +95,6 @@ describe('deliveries purge', () => {
 
     const nothing = await runCli([...base(), 'deliveries', 'purge', '--status', 'pending']);
     expect(nothing.stdout).toMatch(/^0 deliveries deleted$/m);
-    await db.pool.query(`delete from webhook_bridge.deliveries`);
   });
 
   it('the daemon deletes dead deliveries that died more than delivery.purgeDeadAfterDays ago, in batches', async () => {
