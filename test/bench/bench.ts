@@ -16,8 +16,11 @@
  *   ceilingB   rows/s a bare pg-logical-replication consumer that only counts (and pg_recvlogical,
  *              when one is installed) streams for the backlog
  *   drain      the backlog (changes committed BEFORE the daemon starts) delivered to one webhook
+ *   naive      the same backlog through the consumer a user writes from pg-logical-replication's README
+ *              (naiveConsumer.mjs: one awaited POST per change, auto-acknowledge): drain / naive
  *   profile    the same drain again under --cpu-prof: the profile's top frames
- *   ceilingA   signed POSTs/s from a plain undici loop at the daemon's concurrency, same body bytes
+ *   ceilingA   signed POSTs/s from a plain undici loop at the daemon's concurrency, same body bytes;
+ *              and a plain undici request() loop at 32 in flight: drain / that loop
  *   fanout     the backlog to 10 webhooks (10 origins); fanoutSameOrigin: 10 webhooks, one origin
  *   isolation  the backlog to a healthy webhook while a second one is dead (connection refused)
  *   latency    commit-to-receipt p50/p95/p99 at a steady 1,000 and 5,000 changes/s
@@ -40,7 +43,7 @@ import { startCluster, type ClusterHandle } from '../helpers/postgresCluster.js'
 import type { CeilingAOptions, CeilingAResult } from './ceilingA.js';
 import { formatProfile, summariseProfile, type ProfileSummary } from './cpuProfile.js';
 import { CrmWriter, seed, seededRandom, writeBacklog, writePaced } from './crmWriter.js';
-import { buildDaemon, spawnDaemon, type DaemonProcess } from './daemonProcess.js';
+import { buildDaemon, spawnDaemon, spawnLogged, type DaemonProcess } from './daemonProcess.js';
 import { CpuWindow, MemorySampler, readMemory, resetPeak, type CpuUse } from './procStats.js';
 import type { LatencySummary, PortStats, ReceiverRequest } from './receiver.js';
 import type { ReplicationCeilingOptions, ReplicationCeilingResult } from './replicationCeiling.js';
@@ -54,6 +57,11 @@ const DATABASE = 'bench';
 const SECRET = 'bench-secret-2f9c1e7a5b';
 /** The daemon's default `delivery.concurrency`, used by ceiling A. */
 const DAEMON_CONCURRENCY = 16;
+/** In-flight requests of the plain `request()` loop the drain is compared with. */
+const REQUEST_LOOP_CONCURRENCY = 32;
+/** Targets: drain >= 0.8 x that loop, and >= 1.5 x the naive consumer. */
+const TARGET_DRAIN_TO_REQUEST_LOOP = 0.8;
+const TARGET_DRAIN_TO_NAIVE = 1.5;
 const FANOUT_WEBHOOKS = 10;
 const POLL_MS = 100;
 const READY_TIMEOUT_MS = 90_000;
@@ -86,7 +94,7 @@ const CLUSTER_FLAGS = [
   'log_min_messages=warning',
 ];
 
-const PHASES = ['ceilingB', 'drain', 'profile', 'ceilingA', 'fanout', 'fanoutSameOrigin', 'isolation', 'latency', 'memory'] as const;
+const PHASES = ['ceilingB', 'drain', 'naive', 'profile', 'ceilingA', 'fanout', 'fanoutSameOrigin', 'isolation', 'latency', 'memory'] as const;
 type Phase = (typeof PHASES)[number];
 
 interface Scale {
@@ -390,6 +398,7 @@ function otherCores(c: CpuUse): number {
 const fmt = {
   int: (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '-' : Math.round(n).toLocaleString('en-US')),
   rate: (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '-' : `${Math.round(n).toLocaleString('en-US')}/s`),
+  times: (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '-' : `${n.toFixed(2)}x`),
   pct: (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '-' : `${(n * 100).toFixed(1)}%`),
   ms: (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '-' : `${n.toFixed(1)} ms`),
   mb: (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '-' : `${n.toFixed(0)} MB`),
@@ -427,6 +436,15 @@ interface DeliveryMeasure {
   capped?: boolean;
 }
 
+/** The argument of naiveConsumer.mjs (plain JavaScript, so declared here). */
+interface NaiveConsumerOptions {
+  url: string;
+  slot: string;
+  publication: string;
+  /** Where every change is POSTed. */
+  target: string;
+}
+
 type CeilingAEntry = CeilingAResult & { targets: number; concurrency: number; bodyBytes: number; cpu?: CpuUse };
 
 interface Results {
@@ -441,8 +459,13 @@ interface Results {
   ceilingA10?: CeilingAEntry;
   /** undici `request()` loop, 1 target x 16: for scale. */
   ceilingARequest?: CeilingAEntry;
+  /** undici `request()` loop, 1 target x 32 in flight: what the drain is compared with. */
+  requestLoop?: CeilingAEntry;
   ceilingB?: { library?: ReplicationCeilingResult; pgRecvlogical?: { rows: number; seconds: number; rowsPerSecond: number; version: string } };
-  drain?: DeliveryMeasure & { ratioToCeilingA?: number };
+  /** `ratioToRequestLoop`, `ratioToNaive`: drain events/s over requestLoop's requests/s, over naive's events/s. */
+  drain?: DeliveryMeasure & { ratioToCeilingA?: number; ratioToRequestLoop?: number; ratioToNaive?: number };
+  /** The README-style consumer (naiveConsumer.mjs) on the same backlog; `cpu.daemonCores` is its own process. */
+  naive?: DeliveryMeasure & { meanBodyBytes?: number; client: string };
   drainProfiled?: DeliveryMeasure & { profile?: ProfileSummary; profileFile?: string };
   fanout?: DeliveryMeasure & { ratioToCeilingA?: number };
   fanoutSameOrigin?: DeliveryMeasure & { ratioToCeilingA?: number };
@@ -733,6 +756,7 @@ class Bench {
     try {
       await seed(client, this.writer, this.scale.seedPerTable * 4);
       for (const [name] of daemons) await this.createSlot(`bench_${name}`);
+      if (this.has('naive')) await this.createSlot('bench_naive');
       if (this.has('ceilingB')) {
         await this.createSlot('bench_ceiling_lib');
         await this.createSlot('bench_ceiling_recv');
@@ -812,10 +836,16 @@ class Bench {
   }
 
   /** One daemon drains the prepared backlog; `expected` deliveries per receiver port. */
-  async runDrain(name: string, expected: Map<number, number>, timeoutMs: number, profileDir?: string): Promise<DeliveryMeasure & { streamingAfterMs: number }> {
+  async runDrain(
+    name: string,
+    expected: Map<number, number>,
+    timeoutMs: number,
+    profileDir?: string,
+    start: () => DaemonProcess = () => this.startDaemon(name, {}, profileDir),
+  ): Promise<DeliveryMeasure & { streamingAfterMs: number }> {
     await this.receiver.reset();
     const spawnedAt = wallNow();
-    const daemon = this.startDaemon(name, {}, profileDir);
+    const daemon = start();
     const memory = new MemorySampler(daemon.pid).start(100);
     let measure: (DeliveryMeasure & { streamingAfterMs: number }) | null = null;
     try {
@@ -857,6 +887,35 @@ class Bench {
     log(`  ${describe(measure)}`);
   }
 
+  /**
+   * The same backlog through naiveConsumer.mjs (plain node, its own slot on the ceiling's publication of
+   * the same four tables), measured as the drain is: first to last receipt, its process's CPU and RSS.
+   */
+  async runNaive(): Promise<void> {
+    const name = 'naive';
+    log(`naive: ${fmt.int(this.scale.backlog)} backlogged changes through a README-style pg-logical-replication consumer (one awaited POST per change)`);
+    const options: NaiveConsumerOptions = {
+      url: this.url(),
+      slot: `bench_${name}`,
+      publication: 'bench_ceiling',
+      target: `http://${HOST}:${this.ports[0]}/naive`,
+    };
+    const measure = await this.runDrain(name, new Map([[this.ports[0], this.scale.backlog]]), this.scale.drainTimeoutMs, undefined, () => {
+      const child = spawnLogged(ROOT, [path.join(HERE, 'naiveConsumer.mjs'), JSON.stringify(options)], path.join(this.workdir, `daemon-${name}.log`));
+      track(child.child);
+      return child;
+    });
+    const port = (await this.receiver.stats()).ports[this.ports[0]];
+    this.results.naive = {
+      ...measure,
+      // It has no store; runDrain counted a table that does not exist.
+      storeInserts: undefined,
+      meanBodyBytes: port && port.count > 0 ? port.bytes / port.count : undefined,
+      client: 'undici request(), global dispatcher',
+    };
+    log(`  ${describe(measure, 'naive')}; mean body ${fmt.int(this.results.naive.meanBodyBytes)} B`);
+  }
+
   async runProfilePhase(): Promise<void> {
     const dir = this.args.profile ?? path.join(this.workdir, 'profile');
     mkdirSync(dir, { recursive: true });
@@ -881,14 +940,17 @@ class Bench {
 
   async runCeilingA(): Promise<void> {
     const body = this.sampleBody ?? syntheticBody();
-    const runs: Array<{ key: 'ceilingA' | 'ceilingA10' | 'ceilingARequest'; targets: number; mode: CeilingAOptions['mode'] }> = [
-      { key: 'ceilingA', targets: 1, mode: 'dispatch' },
-      { key: 'ceilingA10', targets: FANOUT_WEBHOOKS, mode: 'dispatch' },
+    type Run = { key: 'ceilingA' | 'ceilingA10' | 'ceilingARequest' | 'requestLoop'; targets: number; mode: CeilingAOptions['mode']; concurrency: number };
+    const runs: Run[] = [
+      { key: 'ceilingA', targets: 1, mode: 'dispatch', concurrency: DAEMON_CONCURRENCY },
+      { key: 'ceilingA10', targets: FANOUT_WEBHOOKS, mode: 'dispatch', concurrency: DAEMON_CONCURRENCY },
       // Only for scale, so --quick leaves it out.
-      ...(this.args.quick ? [] : [{ key: 'ceilingARequest' as const, targets: 1, mode: 'request' as const }]),
+      ...(this.args.quick ? [] : [{ key: 'ceilingARequest', targets: 1, mode: 'request', concurrency: DAEMON_CONCURRENCY } satisfies Run]),
+      // The plain loop the drain is judged against (drain >= 0.8 x), in both modes.
+      { key: 'requestLoop', targets: 1, mode: 'request', concurrency: REQUEST_LOOP_CONCURRENCY },
     ];
-    for (const { key, targets, mode } of runs) {
-      log(`ceiling A: undici ${mode} loop, ${targets} target(s) x ${DAEMON_CONCURRENCY} in flight, ${Buffer.byteLength(body)}-byte signed bodies`);
+    for (const { key, targets, mode, concurrency } of runs) {
+      log(`ceiling A: undici ${mode} loop, ${targets} target(s) x ${concurrency} in flight, ${Buffer.byteLength(body)}-byte signed bodies`);
       await this.receiver.reset();
       const cpu = new CpuWindow(null, this.postmasterPid);
       cpu.start((await this.receiver.stats()).cpuUs);
@@ -896,7 +958,7 @@ class Bench {
         'ceilingA.ts',
         {
           targets: this.ports.slice(0, targets).map((p) => `http://${HOST}:${p}/ceiling`),
-          concurrency: DAEMON_CONCURRENCY,
+          concurrency,
           warmupMs: 1_000,
           durationMs: this.scale.ceilingAMs,
           body,
@@ -908,7 +970,7 @@ class Bench {
       const usage = cpu.stop((await this.receiver.stats()).cpuUs);
       // The window also covers the client's start-up; its own figure is over the measured seconds only.
       usage.daemonCores = result.clientCores;
-      this.results[key] = { ...result, targets, concurrency: DAEMON_CONCURRENCY, bodyBytes: Buffer.byteLength(body), cpu: usage };
+      this.results[key] = { ...result, targets, concurrency, bodyBytes: Buffer.byteLength(body), cpu: usage };
       log(
         `  ${fmt.rate(result.perSecond)} (${fmt.int(result.requests)} in ${result.seconds.toFixed(1)} s, ${result.failures} failures; client ${result.clientCores.toFixed(2)} cores)`,
       );
@@ -1189,12 +1251,22 @@ class Bench {
       if (r.fanout) r.fanout.ratioToCeilingA = r.fanout.perSecond / a;
       if (r.fanoutSameOrigin) r.fanoutSameOrigin.ratioToCeilingA = r.fanoutSameOrigin.perSecond / a;
     }
+    if (r.drain && r.requestLoop?.perSecond) r.drain.ratioToRequestLoop = r.drain.perSecond / r.requestLoop.perSecond;
+    if (r.drain && r.naive?.perSecond) r.drain.ratioToNaive = r.drain.perSecond / r.naive.perSecond;
     if (r.isolation?.alonePerSecond) r.isolation.ratio = r.isolation.healthy.perSecond / r.isolation.alonePerSecond;
     const targets: NonNullable<Results['targets']> = [];
     const add = (figure: string, value: number | undefined, shown: string, target: string, ok: (v: number) => boolean): void => {
       targets.push({ figure, value: shown, target, met: value === undefined || !Number.isFinite(value) ? null : ok(value) });
     };
     add('drain to 1 webhook / ceiling A', r.drain?.ratioToCeilingA, fmt.pct(r.drain?.ratioToCeilingA), '>= 80%', (v) => v >= 0.8);
+    add(
+      `drain / request() loop, 1 x ${REQUEST_LOOP_CONCURRENCY}`,
+      r.drain?.ratioToRequestLoop,
+      fmt.times(r.drain?.ratioToRequestLoop),
+      `>= ${TARGET_DRAIN_TO_REQUEST_LOOP}x`,
+      (v) => v >= TARGET_DRAIN_TO_REQUEST_LOOP,
+    );
+    add('drain / naive consumer', r.drain?.ratioToNaive, fmt.times(r.drain?.ratioToNaive), `>= ${TARGET_DRAIN_TO_NAIVE}x`, (v) => v >= TARGET_DRAIN_TO_NAIVE);
     add('fan-out to 10 webhooks / ceiling A', r.fanout?.ratioToCeilingA, fmt.pct(r.fanout?.ratioToCeilingA), '>= 70%', (v) => v >= 0.7);
     const l1 = r.latency?.r1000?.latency;
     const l5 = r.latency?.r5000?.latency;
@@ -1229,6 +1301,12 @@ class Bench {
     if (r.ceilingA10) row('A: signed POSTs/s, 10 targets x 16', fmt.rate(r.ceilingA10.perSecond), fmt.cores(r.ceilingA10.cpu, 'client'));
     if (r.ceilingARequest)
       row('A: undici request() loop, 1 x 16', fmt.rate(r.ceilingARequest.perSecond), `for scale; ${fmt.cores(r.ceilingARequest.cpu, 'client')}`);
+    if (r.requestLoop)
+      row(
+        `undici request() loop, 1 x ${r.requestLoop.concurrency}`,
+        fmt.rate(r.requestLoop.perSecond),
+        `signed, ${r.requestLoop.bodyBytes} B body; ${fmt.cores(r.requestLoop.cpu, 'client')}`,
+      );
     if (r.ceilingB?.library)
       row(
         'B: rows/s, pg-logical-replication',
@@ -1237,16 +1315,25 @@ class Bench {
       );
     if (r.ceilingB?.pgRecvlogical) row('B: rows/s, pg_recvlogical', fmt.rate(r.ceilingB.pgRecvlogical.rowsPerSecond), r.ceilingB.pgRecvlogical.version);
     section('daemon');
-    const delivery = (label: string, m: DeliveryMeasure | undefined, ratio?: number, ratioOf = 'A'): void => {
+    const delivery = (label: string, m: DeliveryMeasure | undefined, ratio?: number, ratioOf = 'A', who = 'daemon'): void => {
       if (!m) return;
       const got = `${fmt.int(m.delivered)}/${fmt.int(m.expected)}${m.complete ? '' : ' (time cap)'}${m.duplicates ? `, ${m.duplicates} dup` : ''}`;
       row(
         label,
         fmt.rate(m.perSecond),
-        `${ratio !== undefined ? `${fmt.pct(ratio)} of ${ratioOf}; ` : ''}${got}, via store ${fmt.int(m.storeInserts)}, startup ${m.startupSeconds.toFixed(1)} s, RSS ${fmt.mb(m.peakRssMb)}; ${fmt.cores(m.cpu)}`,
+        `${ratio !== undefined ? `${fmt.pct(ratio)} of ${ratioOf}; ` : ''}${got}${m.storeInserts !== undefined ? `, via store ${fmt.int(m.storeInserts)}` : ''}, startup ${m.startupSeconds.toFixed(1)} s, RSS ${fmt.mb(m.peakRssMb)}; ${fmt.cores(m.cpu, who)}`,
       );
     };
     delivery('drain: events/s, 1 webhook', r.drain, r.drain?.ratioToCeilingA);
+    if (r.drain?.ratioToRequestLoop !== undefined)
+      row(`drain / request() loop 1 x ${REQUEST_LOOP_CONCURRENCY}`, fmt.times(r.drain.ratioToRequestLoop), `target >= ${TARGET_DRAIN_TO_REQUEST_LOOP}x`);
+    if (r.naive) delivery('naive consumer: events/s', r.naive, undefined, undefined, 'naive');
+    if (r.drain?.ratioToNaive !== undefined)
+      row(
+        'drain / naive consumer',
+        fmt.times(r.drain.ratioToNaive),
+        `target >= ${TARGET_DRAIN_TO_NAIVE}x; naive: ${r.naive?.client}, mean body ${fmt.int(r.naive?.meanBodyBytes)} B`,
+      );
     delivery('drain under --cpu-prof', r.drainProfiled);
     delivery('fan-out: deliveries/s, 10 origins', r.fanout, r.fanout?.ratioToCeilingA);
     delivery('fan-out: deliveries/s, 1 origin', r.fanoutSameOrigin, r.fanoutSameOrigin?.ratioToCeilingA);
@@ -1327,8 +1414,8 @@ function syntheticBody(): string {
   });
 }
 
-function describe(m: DeliveryMeasure): string {
-  return `${fmt.int(m.delivered)}/${fmt.int(m.expected)}${m.complete ? '' : ' (stopped at the time cap)'} in ${m.seconds.toFixed(2)} s: ${fmt.rate(m.perSecond)}; startup ${m.startupSeconds.toFixed(1)} s; peak RSS ${fmt.mb(m.peakRssMb)}; ${fmt.cores(m.cpu)}`;
+function describe(m: DeliveryMeasure, who = 'daemon'): string {
+  return `${fmt.int(m.delivered)}/${fmt.int(m.expected)}${m.complete ? '' : ' (stopped at the time cap)'} in ${m.seconds.toFixed(2)} s: ${fmt.rate(m.perSecond)}; startup ${m.startupSeconds.toFixed(1)} s; peak RSS ${fmt.mb(m.peakRssMb)}; ${fmt.cores(m.cpu, who)}`;
 }
 
 async function main(): Promise<void> {
@@ -1367,10 +1454,13 @@ async function main(): Promise<void> {
     log('building dist/ (the daemon runs compiled, as in production)');
     buildDaemon(ROOT);
     await bench.setup();
-    const needsBacklog = (['ceilingB', 'drain', 'profile', 'ceilingA', 'fanout', 'fanoutSameOrigin', 'isolation'] as Phase[]).some((p) => bench.has(p));
+    const needsBacklog = (['ceilingB', 'drain', 'naive', 'profile', 'ceilingA', 'fanout', 'fanoutSameOrigin', 'isolation'] as Phase[]).some((p) =>
+      bench.has(p),
+    );
     if (needsBacklog) await bench.prepareBacklog();
     if (bench.has('ceilingB')) await step('ceilingB', () => bench.runCeilingB());
     if (bench.has('drain') || bench.has('ceilingA')) await step('drain', () => bench.runDrainPhase());
+    if (bench.has('naive')) await step('naive', () => bench.runNaive());
     if (bench.has('profile')) await step('profile', () => bench.runProfilePhase());
     if (bench.has('ceilingA')) await step('ceilingA', () => bench.runCeilingA());
     if (bench.has('fanout')) await step('fanout', () => bench.runFanout(false));

@@ -7,8 +7,9 @@
  * Two loops:
  * - `dispatch`: `agent.dispatch()` with a minimal handler, the API the daemon's sender uses: the
  *   ceiling the daemon is judged against.
- * - `request`: undici's `request()` (body stream, abort plumbing): what a naive client gets; about
- *   half the rate on this machine, shown for scale.
+ * - `request`: undici's `request()` (body stream, abort plumbing): what a plain client gets; about
+ *   half the rate on this machine. At 16 in flight it is shown for scale; at 32 in flight it is the
+ *   loop the daemon's drain is compared with (drain >= 0.8 x).
  *
  *   node --import tsx test/bench/ceilingA.ts '<json CeilingAOptions>'   -> prints one JSON line
  */

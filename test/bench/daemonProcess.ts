@@ -43,14 +43,22 @@ export function spawnDaemon(options: DaemonOptions): DaemonProcess {
   args.push(path.join(options.root, 'test/bench/compiledDaemon.mjs'));
   for (const [key, value] of Object.entries(options.config)) args.push(flagFor(key), typeof value === 'string' ? value : JSON.stringify(value));
   args.push('start');
-  const log = openSync(options.logFile, 'a');
+  return spawnLogged(options.root, args, options.logFile);
+}
+
+/**
+ * `node ARGS` as the daemon is started (same environment, output to a log file, SIGTERM to stop): also
+ * the naive consumer the daemon is compared with, so both are measured alike.
+ */
+export function spawnLogged(root: string, args: string[], logFile: string): DaemonProcess {
+  const log = openSync(logFile, 'a');
   const env = { ...process.env };
   delete env.NODE_OPTIONS;
   delete env.LOG_LEVEL;
   delete env.DATABASE_URL;
-  const child = spawn(process.execPath, args, { cwd: options.root, stdio: ['ignore', log, log], env });
+  const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', log, log], env });
   closeSync(log);
-  if (child.pid === undefined) throw new Error('could not start the daemon');
+  if (child.pid === undefined) throw new Error(`could not start ${args.find((a) => a.endsWith('.mjs')) ?? 'node'}`);
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   let stopping: Promise<number | null> | null = null;
   return {
