@@ -20,6 +20,8 @@ export class ChangeWriter {
     private readonly pool: pg.Pool,
     private readonly random: () => number = Math.random,
     private readonly maxBatch = 20,
+    /** Writers whose events may meet at one receiver need prefixes of their own: markers must not repeat. */
+    private readonly markerPrefix = 'm',
   ) {}
 
   /** Writes until `total` changes are committed; `onProgress` may throw to stop early. Retries failed commits. */
@@ -62,7 +64,7 @@ export class ChangeWriter {
   private async change(client: pg.PoolClient): Promise<string> {
     const table = TABLES[Math.floor(this.random() * TABLES.length)];
     const rows = this.live[table];
-    const marker = `m${++this.counter}`;
+    const marker = `${this.markerPrefix}${++this.counter}`;
     const roll = this.random();
     const column = MARKER_COLUMN[table];
     if (rows.length < 5 || roll < 0.5) {

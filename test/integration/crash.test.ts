@@ -83,7 +83,7 @@ describe('crash safety (daemon as a child process)', () => {
     receiver.requests.length = 0;
     // Some requests hang until the attempt timeout, so attempts are in flight when the signal lands.
     receiver.script((_req, i) => (i % 97 === 0 ? 'hang' : { status: 200 }));
-    const writer = new ChangeWriter(db.pool, Math.random, 50);
+    const writer = new ChangeWriter(db.pool, Math.random, 50, 'sigterm');
     await writer.write(5_000);
     await eventually(() => receiver.requests.length > 500, 'the burst to be under way', 30_000);
     const signalled = Date.now();

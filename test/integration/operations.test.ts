@@ -234,6 +234,8 @@ describe('operations', () => {
 
   it('pgwb_webhooks{state} comes from the leader only: a replica that loses the lead drops its series, and has them again when it leads', async () => {
     const slot = 'ops_demoted';
+    // It counts webhooks: those other tests of this file left live are removed first.
+    await db.pool.query(`update webhook_bridge.webhooks set "deletedAt" = now() where "deletedAt" is null`);
     const [active, disabled] = [await addWebhook(db, receiver.url, ['person.*']), await addWebhook(db, receiver.url, ['company.*'])];
     await disableWebhook(db.pool, 'webhook_bridge', disabled, 'disabled by an operator');
     const daemon = new Daemon(testConfig(db, { 'replication.slot': slot }), createLogger('silent', new LogCapture()));
@@ -302,7 +304,7 @@ describe('operations', () => {
     const status = await runCli(['--database-url', db.url, '--replication-slot', `slot_${db.name}`.slice(0, 63), 'status', '--json']);
     expect(JSON.parse(status.stdout)).toMatchObject({ slot: { exists: true, streaming: true }, replicas: { leader: 1, standby: 1 } });
 
-    const burst = new ChangeWriter(db.pool);
+    const burst = new ChangeWriter(db.pool, Math.random, 20, 'burst');
     let killedAt = 0;
     await burst.write(5_000, async (done) => {
       if (!killedAt && done >= 1_500) {

@@ -43,7 +43,7 @@ describe('webhooks commands on Twenty', () => {
     const absent = await add('--workspace-id', unknown);
     expect(absent.code, absent.stderr).toBe(2);
     expect(absent.stderr).toMatch(new RegExp(`no workspace ${unknown}: .*select id, "displayName" from core\\.workspace`));
-    expect((await db.pool.query(`select count(*)::int as n from core.webhook`)).rows[0].n).toBe(0);
+    expect((await db.pool.query(`select count(*)::int as n from core.webhook where "targetUrl" = 'https://example.com/hook'`)).rows[0].n).toBe(0);
 
     const added = await add('--workspace-id', alpha.id.toUpperCase(), '--operations', 'person.*', '--description', 'for n8n');
     expect(added.code, added.stderr).toBe(0);
@@ -57,20 +57,25 @@ describe('webhooks commands on Twenty', () => {
   });
 
   it("webhooks list shows each webhook's workspace, in text and JSON", async () => {
-    const { rows } = await db.pool.query(
-      `insert into core.webhook ("targetUrl", secret, "workspaceId") values ('https://example.com/beta', 's', $1) returning id::text`,
-      [beta.id],
-    );
-    const betaHook = rows[0].id as string;
+    const hook = async (url: string, workspace: TwentyWorkspace): Promise<string> => {
+      const { rows } = await db.pool.query(`insert into core.webhook ("targetUrl", secret, "workspaceId") values ($1, 's', $2) returning id::text`, [
+        url,
+        workspace.id,
+      ]);
+      return rows[0].id as string;
+    };
+    const alphaHook = await hook('https://example.com/alpha', alpha);
+    const betaHook = await hook('https://example.com/beta', beta);
     const text = await runCli([...base(), 'webhooks', 'list']);
     expect(text.code, text.stderr).toBe(0);
     expect(text.stdout).toMatch(new RegExp(`${betaHook}\\s+active\\s+https://example\\.com/beta[^\\n]*\\n\\s+workspace: ${beta.id}\\n`));
-    expect(text.stdout).toMatch(new RegExp(`https://example\\.com/hook[^\\n]*\\n\\s+workspace: ${alpha.id}\\n`));
+    expect(text.stdout).toMatch(new RegExp(`${alphaHook}\\s+active\\s+https://example\\.com/alpha[^\\n]*\\n\\s+workspace: ${alpha.id}\\n`));
     const json = await runCli([...base(), 'webhooks', 'list', '--json']);
     const listed = JSON.parse(json.stdout) as Array<{ id: string; workspaceId?: string; url: string }>;
-    expect(listed.map((w) => [w.url, w.workspaceId])).toEqual([
-      ['https://example.com/hook', alpha.id],
+    expect(listed.filter((w) => w.id === alphaHook || w.id === betaHook).map((w) => [w.url, w.workspaceId])).toEqual([
+      ['https://example.com/alpha', alpha.id],
       ['https://example.com/beta', beta.id],
     ]);
+    expect(listed.every((w) => w.workspaceId === alpha.id || w.workspaceId === beta.id)).toBe(true);
   });
 });
