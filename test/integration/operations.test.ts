@@ -66,8 +66,11 @@ describe('operations', () => {
     // A door to the database that opens later: the daemon starts while nothing listens there.
     const port = await freePort();
     const realPort = Number(new URL(db.url).port);
+    // Its connections are closed with it: a proxied pair can stay half-open after the daemon is gone.
+    const doorSockets = new Set<net.Socket>();
     const door = net.createServer((socket) => {
       const upstream = net.connect(realPort, '127.0.0.1');
+      doorSockets.add(socket).add(upstream);
       socket.pipe(upstream).pipe(socket);
       socket.on('error', () => upstream.destroy());
       upstream.on('error', () => socket.destroy());
@@ -133,6 +136,7 @@ describe('operations', () => {
       expect(text).toMatch(/process_resident_memory_bytes \d+/);
     } finally {
       await daemon.stop();
+      for (const socket of doorSockets) socket.destroy();
       await new Promise((resolve) => door.close(resolve));
       await db.pool.query(`update webhook_bridge.webhooks set "deletedAt" = now()`);
     }
