@@ -341,7 +341,7 @@ export class Pipeline {
       // Bursts held for a webhook that is gone or stopped coalescing go out while its lane still takes them.
       this.coalescer?.updateSubscribers(this.registry.active);
       this.coordinator.updateSubscribers(this.registry.active);
-      this.metrics.filteredWebhooksLive(this.registry.active);
+      this.metrics.perWebhookSeriesLive(this.registry.active);
       // A reload that ends after stop() began must not bring back the series stop() removed.
       if (!this.stopping) {
         this.metrics.webhooksRouted({ active: this.registry.active.length, disabled: this.registry.disabled.size, invalid: this.registry.invalid.length });

@@ -123,7 +123,7 @@ export class StoreWriter {
     this.pending++;
     try {
       await flushing;
-      await this.chain.catch(() => undefined);
+      await this.chain;
       return await work();
     } finally {
       this.pending--;

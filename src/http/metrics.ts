@@ -176,7 +176,7 @@ export class BridgeMetrics implements DeliveryObserver, TwentySourceObserver, Fi
   }
 
   /** The live webhooks after a reload: the filtered and coalesced series of the others are dropped. */
-  filteredWebhooksLive(live: ReadonlyArray<{ id: string }>): void {
+  perWebhookSeriesLive(live: ReadonlyArray<{ id: string }>): void {
     if (this.filteredSeries.size === 0 && this.coalescedSeries.size === 0) return;
     const ids = new Set(live.map((w) => w.id));
     for (const webhookId of this.coalescedSeries) {

@@ -15,17 +15,13 @@ import {
 } from '../helpers/bridge.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { coalescedCount, insertOptions } from '../helpers/webhookOptions.js';
 import { createTwentyWorkspace, TWENTY_CORE_SQL, type TwentyWorkspace } from '../fixtures/twentyDatabase.js';
 
 /**
  * `--coalesce S`: a burst of auto-save-like updates of one record reaches the webhook as one event with
  * the final row; other webhooks get every change; a kill -9 while a burst is held loses nothing.
  */
-
-async function coalescedCount(daemon: Daemon, webhookId: string): Promise<number> {
-  const metric = await daemon.metrics.registry.getSingleMetric('pgwb_events_coalesced_total')!.get();
-  return metric.values.find((v) => v.labels.webhook_id === webhookId)?.value ?? 0;
-}
 
 async function currentWalLsn(db: TestDatabase): Promise<Lsn> {
   const { rows } = await db.pool.query('select pg_current_wal_lsn()::text as l');
@@ -54,8 +50,7 @@ describe('coalescing, tables mode', () => {
         [r.url],
       );
       ids.push(rows[0].id);
-      if (coalesce !== null)
-        await db.pool.query(`insert into webhook_bridge.webhook_options (webhook_id, coalesce_seconds) values ($1, $2)`, [rows[0].id, coalesce]);
+      if (coalesce !== null) await insertOptions(db.pool, rows[0].id, { coalesce_seconds: coalesce });
     }
     ({ daemon } = await startDaemon(config));
   });
@@ -140,7 +135,7 @@ describe('coalescing, Twenty mode and body', () => {
         );
         if (coalesce !== null) {
           heldId = rows[0].id;
-          await client.query(`insert into webhook_bridge.webhook_options (webhook_id, coalesce_seconds) values ($1, $2)`, [heldId, coalesce]);
+          await insertOptions(client, heldId, { coalesce_seconds: coalesce });
         }
       }
     } finally {
