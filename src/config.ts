@@ -197,10 +197,16 @@ export const configSchema = {
       env: 'PG_WEBHOOK_BRIDGE_MEMORY_QUEUE_BYTES',
     },
     storeAfterMs: {
-      doc: 'A delivery not done this long after its transaction arrived is written to the durable store, so the slot can advance.',
+      doc: 'A webhook whose oldest delivery is not done this long after its transaction arrived falls behind: it reads the event log from then on, so the slot can advance.',
       format: 'nat',
       default: 10_000,
       env: 'PG_WEBHOOK_BRIDGE_STORE_AFTER_MS',
+    },
+    retentionHours: {
+      doc: 'How long the event log keeps every change, for `deliveries replay` and `webhooks add --from`; 0 writes a change only while some webhook is behind and deletes it once none needs it.',
+      format: 'nat',
+      default: 0,
+      env: 'PG_WEBHOOK_BRIDGE_RETENTION_HOURS',
     },
     purgeDeadAfterDays: {
       doc: 'Dead deliveries (which hold whole rows: personal data) are deleted this many days after they died, checked hourly; 0 keeps them.',

@@ -31,6 +31,10 @@ import { Coalescer } from './webhooks/coalescer.js';
 import { OptionRouter } from './webhooks/optionRouter.js';
 import { WebhookRegistry } from './webhooks/registry.js';
 import { webhookOptionsVersion } from './store/webhookState.js';
+import { LogWriter } from './store/logWriter.js';
+import { loadCursors, purgeSegments } from './store/eventLog.js';
+import { toLoggedEvent } from './route/loggedEvent.js';
+import { withDatabaseRetry } from './deliver/databaseRetry.js';
 
 const REGISTRY_REFRESH_MS = 2_000;
 /**
@@ -43,6 +47,11 @@ const COALESCE_TICK_MS = 100;
 /** Polling for a streamed webhooks change to become visible: quick at first (it usually is at once). */
 const VISIBILITY_POLL_MS = [5, 20, 100, 250];
 const VISIBILITY_WARN_EVERY_MS = 10_000;
+/** How often the event log's segments that nobody needs are deleted. */
+const LOG_PURGE_INTERVAL_MS = 60_000;
+/** A segment is kept at least this long after it was written: a webhook falling behind saves its cursor first. */
+const LOG_PURGE_GRACE_MS = 60_000;
+const LOG_PURGE_BATCH = 500;
 
 /**
  * What the leader runs: replication -> decode -> route -> deliver (-> store), with the position coming
@@ -50,6 +59,7 @@ const VISIBILITY_WARN_EVERY_MS = 10_000;
  */
 export class Pipeline {
   private coordinator!: DeliveryCoordinator;
+  private logWriter!: LogWriter;
   /** Webhooks with a coalescing window: their bursts of updates, held before options and delivery. */
   private coalescer: Coalescer<TransactionEntry> | null = null;
   private registry!: WebhookRegistry;
@@ -129,9 +139,21 @@ export class Pipeline {
     this.optionsVersion = await webhookOptionsVersion(pool, config.schema);
     await this.registry.reload();
     if (this.stopping) return;
+    const logLog = log.child({ module: 'log' });
+    this.logWriter = new LogWriter(
+      pool,
+      {
+        schema: config.schema,
+        keepEverything: config.delivery.retentionHours > 0,
+        retry: (what, run) => withDatabaseRetry(logLog, what, run, () => this.onServerShuttingDown()),
+      },
+      logLog,
+    );
+    await this.logWriter.start();
     this.coordinator = new DeliveryCoordinator(
       pool,
       this.sender,
+      this.logWriter,
       {
         schema: config.schema,
         webhooksTable: webhooksTable(config),
@@ -150,13 +172,14 @@ export class Pipeline {
       this.metrics,
       log.child({ module: 'deliver' }),
       (id, recorded) => this.registry.markDisabled(id, recorded),
+      (id) => this.coalescer?.sendAllOf(id),
     );
     const coordinator = this.coordinator;
     this.coalescer = new Coalescer<TransactionEntry>(
       (event, subscribers, hold) => this.optionRouter.route(event, subscribers, coordinator, hold),
       this.metrics,
     );
-    await this.coordinator.start();
+    await this.coordinator.start({ lsn: parseLsn(slot.recordedConfirmedLsn ?? '0/0'), index: 0 });
     if (this.stopping) return; // stop() drains the coordinator (and clears its timers) once this returns
     this.coordinator.updateSubscribers(this.registry.active);
     const types = new TypeCatalog((sql, params) => pool.query(sql, params));
@@ -195,6 +218,7 @@ export class Pipeline {
       setInterval(() => void this.refreshRegistry(), REGISTRY_REFRESH_MS),
       setInterval(() => void this.pollOptions(), OPTIONS_POLL_MS),
       setInterval(() => this.coalescer?.sendDue(), COALESCE_TICK_MS),
+      setInterval(() => void this.purgeLog(), LOG_PURGE_INTERVAL_MS),
     );
     if (this.twenty) this.timers.push(setInterval(() => void this.refreshTwenty(), config.source.discoveryIntervalMs));
     await started;
@@ -225,6 +249,15 @@ export class Pipeline {
         }
         const routed = this.routeChange(change);
         if (routed === null) return;
+        // Logged before any webhook takes it: a webhook that is behind reads it from the log.
+        if (routed.subscribers.length > 0 || this.config.delivery.retentionHours > 0) {
+          this.logWriter.append(toLoggedEvent(routed.event, routed.workspaceId), this.transaction.entry);
+        }
+        if (routed.subscribers.length === 0) {
+          const full = this.logWriter.isFull ? this.coordinator.waitForCapacity() : null;
+          if (full) await full;
+          return;
+        }
         if (this.coalescer!.route(routed.event, routed.subscribers, this.transaction.entry) === 0) return;
         this.metrics.eventRouted(routed.objectLabel, routed.event.action);
         const full = this.coordinator.waitForCapacity();
@@ -252,10 +285,11 @@ export class Pipeline {
   }
 
   /**
-   * The event of a change and the webhooks it goes to, or null. In Twenty mode a change belongs to the
-   * workspace whose schema holds its table, and only that workspace's webhooks can receive it.
+   * The event of a change and the webhooks it goes to (maybe none), or null when it makes no event. In
+   * Twenty mode a change belongs to the workspace whose schema holds its table, and only that
+   * workspace's webhooks can receive it.
    */
-  private routeChange(change: RowChange): { event: WebhookEvent; subscribers: Subscriber[]; objectLabel: string } | null {
+  private routeChange(change: RowChange): { event: WebhookEvent; subscribers: Subscriber[]; objectLabel: string; workspaceId: string | null } | null {
     if (this.twenty) {
       const object = this.twenty.catalog.objectFor(change.schema, change.table);
       if (object === undefined) return null;
@@ -263,12 +297,11 @@ export class Pipeline {
       if (event === null) return null;
       const subscribers = this.registry.index.forEvent(event.object, event.action, object.workspaceId);
       // Custom objects are named by each workspace: one label for all keeps the series bounded.
-      return subscribers.length === 0 ? null : { event, subscribers, objectLabel: object.isCustom ? 'custom' : object.nameSingular };
+      return { event, subscribers, objectLabel: object.isCustom ? 'custom' : object.nameSingular, workspaceId: object.workspaceId };
     }
     const event = buildEvent(change, this.eventOptions);
     if (event === null) return null;
-    const subscribers = this.registry.index.forEvent(event.object, event.action);
-    return subscribers.length === 0 ? null : { event, subscribers, objectLabel: event.object };
+    return { event, subscribers: this.registry.index.forEvent(event.object, event.action), objectLabel: event.object, workspaceId: null };
   }
 
   /**
@@ -290,7 +323,10 @@ export class Pipeline {
 
   /** A new connection replays from the slot position: a half-received transaction starts over. */
   private onReconnect(): void {
-    if (this.transaction) this.ack.abandon(this.transaction.entry);
+    if (this.transaction) {
+      this.logWriter.abandon(this.transaction.entry);
+      this.ack.abandon(this.transaction.entry);
+    }
     this.transaction = null;
     this.skipping = false;
     this.decoder.reset();
@@ -338,9 +374,11 @@ export class Pipeline {
   private async refreshRegistry(): Promise<void> {
     try {
       await this.registry.reload();
+      // A webhook added with a start in the past (`webhooks add --from`) has a cursor before its first event.
+      const cursors = await loadCursors(this.pool, this.config.schema);
       // Bursts held for a webhook that is gone or stopped coalescing go out while its lane still takes them.
       this.coalescer?.updateSubscribers(this.registry.active);
-      this.coordinator.updateSubscribers(this.registry.active);
+      this.coordinator.updateSubscribers(this.registry.active, cursors);
       this.metrics.perWebhookSeriesLive(this.registry.active);
       // A reload that ends after stop() began must not bring back the series stop() removed.
       if (!this.stopping) {
@@ -348,6 +386,23 @@ export class Pipeline {
       }
     } catch (error) {
       this.log.warn({ err: error }, 'could not reload webhooks; keeping the previous list');
+    }
+  }
+
+  /**
+   * Deletes segments of the event log that no active cursor needs, once their last event is older
+   * than delivery.retentionHours.
+   */
+  private async purgeLog(): Promise<void> {
+    try {
+      const before = new Date(Date.now() - this.config.delivery.retentionHours * 3_600_000);
+      let deleted = 0;
+      for (let batch = LOG_PURGE_BATCH; batch === LOG_PURGE_BATCH && !this.stopping; deleted += batch) {
+        batch = await purgeSegments(this.pool, this.config.schema, before, LOG_PURGE_GRACE_MS, LOG_PURGE_BATCH);
+      }
+      if (deleted > 0) this.log.debug({ deleted }, 'event log segments deleted');
+    } catch (error) {
+      this.log.warn({ err: error }, 'could not delete old event log segments');
     }
   }
 
@@ -382,6 +437,12 @@ export class Pipeline {
     // Held bursts go to their lanes, which deliver or store them in the drain.
     this.coalescer?.sendEverything();
     if (this.coordinator) await this.coordinator.drain(deadline);
+    // What is buffered for the log is written, so the last confirmation can pass it.
+    if (this.logWriter)
+      await settleBy(
+        this.logWriter.writeBuffered().catch(() => undefined),
+        deadline,
+      );
     if (this.stream) {
       // The last confirmation must not wait for a record write that would come after the stream closed.
       await settleBy(this.positionRecord.recordNow(this.stream.wantedLsn()), deadline);

@@ -3,7 +3,9 @@ import { coerceError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Subscriber, WebhookEvent } from '../route/types.js';
 import { webhooksWithPending } from '../store/deliveryStore.js';
-import type { Queryable } from '../store/types.js';
+import { loadCursors, type LogCursor } from '../store/eventLog.js';
+import type { LogWriter } from '../store/logWriter.js';
+import type { LogPosition, Queryable } from '../store/types.js';
 import { disableWebhook, recordFailure, recordSuccesses } from '../store/webhookState.js';
 import { withDatabaseRetry } from './databaseRetry.js';
 import { Lane } from './lane.js';
@@ -29,18 +31,22 @@ export class DeliveryCoordinator {
   private readonly successes = new Map<string, Date>();
   private capacityWaiters: Array<() => void> = [];
   private startupPending = new Set<string>();
+  private cursors = new Map<string, LogCursor>();
+  /** Where a lane with pending deliveries but no cursor reads from at start: the slot's position. */
+  private startPosition: LogPosition = { lsn: 0n, index: 0 };
   private ticks = 0;
   private readonly failing = new Map<string, { failingSince: number; lastWrite: number }>();
   private ticking = false;
   /** Lanes of webhooks no longer live: sending stopped, dropped once idle. */
   private readonly retiring = new Set<string>();
-  /** Webhooks whose lane was dropped: a new one starts from the store, where their deliveries wait. */
+  /** Webhooks whose lane was dropped: a new one starts behind, where their deliveries wait. */
   private readonly dropped = new Set<string>();
   private draining = false;
 
   constructor(
     private readonly db: Queryable,
     private readonly sender: HttpSender,
+    private readonly logWriter: LogWriter,
     private readonly settings: LaneSettings & { storePollMs: number },
     private readonly observer: DeliveryObserver,
     private readonly log: Logger,
@@ -49,16 +55,23 @@ export class DeliveryCoordinator {
      * `disabled_at` is committed (`recorded`).
      */
     private readonly onDisabled: (webhookId: string, recorded: boolean) => void,
-  ) {}
+    /** Events held for a webhook before delivery (coalescing) are handed on now. */
+    private readonly releaseHeld: (webhookId: string) => void,
+  ) {
+    logWriter.onWritten(() => this.releaseWaiters());
+  }
 
   /** Store writes retried until they succeed (see withDatabaseRetry), telling the pipeline of a server shutdown. */
   private retry<T>(what: string, run: () => Promise<T>): Promise<T> {
     return withDatabaseRetry(this.log, what, run, this.settings.onServerShuttingDown);
   }
 
-  async start(): Promise<void> {
-    // Lanes with stored backlog start in store mode so their records keep commit order.
+  /** `slotPosition`: where the stream resumes (the slot's confirmed position). */
+  async start(slotPosition: LogPosition): Promise<void> {
+    // Lanes with a cursor or pending deliveries start behind so their records keep commit order.
     this.startupPending = await webhooksWithPending(this.db, this.settings.schema);
+    this.cursors = await loadCursors(this.db, this.settings.schema);
+    this.startPosition = slotPosition;
     this.tick = setInterval(() => void this.onTick(), this.settings.storePollMs);
     this.successTimer = setInterval(() => void this.flushSuccesses(), SUCCESS_FLUSH_INTERVAL_MS);
   }
@@ -68,12 +81,13 @@ export class DeliveryCoordinator {
     const now = Date.now();
     for (const subscriber of subscribers) {
       const own = event.bodyFor === null ? event : { ...event, body: event.bodyFor(subscriber) };
-      this.laneFor(subscriber).enqueue({ event: own, hold, targetUrl: subscriber.targetUrl, enqueuedAt: now, stored: null, finished: false });
+      this.laneFor(subscriber).enqueue({ event: own, hold, targetUrl: subscriber.targetUrl, enqueuedAt: now, finished: false });
     }
   }
 
-  /** Resolves at once unless a memory lane is full; then when one has room (or moved to the store). */
+  /** Resolves at once unless a memory lane or the log writer is full; then when there is room. */
   waitForCapacity(): Promise<void> | null {
+    if (this.logWriter.isFull) return new Promise((resolve) => this.capacityWaiters.push(resolve));
     for (const lane of this.lanes.values()) {
       if (lane.isFull) return new Promise((resolve) => this.capacityWaiters.push(resolve));
     }
@@ -85,8 +99,11 @@ export class DeliveryCoordinator {
    * backlog routed for the previous one is set aside); a webhook no longer live (deleted, soft-deleted,
    * disabled, invalid) starts no attempt from now on, its lane is dropped once its last attempts and
    * writes are done, and its stored deliveries wait in the store until it is live again.
+   * `cursors`, when given, are the log cursors now: a new webhook with one (`webhooks add --from`)
+   * starts behind, reading from it.
    */
-  updateSubscribers(active: readonly Subscriber[]): void {
+  updateSubscribers(active: readonly Subscriber[], cursors?: Map<string, LogCursor>): void {
+    if (cursors) this.cursors = cursors;
     const live = new Set<string>();
     for (const subscriber of active) {
       live.add(subscriber.id);
@@ -110,6 +127,7 @@ export class DeliveryCoordinator {
       if (!this.retiring.has(id) || this.draining || this.lanes.get(id) !== lane) return;
       this.retiring.delete(id);
       this.lanes.delete(id);
+      lane.dispose();
       this.dropped.add(id);
       this.log.info({ webhookId: id }, 'webhook no longer live: its lane is freed; stored deliveries wait until it is live again');
       this.releaseWaiters();
@@ -127,6 +145,7 @@ export class DeliveryCoordinator {
         subscriber,
         this.db,
         this.sender,
+        this.logWriter,
         this.settings,
         this.observer,
         {
@@ -136,17 +155,25 @@ export class DeliveryCoordinator {
             this.failing.delete(id);
           },
           capacityFreed: () => this.releaseWaiters(),
+          releaseHeld: (id) => this.releaseHeld(id),
         },
         this.log.child({ webhookId: subscriber.id }),
       );
-      if (this.startupPending.has(subscriber.id) || this.dropped.has(subscriber.id)) lane.startFromStore();
+      const cursor = this.cursors.get(subscriber.id) ?? null;
+      if (cursor !== null || this.startupPending.has(subscriber.id) || this.dropped.has(subscriber.id)) {
+        // At start the stream resumes from the slot; later, only what is routed from now on is new.
+        const last = this.logWriter.lastPosition;
+        lane.startFromLog(cursor, this.startupPending.has(subscriber.id) ? this.startPosition : { lsn: last.lsn, index: last.index + 1 });
+      }
+      this.cursors.delete(subscriber.id);
+      this.startupPending.delete(subscriber.id);
       this.lanes.set(subscriber.id, lane);
     }
     return lane;
   }
 
   private releaseWaiters(): void {
-    if (this.capacityWaiters.length === 0) return;
+    if (this.capacityWaiters.length === 0 || this.logWriter.isFull) return;
     for (const lane of this.lanes.values()) if (lane.isFull) return;
     const waiters = this.capacityWaiters;
     this.capacityWaiters = [];
@@ -159,14 +186,14 @@ export class DeliveryCoordinator {
     try {
       const now = Date.now();
       for (const lane of this.lanes.values()) {
-        // A slow receiver must not hold the slot back: old in-memory work moves to the store.
+        // A slow receiver must not hold the slot back: its webhook falls behind and reads the log.
         if (lane.mode === 'memory' && lane.oldestAgeMs(now) > this.settings.storeAfterMs) {
           lane.moveToStore().then(
             () => this.releaseWaiters(),
             (error: unknown) =>
               this.log.error(
                 { err: coerceError(error), webhookId: lane.webhook.id },
-                'could not move deliveries of a slow webhook to the store; their transactions stay unacknowledged until a restart replays them',
+                'could not move the deliveries of a slow webhook to the event log; their transactions stay unacknowledged until a restart replays them',
               ),
           );
         } else if (lane.mode === 'store') lane.poll();

@@ -57,6 +57,11 @@ export class RecordQueue<T extends QueuedItem> {
     else this.ready.push(key);
   }
 
+  /** Every item still queued, handed out or not, record by record; the queue keeps them. */
+  items(): T[] {
+    return [...this.queues.values()].flat();
+  }
+
   /** Every item still queued, handed out or not, record by record; the queue is empty afterwards. */
   takeAll(): T[] {
     const items = [...this.queues.values()].flat();
@@ -69,7 +74,13 @@ export class RecordQueue<T extends QueuedItem> {
 
   /** Age of the oldest unfinished item, in ms (0 when none). */
   oldestAgeMs(now: number): number {
+    const oldest = this.oldestUnfinished();
+    return oldest === undefined ? 0 : now - oldest.enqueuedAt;
+  }
+
+  /** The earliest-arrived item not finished yet, handed out or not. */
+  oldestUnfinished(): T | undefined {
     while (this.arrivals.length > 0 && this.arrivals[0]!.finished) this.arrivals.shift();
-    return this.arrivals.length > 0 ? now - this.arrivals[0]!.enqueuedAt : 0;
+    return this.arrivals[0];
   }
 }

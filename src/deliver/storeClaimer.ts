@@ -1,5 +1,13 @@
 import type { Logger } from '../log.js';
-import { claimDeliveries, completeDeliveries, failDelivery, hasPending, releaseDeliveries, setAsideOtherTargets } from '../store/deliveryStore.js';
+import {
+  claimDeliveries,
+  completeDeliveries,
+  failDelivery,
+  hasPending,
+  pendingRecordKeys,
+  releaseDeliveries,
+  setAsideOtherTargets,
+} from '../store/deliveryStore.js';
 import type { DeliveryKey, Queryable, StoredDelivery } from '../store/types.js';
 import { withDatabaseRetry } from './databaseRetry.js';
 
@@ -115,6 +123,11 @@ export class StoreClaimer {
   /** A failed attempt: next one at `runAt`, or dead when `runAt` is null. */
   async fail(key: DeliveryKey, failure: { attempts: number; runAt: Date | null; error: string; statusCode: number | null }): Promise<void> {
     await this.retry('record a failed attempt', () => failDelivery(this.db, this.settings.schema, key, failure));
+  }
+
+  /** The records with pending rows, at most `limit`. */
+  pendingRecords(limit: number): Promise<string[]> {
+    return pendingRecordKeys(this.db, this.settings.schema, this.webhookId, limit);
   }
 
   hasPending(): Promise<boolean> {

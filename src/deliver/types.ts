@@ -1,4 +1,5 @@
 import type { WebhookEvent } from '../route/types.js';
+import type { FilteredObserver } from '../webhooks/optionRouter.js';
 
 /**
  * The deliver stage's contract. It consumes routed events and a way to hold their transaction's
@@ -37,8 +38,8 @@ export interface TransactionHold {
 }
 
 /**
- * A delivery on the fast path: one event to one webhook, held in memory. Its transaction's
- * acknowledgement waits (`hold`) until it is delivered or written to the durable store.
+ * One event to one webhook, queued in its lane. On the fast path its transaction's acknowledgement
+ * waits (`hold`) until it is delivered or the event log holds it; read from the log, it holds nothing.
  */
 export interface MemoryDelivery {
   event: WebhookEvent;
@@ -46,10 +47,10 @@ export interface MemoryDelivery {
   /** The webhook's targetUrl when the event was routed: a later URL never gets it. */
   targetUrl: string;
   enqueuedAt: number;
-  /** Set once the delivery has been written to the store; its outcome is then recorded there. */
-  stored: Promise<void> | null;
-  /** No longer waiting in memory (attempted, or spilled to the store): its age no longer counts. */
+  /** Handled (delivered, or written to the store): its age no longer counts, and the log cursor may pass it. */
   finished: boolean;
+  /** Read from the event log (it holds no transaction back). */
+  fromLog?: boolean;
 }
 
 export type DeliveryOutcomeLabel = 'success' | 'retry' | 'dead' | 'refused';
@@ -58,7 +59,7 @@ export type DeliveryOutcomeLabel = 'success' | 'retry' | 'dead' | 'refused';
 export type AutoDisableReason = 'gone' | 'failing';
 
 /** What the deliver stage reports; the http stage turns it into Prometheus metrics. */
-export interface DeliveryObserver {
+export interface DeliveryObserver extends FilteredObserver {
   attempt(webhookId: string, outcome: AttemptOutcome, label: DeliveryOutcomeLabel, event: { name: string; commitTime: Date }): void;
   webhookAutoDisabled(webhookId: string, reason: AutoDisableReason): void;
 }

@@ -133,6 +133,21 @@ function camelCaseKeys(row: Row): Row {
 const EXACT_MATCH_ONLY_EVENTS: ReadonlySet<string> = new Set(['workflowRun.updated']);
 
 /**
+ * Whether `subscriber` gets `object.action` of `workspaceId` (null: tables mode, no tenant). Twenty
+ * sends some events only to webhooks that name them exactly (see EXACT_MATCH_ONLY_EVENTS).
+ */
+export function routesTo(
+  subscriber: Subscriber,
+  object: string,
+  action: string,
+  workspaceId: string | null,
+  exactOnly = workspaceId !== null && EXACT_MATCH_ONLY_EVENTS.has(`${object}.${action}`),
+): boolean {
+  if (workspaceId !== null && subscriber.workspaceId !== workspaceId) return false;
+  return exactOnly ? subscriber.operationSet.has(`${object}.${action}`) : subscriberMatches(subscriber, object, action);
+}
+
+/**
  * Which subscribers get which event name. Memoised per event name (and workspace); rebuilt whenever
  * the subscriber list changes, so routing an event is one map lookup.
  */
@@ -150,11 +165,7 @@ export class SubscriberIndex {
     let list = this.byEvent.get(name);
     if (list === undefined) {
       const exactOnly = workspaceId !== null && EXACT_MATCH_ONLY_EVENTS.has(`${object}.${action}`);
-      list = this.subscribers.filter(
-        (s) =>
-          (workspaceId === null || s.workspaceId === workspaceId) &&
-          (exactOnly ? s.operationSet.has(`${object}.${action}`) : subscriberMatches(s, object, action)),
-      );
+      list = this.subscribers.filter((s) => routesTo(s, object, action, workspaceId, exactOnly));
       this.byEvent.set(name, list);
     }
     return list;

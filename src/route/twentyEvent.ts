@@ -87,6 +87,7 @@ export function buildTwentyEvent(change: RowChange, object: TwentyObject, option
   return {
     ...base,
     body: '',
+    bodyParts: [head, tail],
     bodyFor: (subscriber: Subscriber) => `{"targetUrl":${JSON.stringify(subscriber.targetUrl)}${head}${JSON.stringify(subscriber.id)}${tail}`,
     payload: { fields, recordKey: 'record', rawJson: false, namesWebhook: true },
   };

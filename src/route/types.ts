@@ -42,6 +42,11 @@ export interface WebhookEvent {
    * webhook from parts serialised once; null where every webhook gets `body`.
    */
   bodyFor: ((subscriber: Subscriber) => string) | null;
+  /**
+   * Where `bodyFor` is built from two serialised parts (Twenty's body: `{"targetUrl":<url><head><webhook id><tail>`),
+   * those parts: the event log keeps them instead of a body per webhook.
+   */
+  bodyParts?: readonly [head: string, tail: string] | null;
   /** The body as values, for webhooks whose options filter it or narrow it (see webhookOptions.ts). */
   payload: EventPayload;
   commitLsn: Lsn;

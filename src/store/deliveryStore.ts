@@ -154,6 +154,12 @@ export async function webhooksWithPending(db: Queryable, schema: string): Promis
   return new Set(rows.map((r) => r.webhook_id as string));
 }
 
+/** The records of a webhook that have pending deliveries (at most `limit`): their later events wait behind them. */
+export async function pendingRecordKeys(db: Queryable, schema: string, webhookId: string, limit: number): Promise<string[]> {
+  const { rows } = await db.query(`select distinct record_key from ${table(schema)} where webhook_id = $1 and status = 'pending' limit $2`, [webhookId, limit]);
+  return rows.map((r) => r.record_key as string);
+}
+
 export async function hasPending(db: Queryable, schema: string, webhookId: string): Promise<boolean> {
   const { rows } = await db.query(`select exists (select 1 from ${table(schema)} where webhook_id = $1 and status = 'pending') as p`, [webhookId]);
   return rows[0].p === true;

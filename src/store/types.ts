@@ -1,3 +1,5 @@
+import type { Lsn } from '../replication/lsn.js';
+
 /** A delivery as kept in the durable store (`<schema>.deliveries`). */
 export interface StoredDelivery {
   id: string;
@@ -44,3 +46,9 @@ export interface DeliveryKey {
 }
 
 export type { Queryable } from '../database.js';
+
+/** A place in the event log: the commit LSN of an event's transaction and its index in it. */
+export interface LogPosition {
+  lsn: Lsn;
+  index: number;
+}

@@ -144,6 +144,11 @@ export class Coalescer<H extends CoalescingHold> {
     for (const webhookId of [...this.held.keys()]) this.sendAll(webhookId);
   }
 
+  /** Everything held for one webhook goes on now (its lane is about to read the log instead). */
+  sendAllOf(webhookId: string): void {
+    this.sendAll(webhookId);
+  }
+
   private sendAll(webhookId: string): void {
     for (const burst of [...(this.held.get(webhookId)?.values() ?? [])]) this.send(webhookId, burst);
   }

@@ -1,0 +1,203 @@
+import { setImmediate as nextTick } from 'node:timers/promises';
+import { coerceError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { LoggedEvent } from '../route/loggedEvent.js';
+import { appendSegment, comparePositions, lastLoggedPosition, positionOf } from './eventLog.js';
+import type { LogPosition, Queryable } from './types.js';
+
+/** One segment holds at most this many events and about this many body bytes. */
+const SEGMENT_EVENTS = 2_000;
+const SEGMENT_BYTES = 4 * 1024 * 1024;
+/** Past this many events or bytes waiting for their write, the stream waits (see isFull). */
+const BUFFER_EVENTS_LIMIT = 50_000;
+const BUFFER_BYTES_LIMIT = 64 * 1024 * 1024;
+
+/** A transaction's acknowledgement (the replication stage's entry): held while its events wait to be written. */
+export interface LoggedTransaction {
+  hold(): void;
+  release(): void;
+  /** Committed, and nothing holds it any more: nobody will ask for its events. */
+  readonly settled: boolean;
+}
+
+interface Pending {
+  transaction: LoggedTransaction;
+  /** Events of it appended and not yet written. */
+  unwritten: number;
+  /** This writer holds the transaction's acknowledgement until they are written. */
+  held: boolean;
+}
+
+interface Buffered {
+  event: LoggedEvent;
+  pending: Pending;
+}
+
+export interface LogWriterSettings {
+  schema: string;
+  /** Every event is written (delivery.retentionHours > 0), not only while some webhook is behind. */
+  keepEverything: boolean;
+  /** Retries of a failed write (see withDatabaseRetry). */
+  retry: <T>(what: string, run: () => Promise<T>) => Promise<T>;
+}
+
+/**
+ * Appends routed events to the event log, once each, in commit order.
+ *
+ * While it is logging (every event is kept, or some webhook is behind and reads the log) each event's
+ * transaction stays unacknowledged until its segment is committed: from then on the slot may move past
+ * it, whatever the webhooks do. While it is not, events are only buffered (their transactions are
+ * held by the deliveries in memory): when a webhook falls behind, `writeBuffered()` writes every one
+ * not yet settled, so the log holds all that webhook still needs. Settled transactions leave the
+ * buffer: the log never gets what every webhook already had.
+ */
+export class LogWriter {
+  private buffer: Buffered[] = [];
+  private bufferBytes = 0;
+  private readonly pending = new Map<LoggedTransaction, Pending>();
+  private behind = 0;
+  private last: LogPosition = { lsn: 0n, index: 0 };
+  private flushing: Promise<void> | null = null;
+  private prunedAt = 0;
+  private failed: Error | null = null;
+  private readonly writtenListeners = new Set<() => void>();
+
+  constructor(
+    private readonly db: Queryable,
+    private readonly settings: LogWriterSettings,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    const last = await lastLoggedPosition(this.db, this.settings.schema);
+    if (last !== null) this.last = last;
+  }
+
+  get logging(): boolean {
+    return this.settings.keepEverything || this.behind > 0;
+  }
+
+  /** The last event appended (written or not): a reader at it has seen everything routed so far. */
+  get lastPosition(): LogPosition {
+    return this.last;
+  }
+
+  /** Events waiting for their write are past the limit: the stream should wait (see waitForCapacity). */
+  get isFull(): boolean {
+    return this.logging && (this.buffer.length >= BUFFER_EVENTS_LIMIT || this.bufferBytes >= BUFFER_BYTES_LIMIT);
+  }
+
+  /** Told after every committed segment (readers may read on, the stream may go on). */
+  onWritten(listener: () => void): () => void {
+    this.writtenListeners.add(listener);
+    return () => this.writtenListeners.delete(listener);
+  }
+
+  /** A webhook fell behind: from now on every event is written. Pair with caughtUp(). */
+  fellBehind(): void {
+    this.behind++;
+  }
+
+  caughtUp(): void {
+    this.behind--;
+    if (this.behind < 0) throw new Error('log writer: more webhooks caught up than fell behind');
+  }
+
+  append(event: LoggedEvent, transaction: LoggedTransaction): void {
+    const position = positionOf(event);
+    let pending = this.pending.get(transaction);
+    if (pending === undefined) {
+      pending = { transaction, unwritten: 0, held: false };
+      this.pending.set(transaction, pending);
+    }
+    pending.unwritten++;
+    this.buffer.push({ event, pending });
+    this.bufferBytes += event.body.length + (event.bodyParts?.[1].length ?? 0);
+    // A replay after a crash may append what an earlier run wrote: readers skip what they have read.
+    if (comparePositions(position, this.last) > 0) this.last = position;
+    if (!this.logging) {
+      this.pruneSettled();
+      return;
+    }
+    if (!pending.held) {
+      pending.held = true;
+      transaction.hold();
+    }
+    this.flushing ??= this.flush();
+  }
+
+  /** A transaction the stream will send again from its start (a reconnect): its unwritten events go. */
+  abandon(transaction: LoggedTransaction): void {
+    const pending = this.pending.get(transaction);
+    if (pending === undefined) return;
+    this.buffer = this.buffer.filter((b) => b.pending !== pending);
+    this.recountBytes();
+    this.pending.delete(transaction);
+    if (pending.held) transaction.release();
+  }
+
+  /** Writes every buffered event not yet settled; resolves once they are committed. */
+  async writeBuffered(): Promise<void> {
+    this.flushing ??= this.flush();
+    while (this.flushing !== null) await this.flushing;
+    if (this.failed !== null) throw this.failed;
+  }
+
+  private pruneSettled(): void {
+    // Cheap in the common case: settled transactions sit at the front.
+    let front = 0;
+    while (front < this.buffer.length && this.buffer[front]!.pending.transaction.settled) front++;
+    if (front > 0) this.dropWritten(this.buffer.splice(0, front), false);
+    // A transaction held for long (a coalesced burst, a slow webhook) keeps later settled ones behind it.
+    if (this.buffer.length > 2 * this.prunedAt + 1_000) {
+      const kept: Buffered[] = [];
+      const dropped: Buffered[] = [];
+      for (const b of this.buffer) (b.pending.transaction.settled ? dropped : kept).push(b);
+      this.buffer = kept;
+      this.dropWritten(dropped, false);
+      this.prunedAt = kept.length;
+    }
+  }
+
+  private async flush(): Promise<void> {
+    await nextTick();
+    try {
+      while (this.buffer.length > 0 && this.failed === null) {
+        let count = 0;
+        let bytes = 0;
+        while (count < this.buffer.length && count < SEGMENT_EVENTS && bytes < SEGMENT_BYTES) bytes += this.buffer[count++]!.event.body.length;
+        const batch = this.buffer.splice(0, count);
+        // Settled while it waited: every webhook had it, nobody will read it.
+        const events = batch.filter((b) => !b.pending.transaction.settled || b.pending.held).map((b) => b.event);
+        try {
+          if (events.length > 0) await this.settings.retry('write the event log', () => appendSegment(this.db, this.settings.schema, events));
+        } catch (error) {
+          // Refused for good: the events stay unacknowledged (their holds are kept) and nothing is
+          // written after them, so no reader goes past them; a restart replays them from the slot.
+          this.failed = coerceError(error);
+          this.log.error({ err: this.failed }, 'could not write the event log; changes stay unacknowledged until a restart replays them');
+          this.buffer.unshift(...batch);
+          return;
+        }
+        this.dropWritten(batch, true);
+        for (const listener of this.writtenListeners) listener();
+      }
+    } finally {
+      this.flushing = null;
+    }
+  }
+
+  private dropWritten(batch: Buffered[], written: boolean): void {
+    for (const { event, pending } of batch) {
+      this.bufferBytes -= event.body.length + (event.bodyParts?.[1].length ?? 0);
+      if (--pending.unwritten > 0) continue;
+      this.pending.delete(pending.transaction);
+      if (pending.held && written) pending.transaction.release();
+    }
+  }
+
+  private recountBytes(): void {
+    this.bufferBytes = 0;
+    for (const b of this.buffer) this.bufferBytes += b.event.body.length + (b.event.bodyParts?.[1].length ?? 0);
+  }
+}
