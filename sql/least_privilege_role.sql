@@ -38,6 +38,11 @@
 --                  UPDATE              `webhooks enable|disable`; rows are upserted, never deleted
 --   webhook_options: SELECT INSERT     per-webhook filters and column selection, read with the
 --                    UPDATE            webhooks; `webhooks set` upserts them (never deleted)
+--   event_log: SELECT INSERT DELETE    the event log: segments written once, read by lagging webhooks,
+--                                      deleted once no cursor needs them (retention)
+--   event_log_id_seq: USAGE            ids of segments (nextval)
+--   log_cursors: SELECT INSERT UPDATE  where each lagging webhook reads from; deleted once it keeps
+--                DELETE                up again
 --   slot_state: SELECT INSERT UPDATE   which slot this bridge created and the furthest position it
 --               DELETE                 confirmed; DELETE only for `slot reset` (which needs REPLICATION
 --                                      to drop the old slot, so it runs as this role)
@@ -154,6 +159,8 @@ begin
                         ('webhook_state', 'select, insert, update'),
                         ('webhook_options', 'select, insert, update'),
                         ('slot_state', 'select, insert, update, delete'),
+                        ('event_log', 'select, insert, delete'),
+                        ('log_cursors', 'select, insert, update, delete'),
                         -- only `migrate` reads the ledger; `webhooks` here is the default subscribers
                         -- table when webhooks_table names another one
                         ('migrations', null),

@@ -15,7 +15,7 @@ import { DeliveryCoordinator } from './deliver/coordinator.js';
 import type { HttpSender } from './deliver/httpSender.js';
 import type { BridgeMetrics } from './http/metrics.js';
 import type { Logger } from './log.js';
-import { AckTracker, type TransactionEntry } from './replication/ackTracker.js';
+import { AckTracker, EventHold, type TransactionEntry } from './replication/ackTracker.js';
 import { ConfirmedPositionRecord } from './replication/confirmedRecord.js';
 import { parseLsn } from './replication/lsn.js';
 import { ensureSlot } from './replication/slot.js';
@@ -61,7 +61,7 @@ export class Pipeline {
   private coordinator!: DeliveryCoordinator;
   private logWriter!: LogWriter;
   /** Webhooks with a coalescing window: their bursts of updates, held before options and delivery. */
-  private coalescer: Coalescer<TransactionEntry> | null = null;
+  private coalescer: Coalescer<EventHold> | null = null;
   private registry!: WebhookRegistry;
   private stream!: ReplicationStream<PgoutputMessage>;
   private positionRecord!: ConfirmedPositionRecord;
@@ -149,7 +149,6 @@ export class Pipeline {
       },
       logLog,
     );
-    await this.logWriter.start();
     this.coordinator = new DeliveryCoordinator(
       pool,
       this.sender,
@@ -175,11 +174,14 @@ export class Pipeline {
       (id) => this.coalescer?.sendAllOf(id),
     );
     const coordinator = this.coordinator;
-    this.coalescer = new Coalescer<TransactionEntry>(
+    this.coalescer = new Coalescer<EventHold>(
       (event, subscribers, hold) => this.optionRouter.route(event, subscribers, coordinator, hold),
       this.metrics,
     );
-    await this.coordinator.start({ lsn: parseLsn(slot.recordedConfirmedLsn ?? '0/0'), index: 0 });
+    // The stream resumes from the slot's confirmed position: events after it come again.
+    const resumeFrom = { lsn: parseLsn(slot.confirmedFlushLsn ?? slot.restartLsn ?? '0/0'), index: 0 };
+    this.logWriter.resumeFrom(resumeFrom);
+    await this.coordinator.start(resumeFrom);
     if (this.stopping) return; // stop() drains the coordinator (and clears its timers) once this returns
     this.coordinator.updateSubscribers(this.registry.active);
     const types = new TypeCatalog((sql, params) => pool.query(sql, params));
@@ -249,16 +251,18 @@ export class Pipeline {
         }
         const routed = this.routeChange(change);
         if (routed === null) return;
-        // Logged before any webhook takes it: a webhook that is behind reads it from the log.
+        const { entry } = this.transaction;
+        const hold = new EventHold(entry);
+        const taken = routed.subscribers.length === 0 ? 0 : this.coalescer!.route(routed.event, routed.subscribers, hold);
+        // In the same tick as routing: a webhook that is behind took nothing and reads it from the log.
         if (routed.subscribers.length > 0 || this.config.delivery.retentionHours > 0) {
-          this.logWriter.append(toLoggedEvent(routed.event, routed.workspaceId), this.transaction.entry);
+          this.logWriter.append(toLoggedEvent(routed.event, routed.workspaceId), hold, entry);
         }
-        if (routed.subscribers.length === 0) {
+        if (taken === 0) {
           const full = this.logWriter.isFull ? this.coordinator.waitForCapacity() : null;
           if (full) await full;
           return;
         }
-        if (this.coalescer!.route(routed.event, routed.subscribers, this.transaction.entry) === 0) return;
         this.metrics.eventRouted(routed.objectLabel, routed.event.action);
         const full = this.coordinator.waitForCapacity();
         if (full) await full;

@@ -61,6 +61,32 @@ export class AckTracker implements SafeLsnSource {
   }
 }
 
+/**
+ * One routed event's share of its transaction's hold: every hold and release goes to the transaction,
+ * and the count says whether anything (a delivery in memory, a coalesced burst, the log writer) still
+ * needs this event, which the transaction as a whole cannot say while its other events wait.
+ */
+export class EventHold {
+  private count = 0;
+
+  constructor(readonly transaction: TransactionEntry) {}
+
+  /** Nothing holds the event: whoever needed it has it delivered or written. */
+  get settled(): boolean {
+    return this.count === 0;
+  }
+
+  hold(count = 1): void {
+    this.count += count;
+    this.transaction.hold(count);
+  }
+
+  release(count = 1): void {
+    this.count -= count;
+    this.transaction.release(count);
+  }
+}
+
 export class TransactionEntry {
   endLsn: Lsn | null = null;
   abandoned = false;

@@ -102,12 +102,14 @@ export async function lastLoggedPosition(db: Queryable, schema: string): Promise
 }
 
 /**
- * The events at or after `from`, segment by segment, at most `maxSegments` segments (a segment that
- * starts before `from` is cut). `until`: none after it.
+ * The events at or after `from`, segment by segment in the order they start, at most `maxSegments`
+ * segments (a segment that starts before `from` is cut). A replay after a crash may have written a
+ * segment overlapping earlier ones: taken in start order, skipping positions already passed, every
+ * event is read once and none is passed over.
  */
 export async function readEvents(db: Queryable, schema: string, from: LogPosition, maxSegments: number): Promise<LoggedEvent[]> {
   const { rows } = await db.query(
-    `select events from ${logTable(schema)} where (last_lsn, last_index) >= ($1::pg_lsn, $2::int) order by last_lsn, last_index limit $3`,
+    `select events from ${logTable(schema)} where (last_lsn, last_index) >= ($1::pg_lsn, $2::int) order by first_lsn, first_index limit $3`,
     [formatLsn(from.lsn), from.index, maxSegments],
   );
   const events: LoggedEvent[] = [];

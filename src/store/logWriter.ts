@@ -2,7 +2,7 @@ import { setImmediate as nextTick } from 'node:timers/promises';
 import { coerceError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { LoggedEvent } from '../route/loggedEvent.js';
-import { appendSegment, comparePositions, lastLoggedPosition, positionOf } from './eventLog.js';
+import { appendSegment, comparePositions, positionOf } from './eventLog.js';
 import type { LogPosition, Queryable } from './types.js';
 
 /** One segment holds at most this many events and about this many body bytes. */
@@ -12,16 +12,21 @@ const SEGMENT_BYTES = 4 * 1024 * 1024;
 const BUFFER_EVENTS_LIMIT = 50_000;
 const BUFFER_BYTES_LIMIT = 64 * 1024 * 1024;
 
-/** A transaction's acknowledgement (the replication stage's entry): held while its events wait to be written. */
-export interface LoggedTransaction {
+/**
+ * An event's hold on its transaction's acknowledgement (the replication stage's EventHold): held while
+ * the event waits to be written.
+ */
+export interface LoggedEventHold {
   hold(): void;
   release(): void;
-  /** Committed, and nothing holds it any more: nobody will ask for its events. */
+  /** Nothing holds the event any more: every webhook that gets it has it, nobody will ask for it. */
   readonly settled: boolean;
 }
 
 interface Pending {
-  transaction: LoggedTransaction;
+  transaction: LoggedEventHold;
+  /** The transaction the event belongs to: a reconnect abandons all of its events. */
+  group: object;
   /** Events of it appended and not yet written. */
   unwritten: number;
   /** This writer holds the transaction's acknowledgement until they are written. */
@@ -54,7 +59,7 @@ export interface LogWriterSettings {
 export class LogWriter {
   private buffer: Buffered[] = [];
   private bufferBytes = 0;
-  private readonly pending = new Map<LoggedTransaction, Pending>();
+  private readonly pending = new Map<LoggedEventHold, Pending>();
   private behind = 0;
   private last: LogPosition = { lsn: 0n, index: 0 };
   private flushing: Promise<void> | null = null;
@@ -68,16 +73,19 @@ export class LogWriter {
     private readonly log: Logger,
   ) {}
 
-  async start(): Promise<void> {
-    const last = await lastLoggedPosition(this.db, this.settings.schema);
-    if (last !== null) this.last = last;
+  /**
+   * Where the stream resumes: events after it are routed (again) in this run. `lastPosition` starts
+   * just before it, whatever an earlier run wrote past it (a replay writes those events again).
+   */
+  resumeFrom(position: LogPosition): void {
+    this.last = { lsn: position.lsn, index: position.index - 1 };
   }
 
   get logging(): boolean {
     return this.settings.keepEverything || this.behind > 0;
   }
 
-  /** The last event appended (written or not): a reader at it has seen everything routed so far. */
+  /** The last event appended in this run (written or not): a reader at it has seen everything routed so far. */
   get lastPosition(): LogPosition {
     return this.last;
   }
@@ -103,11 +111,15 @@ export class LogWriter {
     if (this.behind < 0) throw new Error('log writer: more webhooks caught up than fell behind');
   }
 
-  append(event: LoggedEvent, transaction: LoggedTransaction): void {
+  /**
+   * Call once the event is routed (deliveries in memory hold it by then): while the writer is not
+   * logging, an event nobody holds is not kept. `group` is its transaction.
+   */
+  append(event: LoggedEvent, transaction: LoggedEventHold, group: object): void {
     const position = positionOf(event);
     let pending = this.pending.get(transaction);
     if (pending === undefined) {
-      pending = { transaction, unwritten: 0, held: false };
+      pending = { transaction, group, unwritten: 0, held: false };
       this.pending.set(transaction, pending);
     }
     pending.unwritten++;
@@ -127,13 +139,15 @@ export class LogWriter {
   }
 
   /** A transaction the stream will send again from its start (a reconnect): its unwritten events go. */
-  abandon(transaction: LoggedTransaction): void {
-    const pending = this.pending.get(transaction);
-    if (pending === undefined) return;
-    this.buffer = this.buffer.filter((b) => b.pending !== pending);
+  abandon(group: object): void {
+    const abandoned = this.buffer.filter((b) => b.pending.group === group);
+    if (abandoned.length === 0) return;
+    this.buffer = this.buffer.filter((b) => b.pending.group !== group);
     this.recountBytes();
-    this.pending.delete(transaction);
-    if (pending.held) transaction.release();
+    for (const { pending } of abandoned) {
+      if (!this.pending.delete(pending.transaction)) continue;
+      if (pending.held) pending.transaction.release();
+    }
   }
 
   /** Writes every buffered event not yet settled; resolves once they are committed. */

@@ -100,6 +100,8 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
       'webhook_bridge.webhook_state': ['select', 'insert', 'update'],
       'webhook_bridge.webhook_options': ['select', 'insert', 'update'],
       'webhook_bridge.slot_state': ['select', 'insert', 'update', 'delete'],
+      'webhook_bridge.event_log': ['select', 'insert', 'delete'],
+      'webhook_bridge.log_cursors': ['select', 'insert', 'update', 'delete'],
       'webhook_bridge.migrations': [],
     };
     const bridgeTables = await db.pool.query(
@@ -118,6 +120,7 @@ describe('least-privilege role (sql/least_privilege_role.sql)', () => {
     }
     expect(actual).toEqual(expected);
     expect(await can(`has_sequence_privilege($1, 'webhook_bridge.deliveries_id_seq', 'usage')`)).toBe(true);
+    expect(await can(`has_sequence_privilege($1, 'webhook_bridge.event_log_id_seq', 'usage')`)).toBe(true);
     expect(await can(`has_sequence_privilege($1, 'webhook_bridge.deliveries_id_seq', 'select')`)).toBe(false);
     expect(await can(`has_sequence_privilege($1, 'webhook_bridge.deliveries_id_seq', 'update')`)).toBe(false);
     expect(await can(`has_schema_privilege($1, 'webhook_bridge', 'create')`)).toBe(false);
