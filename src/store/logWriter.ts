@@ -133,7 +133,10 @@ export class LogWriter {
     this.buffer = this.buffer.filter((b) => b.pending !== pending);
     this.recountBytes();
     this.pending.delete(transaction);
-    if (pending.held) transaction.release();
+    if (!pending.held) return;
+    // A write under way may hold some of its events: when it ends, it must not release them again.
+    pending.held = false;
+    transaction.release();
   }
 
   /** Writes every buffered event not yet settled; resolves once they are committed. */
