@@ -174,10 +174,7 @@ export class Pipeline {
       (id) => this.coalescer?.sendAllOf(id),
     );
     const coordinator = this.coordinator;
-    this.coalescer = new Coalescer<EventHold>(
-      (event, subscribers, hold) => this.optionRouter.route(event, subscribers, coordinator, hold),
-      this.metrics,
-    );
+    this.coalescer = new Coalescer<EventHold>((event, subscribers, hold) => this.optionRouter.route(event, subscribers, coordinator, hold), this.metrics);
     // The stream resumes from the slot's confirmed position: events after it come again.
     const resumeFrom = { lsn: parseLsn(slot.confirmedFlushLsn ?? slot.restartLsn ?? '0/0'), index: 0 };
     this.logWriter.resumeFrom(resumeFrom);

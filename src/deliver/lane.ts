@@ -304,7 +304,8 @@ export class Lane {
     // events committed while a webhook is disabled are not sent to it.
     if (!this.sending) return;
     // The log writer holds the transaction until the event is written; the reader reads it there.
-    if (this.currentMode === 'store') return;
+    // Once closed the lane no longer counts as behind, so the writer may not keep it: held below.
+    if (this.currentMode === 'store' && this.lifecycle !== 'closed') return;
     delivery.hold.hold();
     // Draining: the transaction stays unacknowledged (the hold is never released), so it is replayed.
     if (this.lifecycle !== 'running') return;

@@ -145,8 +145,10 @@ export class LogWriter {
     this.buffer = this.buffer.filter((b) => b.pending.group !== group);
     this.recountBytes();
     for (const { pending } of abandoned) {
-      if (!this.pending.delete(pending.transaction)) continue;
-      if (pending.held) pending.transaction.release();
+      if (!this.pending.delete(pending.transaction) || !pending.held) continue;
+      // A write under way may hold some of its events: when it ends, it must not release them again.
+      pending.held = false;
+      pending.transaction.release();
     }
   }
 

@@ -1,7 +1,12 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import pino from 'pino';
 import { DeliveryCoordinator } from '../../src/deliver/coordinator.js';
+import { withDatabaseRetry } from '../../src/deliver/databaseRetry.js';
 import type { Logger } from '../../src/log.js';
+import { toLoggedEvent } from '../../src/route/loggedEvent.js';
+import { appendSegment, lastLoggedPosition, loadCursors } from '../../src/store/eventLog.js';
+import { LogWriter } from '../../src/store/logWriter.js';
+import type { LogPosition } from '../../src/store/types.js';
 import { LogCapture } from '../helpers/bridge.js';
 import type { LaneSettings } from '../../src/deliver/types.js';
 import {
@@ -23,22 +28,64 @@ import {
 
 const STORE_POLL_MS = 100;
 
-async function setup(settings: Partial<LaneSettings> = {}, seed?: (store: FakeStore) => void, log: Logger = silentLog) {
+interface SetupOptions {
+  seed?: (store: FakeStore) => Promise<void> | void;
+  log?: Logger;
+  /** Where the stream resumes (the slot's confirmed position). */
+  slot?: LogPosition;
+}
+
+async function setup(settings: Partial<LaneSettings> = {}, options: SetupOptions = {}) {
   const store = new FakeStore();
-  seed?.(store);
+  await options.seed?.(store);
+  const log = options.log ?? silentLog;
   const sender = new FakeSender();
   const observer = new FakeObserver();
   const disabled: Array<[string, boolean]> = [];
-  const coordinator = new DeliveryCoordinator(store, sender, { ...SETTINGS, ...settings, storePollMs: STORE_POLL_MS }, observer, log, (id, recorded) =>
-    disabled.push([id, recorded]),
+  const releasedHeld: string[] = [];
+  const logWriter = new LogWriter(store, { schema: SETTINGS.schema, keepEverything: false, retry: (what, run) => withDatabaseRetry(log, what, run) }, log);
+  // The stream resumes after what the log holds, as it does once a run has acknowledged it.
+  const logged = await lastLoggedPosition(store, SETTINGS.schema);
+  if (logged !== null) logWriter.resumeFrom({ lsn: logged.lsn, index: logged.index + 1 });
+  const coordinator = new DeliveryCoordinator(
+    store,
+    sender,
+    logWriter,
+    { ...SETTINGS, ...settings, storePollMs: STORE_POLL_MS },
+    observer,
+    log,
+    (id, recorded) => disabled.push([id, recorded]),
+    (id) => releasedHeld.push(id),
   );
-  await coordinator.start();
+  await coordinator.start(options.slot ?? { lsn: 0n, index: 0 });
   const webhook = subscriber();
   coordinator.updateSubscribers([webhook]);
-  const hold = new FakeHold();
-  const route = (record: string, n: number) => coordinator.route(event(record, n), [webhook], hold);
+  const transactions: FakeHold[] = [];
+  /** As the pipeline does: the event goes to the log writer, then to the lanes, then its transaction commits. */
+  const route = (record: string, n: number): FakeHold => {
+    const e = event(record, n);
+    const transaction = new FakeHold();
+    transaction.committed = false;
+    logWriter.append(toLoggedEvent(e, null), transaction, transaction);
+    coordinator.route(e, [webhook], transaction);
+    transaction.committed = true;
+    transactions.push(transaction);
+    return transaction;
+  };
+  const held = () => transactions.reduce((sum, t) => sum + t.outstanding, 0);
   const lane = () => coordinator.laneStates().find((l) => l.webhookId === webhook.id);
-  return { store, sender, observer, disabled, coordinator, webhook, hold, route, lane };
+  /** What the pipeline passes on each registry refresh: the live webhooks and the cursors now. */
+  const refresh = async (active: (typeof webhook)[]) => coordinator.updateSubscribers(active, await loadCursors(store, SETTINGS.schema));
+  return { store, sender, observer, disabled, releasedHeld, logWriter, coordinator, webhook, route, held, lane, refresh };
+}
+
+/** Runs the coordinator's ticks until `condition` holds. */
+async function tickUntil(condition: () => boolean, ticks = 20): Promise<void> {
+  for (let i = 0; i < ticks && !condition(); i++) {
+    await vi.advanceTimersByTimeAsync(STORE_POLL_MS);
+    await settle();
+  }
+  expect(condition()).toBe(true);
 }
 
 beforeEach(() => {
@@ -70,8 +117,8 @@ describe('DeliveryCoordinator', () => {
     await coordinator.drain(Date.now() + 1_000);
   });
 
-  it('moves a lane whose oldest delivery waited longer than storeAfterMs to the store, so its transaction is acknowledged', async () => {
-    const { coordinator, sender, store, hold, route, lane } = await setup({ storeAfterMs: 2_000, concurrency: 1 });
+  it('a lane whose oldest delivery waited longer than storeAfterMs falls behind: the log takes its work and its transactions are acknowledged; caught up, it is back in memory', async () => {
+    const { coordinator, sender, store, held, route, lane, releasedHeld, webhook, logWriter } = await setup({ storeAfterMs: 2_000, concurrency: 1 });
     sender.answer = () => 'hold';
     route('a', 1);
     route('b', 2);
@@ -79,88 +126,118 @@ describe('DeliveryCoordinator', () => {
     await vi.advanceTimersByTimeAsync(2_000);
     expect(lane()!.mode).toBe('memory');
     await vi.advanceTimersByTimeAsync(STORE_POLL_MS);
-    await until(() => hold.outstanding === 0);
+    await until(() => held() === 0);
     expect(lane()!.mode).toBe('store');
-    expect(store.rows.map((r) => r.event_id).sort()).toEqual(['a-1', 'b-2']);
-    // The slow receiver answers; the store empties and the next tick finds the lane back in memory.
+    expect(releasedHeld).toEqual([webhook.id]);
+    expect(store.loggedLabels()).toEqual(['a-1', 'b-2']);
+    expect(store.cursors.get(webhook.id)).toMatchObject({ lsn: '0/100', change_index: 0 });
+    // The slow receiver answers; the lane sends on and a tick finds it caught up.
     sender.answer = () => OK;
     sender.finish(OK);
-    for (let i = 0; i < 10 && lane()!.mode === 'store'; i++) {
-      await vi.advanceTimersByTimeAsync(STORE_POLL_MS);
-      await settle();
-    }
+    await tickUntil(() => lane()!.mode === 'memory');
+    expect(sender.sentIds()).toEqual(['a-1', 'b-2']);
     expect(store.rows).toEqual([]);
-    expect(lane()!.mode).toBe('memory');
-    expect(sender.sentIds().sort()).toEqual(['a-1', 'b-2']);
+    await until(() => !store.cursors.has(webhook.id));
+    expect(logWriter.logging).toBe(false);
     await coordinator.drain(Date.now() + 1_000);
   });
 
-  it('a move to the store refused for good (permission denied) is logged, nothing goes unhandled, and its transaction stays unacknowledged', async () => {
+  it('a fall behind refused for good (permission denied) is logged, nothing goes unhandled, and its transactions stay unacknowledged', async () => {
     const logs = new LogCapture();
-    const { coordinator, sender, store, hold, route } = await setup({ storeAfterMs: 2_000, concurrency: 1 }, undefined, pino({ level: 'warn' }, logs));
+    const { coordinator, sender, store, held, route } = await setup({ storeAfterMs: 2_000, concurrency: 1 }, { log: pino({ level: 'warn' }, logs) });
     sender.answer = () => 'hold';
     route('a', 1);
     route('b', 2);
     await settle();
-    store.failures.push(Object.assign(new Error('permission denied for table deliveries'), { code: '42501' }));
-    await vi.advanceTimersByTimeAsync(2_000 + STORE_POLL_MS);
-    await until(() => logs.lines.some((l) => l.level >= 40 && /permission denied/.test(l.err?.message ?? '')));
-    expect(hold.outstanding).toBeGreaterThan(0);
-    expect(store.rows).toEqual([]);
+    await vi.advanceTimersByTimeAsync(2_000);
+    store.failures.push(Object.assign(new Error('permission denied for table log_cursors'), { code: '42501' }));
+    await vi.advanceTimersByTimeAsync(STORE_POLL_MS);
+    await until(() => logs.lines.some((l) => l.level >= 50 && /permission denied/.test(l.err?.message ?? '')));
+    expect(held()).toBe(2);
+    expect(store.segments).toEqual([]);
     sender.finish(OK);
     await coordinator.drain(Date.now() + 1_000);
   });
 
-  it('a webhook no longer live gets no attempt, its lane is freed, and its stored work goes out when it is live again', async () => {
-    const { coordinator, sender, store, route, lane, webhook } = await setup({ concurrency: 1 });
+  it('a webhook no longer live gets no attempt, its lane is freed with a paused cursor, and its work goes out when it is live again', async () => {
+    const { coordinator, sender, store, route, lane, webhook, held, refresh } = await setup({ concurrency: 1 });
     sender.answer = () => 'hold';
     route('a', 1);
     route('b', 2);
     await settle();
-    coordinator.updateSubscribers([]);
-    await until(() => store.rows.length === 2);
+    await refresh([]);
+    await until(() => store.cursors.get(webhook.id)?.paused_lsn === '0/200' && held() === 0);
     sender.finish(OK);
+    // Committed while the webhook is not live: never sent to it.
     route('c', 3);
-    // The late success is a completion in the store, deleted with the next batch.
-    await vi.advanceTimersByTimeAsync(50);
     await eventually(() => lane() === undefined);
     await vi.advanceTimersByTimeAsync(STORE_POLL_MS * 8);
     expect(sender.sentIds()).toEqual(['a-1']);
-    expect(store.pending().map((r) => r.event_id)).toEqual(['b-2']);
-    // Live again: a new lane starts from the store.
+    expect(held()).toBe(0);
+    // Live again: a new lane starts behind, reading from the cursor.
     sender.answer = () => OK;
-    coordinator.updateSubscribers([webhook]);
+    await refresh([webhook]);
     expect(lane()!.mode).toBe('store');
-    await until(() => sender.sent.length === 2);
-    expect(sender.sentIds()).toEqual(['a-1', 'b-2']);
+    await tickUntil(() => lane()!.mode === 'memory');
+    // a-1 may be sent again: see the known gap in lane.test.ts (an attempt in flight at disable).
+    expect(sender.sentIds().filter((id) => id !== 'a-1')).toEqual(['b-2']);
     await coordinator.drain(Date.now() + 1_000);
   });
 
   it('a webhook removed and added back before its lane is freed resumes sending on the same lane', async () => {
-    const { coordinator, sender, store, route, webhook } = await setup({ concurrency: 1 });
+    const { coordinator, sender, store, route, webhook, refresh } = await setup({ concurrency: 1 });
     sender.answer = () => 'hold';
     route('a', 1);
     route('b', 2);
     await settle();
-    coordinator.updateSubscribers([]);
-    await until(() => store.rows.length === 2);
-    coordinator.updateSubscribers([webhook]);
+    await refresh([]);
+    await until(() => store.cursors.get(webhook.id)?.paused_lsn !== undefined);
+    await refresh([webhook]);
     sender.answer = () => OK;
     sender.finish(OK);
-    await until(() => sender.sent.length === 2);
-    expect(sender.sentIds()).toEqual(['a-1', 'b-2']);
+    await until(() => sender.sentIds().includes('b-2'));
+    expect(sender.sentIds().filter((id) => id !== 'a-1')).toEqual(['b-2']);
     await coordinator.drain(Date.now() + 1_000);
   });
 
-  it('starts a webhook with stored backlog in store mode and sends the backlog before new events of a record', async () => {
+  it('starts a webhook with pending deliveries behind: they go first, and a later event of their record waits behind them', async () => {
     const id = subscriber().id;
-    const { coordinator, sender, route, lane } = await setup({ concurrency: 1 }, (store) =>
-      store.seed({ webhook_id: id, event_id: 'a-1', record_key: 'a', commit_lsn: '0/100' }),
+    const { coordinator, sender, route, lane, store } = await setup(
+      { concurrency: 1 },
+      {
+        seed: (s) => s.seed({ webhook_id: id, event_id: event('a', 1).id, body: event('a', 1).body, record_key: 'a', commit_lsn: '0/100' }),
+        slot: { lsn: 0x200n, index: 0 },
+      },
     );
     expect(lane()!.mode).toBe('store');
     route('a', 2);
-    await until(() => sender.sent.length === 2);
+    await tickUntil(() => lane()!.mode === 'memory');
     expect(sender.sentIds()).toEqual(['a-1', 'a-2']);
+    expect(store.rows).toEqual([]);
+    await coordinator.drain(Date.now() + 1_000);
+  });
+
+  it('starts a webhook with a log cursor behind, reading the log from it', async () => {
+    const id = subscriber().id;
+    const { coordinator, sender, route, lane, store } = await setup(
+      { concurrency: 1 },
+      {
+        seed: async (s) => {
+          await appendSegment(
+            s,
+            SETTINGS.schema,
+            [event('a', 1), event('b', 2)].map((e) => toLoggedEvent(e, null)),
+          );
+          s.cursors.set(id, { lsn: '0/200', change_index: 0, paused_lsn: null });
+        },
+        slot: { lsn: 0x300n, index: 0 },
+      },
+    );
+    expect(lane()!.mode).toBe('store');
+    route('c', 3);
+    await tickUntil(() => lane()!.mode === 'memory');
+    expect(sender.sentIds()).toEqual(['b-2', 'c-3']);
+    await until(() => !store.cursors.has(id));
     await coordinator.drain(Date.now() + 1_000);
   });
 
@@ -196,17 +273,18 @@ describe('DeliveryCoordinator', () => {
     await coordinator.drain(Date.now() + 1_000);
   });
 
-  it('drain() stops the timers and stores what memory holds', async () => {
-    const { coordinator, sender, store, hold, route } = await setup({ concurrency: 1 });
+  it('drain() stops the timers and puts what memory holds in the log', async () => {
+    const { coordinator, sender, store, held, route, webhook } = await setup({ concurrency: 1 });
     sender.answer = () => 'hold';
     route('a', 1);
     route('b', 2);
     await settle();
     const drained = coordinator.drain(Date.now() + 1_000);
-    await until(() => store.rows.length === 2);
+    await until(() => store.loggedLabels().length === 2);
     sender.finish(OK);
     await drained;
-    expect(hold.outstanding).toBe(0);
+    expect(held()).toBe(0);
+    expect(store.cursors.get(webhook.id)).toMatchObject({ lsn: '0/200', change_index: 0, paused_lsn: null });
     expect(vi.getTimerCount()).toBe(0);
   });
 });

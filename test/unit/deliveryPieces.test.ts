@@ -4,7 +4,7 @@ import { BREAKER_THRESHOLD, EndpointBreaker, MAX_PROBE_INTERVAL_MS } from '../..
 import { RecordQueue } from '../../src/deliver/recordQueue.js';
 import { storedRow } from '../../src/deliver/storedRow.js';
 import { StoreWriter } from '../../src/deliver/storeWriter.js';
-import { event, FakeHold, FakeStore, HTTP_500, REFUSED, SETTINGS } from './fakes/deliveryFakes.js';
+import { event, FakeHold, FakeStore, HTTP_500, labelOf, REFUSED, SETTINGS } from './fakes/deliveryFakes.js';
 import type { FailedAttempt, MemoryDelivery } from '../../src/deliver/types.js';
 import { LogCapture } from '../helpers/bridge.js';
 
@@ -97,7 +97,6 @@ describe('StoreWriter', () => {
     hold,
     targetUrl: 'https://example.com/hook',
     enqueuedAt: 0,
-    stored: null,
     finished: false,
   });
 
@@ -112,7 +111,7 @@ describe('StoreWriter', () => {
         toRow: (d, now) => storedRow(webhookId, d, { attempts: 0, runAt: now, outcome: null, lockedUntil: null, dead: false }),
         batchStored: (batch) => {
           for (const d of batch) {
-            stored.push(d.event.id);
+            stored.push(labelOf(d.event.body));
             d.hold.release();
           }
         },
@@ -131,7 +130,7 @@ describe('StoreWriter', () => {
     await writer.flushed();
     await writer.settled();
     expect(stored).toEqual(['b-2']);
-    expect(store.rows.map((r) => r.event_id)).toEqual(['b-2']);
+    expect(store.rows.map((r) => labelOf(r.body))).toEqual(['b-2']);
     expect(refused.outstanding).toBe(1);
     expect(later.outstanding).toBe(0);
     expect(logs.lines.filter((l) => l.level === 50).map((l) => l.err.message)).toEqual(['permission denied for table deliveries']);

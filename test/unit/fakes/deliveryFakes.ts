@@ -10,13 +10,17 @@ import type {
   TransactionHold,
 } from '../../../src/deliver/types.js';
 import type { Subscriber, WebhookEvent } from '../../../src/route/types.js';
+import { eventIdFor } from '../../../src/route/router.js';
+import type { FilterReason } from '../../../src/route/webhookOptions.js';
 import type { Queryable } from '../../../src/store/types.js';
+import type { LoggedEventHold } from '../../../src/store/logWriter.js';
 import { parseLsn } from '../../../src/replication/lsn.js';
 
 /**
  * Fakes for the deliver stage's unit tests: no database, no HTTP. FakeStore answers the store's
  * statements (recognised by their text) from rows held in memory, following the same rules as the
- * SQL (head of record, due, not leased, targetUrl, webhook not disabled), and records every call.
+ * SQL (head of record, due, not leased, targetUrl, webhook not disabled), and records every call. It
+ * also holds the event log's segments and cursors, as src/store/eventLog.ts reads and writes them.
  */
 
 export const silentLog = pino({ level: 'silent' });
@@ -40,10 +44,65 @@ export interface FakeRow {
   created_at: Date;
 }
 
+/** A segment of `<schema>.event_log` as appendSegment writes it. */
+export interface FakeSegment {
+  id: number;
+  first_lsn: string;
+  first_index: number;
+  last_lsn: string;
+  last_index: number;
+  first_commit_at: Date;
+  last_commit_at: Date;
+  event_count: number;
+  events: string;
+}
+
+/** A row of `<schema>.log_cursors`. */
+export interface FakeCursor {
+  lsn: string;
+  change_index: number;
+  paused_lsn: string | null;
+}
+
 type Statement =
-  'insert' | 'claim' | 'setAside' | 'complete' | 'fail' | 'release' | 'hasPending' | 'withPending' | 'recordFailure' | 'disable' | 'recordSuccesses';
+  | 'insert'
+  | 'claim'
+  | 'setAside'
+  | 'complete'
+  | 'fail'
+  | 'release'
+  | 'hasPending'
+  | 'withPending'
+  | 'pendingRecords'
+  | 'recordFailure'
+  | 'disable'
+  | 'recordSuccesses'
+  | 'logAppend'
+  | 'logRead'
+  | 'logLast'
+  | 'cursorSave'
+  | 'cursorDelete'
+  | 'cursorLoad';
+
+function classifyLog(sql: string): Statement {
+  const start = sql.trimStart();
+  if (start.startsWith('insert into')) return 'logAppend';
+  if (start.startsWith('select events from') && sql.includes('(last_lsn, last_index) >=')) return 'logRead';
+  if (start.startsWith('select last_lsn::text')) return 'logLast';
+  throw new Error(`FakeStore does not know this event log statement: ${sql.slice(0, 80)}`);
+}
+
+function classifyCursor(sql: string): Statement {
+  const start = sql.trimStart();
+  if (start.startsWith('insert into')) return 'cursorSave';
+  if (start.startsWith('delete from')) return 'cursorDelete';
+  if (start.startsWith('select webhook_id')) return 'cursorLoad';
+  throw new Error(`FakeStore does not know this cursor statement: ${sql.slice(0, 80)}`);
+}
 
 function classify(sql: string): Statement {
+  if (sql.includes('.event_log')) return classifyLog(sql);
+  if (sql.includes('.log_cursors')) return classifyCursor(sql);
   if (sql.includes('webhook_state') && sql.includes('returning extract')) return 'recordFailure';
   if (sql.includes('webhook_state') && sql.includes('disabled_reason')) return 'disable';
   if (sql.includes('webhook_state') && sql.includes('last_success_at')) return 'recordSuccesses';
@@ -55,10 +114,16 @@ function classify(sql: string): Statement {
   if (sql.includes('set locked_by = null, locked_until = null')) return 'release';
   if (sql.includes('select exists')) return 'hasPending';
   if (sql.includes('select distinct webhook_id')) return 'withPending';
+  if (sql.includes('select distinct record_key')) return 'pendingRecords';
   throw new Error(`FakeStore does not know this statement: ${sql.slice(0, 80)}`);
 }
 
 const lsnValue = parseLsn;
+
+function comparePosition(lsnA: string, indexA: number, lsnB: string, indexB: number): number {
+  const diff = lsnValue(lsnA) - lsnValue(lsnB);
+  return diff !== 0n ? (diff < 0n ? -1 : 1) : indexA - indexB;
+}
 
 export class FakeStore implements Queryable {
   readonly calls: Array<{ statement: Statement; values: unknown[] }> = [];
@@ -67,14 +132,39 @@ export class FakeStore implements Queryable {
   /** Errors thrown by the next statements, one each. */
   readonly failures: Error[] = [];
   failingSinceMs = new Map<string, number>();
+  segments: FakeSegment[] = [];
+  readonly cursors = new Map<string, FakeCursor>();
   private nextId = 1;
+  private paused: Promise<void> | null = null;
+
+  /** Statements issued from now on wait (recorded, not answered) until the returned function is called. */
+  pauseQueries(): () => void {
+    let resume!: () => void;
+    this.paused = new Promise((resolve) => (resume = resolve));
+    return () => {
+      this.paused = null;
+      resume();
+    };
+  }
 
   count(statement: Statement): number {
     return this.calls.filter((call) => call.statement === statement).length;
   }
 
+  /** The `<record>-<n>` of every event written to the log (see labelOf), in the order written. */
+  loggedLabels(): string[] {
+    return this.segments.flatMap((segment) => (JSON.parse(segment.events) as unknown[][]).map((encoded) => labelOf(encoded[7] as string)));
+  }
+
   pending(webhookId?: string): FakeRow[] {
     return this.rows.filter((row) => row.status === 'pending' && (webhookId === undefined || row.webhook_id === webhookId));
+  }
+
+  /** The `<record>-<n>` of pending rows (see labelOf), in commit order. */
+  pendingLabels(webhookId?: string): string[] {
+    return this.pending(webhookId)
+      .sort((a, b) => comparePosition(a.commit_lsn, a.change_index, b.commit_lsn, b.change_index))
+      .map((row) => labelOf(row.body));
   }
 
   /** A row as the store would hold it after an earlier run of the bridge. */
@@ -83,7 +173,7 @@ export class FakeStore implements Queryable {
       id: this.nextId++,
       event_name: 'thing.created',
       change_index: 0,
-      body: '{}',
+      body: JSON.stringify({ id: row.event_id }),
       attempts: 0,
       status: 'pending',
       run_at: new Date(0),
@@ -100,6 +190,7 @@ export class FakeStore implements Queryable {
     const statement = classify(text);
     this.calls.push({ statement, values });
     await Promise.resolve();
+    if (this.paused) await this.paused;
     const failure = this.failures.shift();
     if (failure) throw failure;
     const now = Date.now();
@@ -201,6 +292,61 @@ export class FakeStore implements Queryable {
         return { rows: [], rowCount: 1 };
       case 'recordSuccesses':
         return { rows: [], rowCount: 1 };
+      case 'pendingRecords': {
+        const [webhookId, limit] = values as [string, number];
+        const keys = [...new Set(this.pending(webhookId).map((row) => row.record_key))].slice(0, limit);
+        return { rows: keys.map((record_key) => ({ record_key })), rowCount: keys.length };
+      }
+      case 'logAppend': {
+        const [firstLsn, firstIndex, lastLsn, lastIndex, firstAt, lastAt, count, events] = values as [
+          string,
+          number,
+          string,
+          number,
+          Date,
+          Date,
+          number,
+          string,
+        ];
+        this.segments.push({
+          id: this.nextId++,
+          first_lsn: firstLsn,
+          first_index: firstIndex,
+          last_lsn: lastLsn,
+          last_index: lastIndex,
+          first_commit_at: firstAt,
+          last_commit_at: lastAt,
+          event_count: count,
+          events,
+        });
+        return { rows: [], rowCount: 1 };
+      }
+      case 'logRead': {
+        const [lsn, index, limit] = values as [string, number, number];
+        const rows = this.segments
+          .filter((s) => comparePosition(s.last_lsn, s.last_index, lsn, index) >= 0)
+          .sort((a, b) => comparePosition(a.last_lsn, a.last_index, b.last_lsn, b.last_index))
+          .slice(0, limit)
+          .map((s) => ({ events: s.events }));
+        return { rows, rowCount: rows.length };
+      }
+      case 'logLast': {
+        const last = [...this.segments].sort((a, b) => comparePosition(b.last_lsn, b.last_index, a.last_lsn, a.last_index))[0];
+        return last === undefined ? { rows: [], rowCount: 0 } : { rows: [{ lsn: last.last_lsn, last_index: last.last_index }], rowCount: 1 };
+      }
+      case 'cursorSave': {
+        const [webhookId, lsn, index, paused] = values as [string, string, number, string | null];
+        this.cursors.set(webhookId, { lsn, change_index: index, paused_lsn: paused });
+        return { rows: [], rowCount: 1 };
+      }
+      case 'cursorDelete': {
+        const deleted = this.cursors.delete(values[0] as string);
+        return { rows: [], rowCount: deleted ? 1 : 0 };
+      }
+      case 'cursorLoad': {
+        const rows = [...this.cursors].map(([webhook_id, c]) => ({ webhook_id, lsn: c.lsn, change_index: c.change_index, paused: c.paused_lsn }));
+        return { rows, rowCount: rows.length };
+      }
     }
   }
 }
@@ -244,8 +390,9 @@ export class FakeSender implements HttpSender {
     return chosen.length;
   }
 
+  /** The `<record>-<n>` of every request, in the order sent. */
   sentIds(): string[] {
-    return this.sent.map((request) => request.eventId);
+    return this.sent.map((request) => labelOf(request.body));
   }
 
   close(): Promise<void> {
@@ -253,19 +400,33 @@ export class FakeSender implements HttpSender {
   }
 }
 
-export class FakeHold implements TransactionHold {
+/**
+ * A transaction's acknowledgement as the replication stage keeps it: held by deliveries in memory and
+ * by the log writer, settled once committed and nothing holds it.
+ */
+export class FakeHold implements TransactionHold, LoggedEventHold {
   outstanding = 0;
+  /** The transaction's commit was seen (the stream calls close() on its entry). */
+  committed = true;
   hold(): void {
     this.outstanding++;
   }
   release(): void {
     this.outstanding--;
+    if (this.outstanding < 0) throw new Error('FakeHold released more often than held');
+  }
+  get settled(): boolean {
+    return this.committed && this.outstanding === 0;
   }
 }
 
 export class FakeObserver implements DeliveryObserver {
   readonly attempts: Array<{ webhookId: string; label: DeliveryOutcomeLabel; outcome: AttemptOutcome }> = [];
   readonly autoDisabled: string[] = [];
+  readonly filtered: Array<{ webhookId: string; reason: FilterReason }> = [];
+  eventFiltered(webhookId: string, reason: FilterReason): void {
+    this.filtered.push({ webhookId, reason });
+  }
   attempt(webhookId: string, outcome: AttemptOutcome, label: DeliveryOutcomeLabel): void {
     this.attempts.push({ webhookId, outcome, label });
   }
@@ -278,11 +439,16 @@ export function subscriber(id = '00000000-0000-0000-0000-000000000001', targetUr
   return { id, targetUrl, operations: ['*.*'], secret: 'test-secret', operationSet: new Set(['*.*']), workspaceId: null };
 }
 
-/** Event number `n` of `record`: commit order follows `n`. */
+/**
+ * Event number `n` of `record`: commit order follows `n` (its transaction commits at n * 0x100). Its
+ * id is the one the router (and the event log's reader) derives from that position; its body names it
+ * `<record>-<n>` (see labelOf).
+ */
 export function event(record: string, n: number): WebhookEvent {
   const id = `${record}-${n}`;
+  const commitLsn = BigInt(n) * 0x100n;
   return {
-    id,
+    id: eventIdFor({ commitLsn, indexInTransaction: 0 }),
     name: 'thing.updated',
     object: 'thing',
     action: 'updated',
@@ -290,14 +456,19 @@ export function event(record: string, n: number): WebhookEvent {
     body: JSON.stringify({ id, record, n }),
     bodyFor: null,
     payload: { fields: { id, record, n }, recordKey: 'data', rawJson: false, namesWebhook: false },
-    commitLsn: BigInt(n) * 0x100n,
+    commitLsn,
     changeIndex: 0,
     commitTime: new Date(),
   };
 }
 
+/** `<record>-<n>` of a body made by event(): what a test names a delivery by, whether sent from memory, the log or the store. */
+export function labelOf(body: string): string {
+  return (JSON.parse(body) as { id: string }).id;
+}
+
 export function memoryDelivery(e: WebhookEvent, hold: TransactionHold, targetUrl: string): MemoryDelivery {
-  return { event: e, hold, targetUrl, enqueuedAt: Date.now(), stored: null, finished: false };
+  return { event: e, hold, targetUrl, enqueuedAt: Date.now(), finished: false };
 }
 
 export const SETTINGS: LaneSettings = {
