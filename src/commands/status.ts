@@ -5,7 +5,9 @@ import type { BridgeConfig } from '../config.js';
 import { webhooksTable } from '../config.js';
 import { readSlot } from '../replication/slot.js';
 import { parseSubscriberRow } from '../route/subscribers.js';
+import { formatLsn } from '../replication/lsn.js';
 import { countDeliveriesByStatus } from '../store/deliveryStore.js';
+import { listCursors, logSummary } from '../store/eventLog.js';
 import { listWebhookRows } from '../store/webhookState.js';
 
 export interface BridgeStatus {
@@ -13,6 +15,42 @@ export interface BridgeStatus {
   replicas: { leader: number; standby: number };
   backlog: Record<string, number>;
   webhooks: Record<string, number>;
+  eventLog: EventLogStatus;
+}
+
+/** Webhooks listed by name in the text output; the rest are counted. */
+const LISTED_CURSORS = 5;
+
+interface CursorStatus {
+  webhookId: string;
+  /** Where it reads: the commit LSN and index of the next event it handles. */
+  position: string;
+  /** The first commit time of the log segment it reads: about how far behind it is. */
+  readingFrom: Date | null;
+}
+
+export interface EventLogStatus {
+  retentionHours: number;
+  segments: number;
+  events: number;
+  /** Stored size of the segments' events, compressed. */
+  bytes: number;
+  oldestCommitAt: Date | null;
+  /** Webhooks reading the log because they fell behind (or started in the past). */
+  behind: CursorStatus[];
+  /** Webhooks disabled or removed while behind: their cursor waits, and keeps no segment past retention. */
+  paused: CursorStatus[];
+}
+
+async function readEventLogStatus(client: pg.ClientBase, config: BridgeConfig): Promise<EventLogStatus> {
+  const summary = await logSummary(client, config.schema);
+  const behind: CursorStatus[] = [];
+  const paused: CursorStatus[] = [];
+  for (const cursor of await listCursors(client, config.schema)) {
+    const shown = { webhookId: cursor.webhookId, position: `${formatLsn(cursor.position.lsn)}#${cursor.position.index}`, readingFrom: cursor.readingFrom };
+    (cursor.pausedAt === null ? behind : paused).push(shown);
+  }
+  return { retentionHours: config.delivery.retentionHours, ...summary, behind, paused };
 }
 
 /** What an operator asks first: who streams, how far behind, how much is stored, which webhooks work. */
@@ -41,11 +79,21 @@ export async function readStatus(client: pg.ClientBase, config: BridgeConfig): P
     replicas: { leader, standby: sessions.length - leader },
     backlog: await countDeliveriesByStatus(client, config.schema),
     webhooks,
+    eventLog: await readEventLogStatus(client, config),
   };
 }
 
+function describeCursors(cursors: CursorStatus[], state: string): string {
+  if (cursors.length === 0) return `0 ${state}`;
+  const shown = cursors
+    .slice(0, LISTED_CURSORS)
+    .map((c) => `${c.webhookId} (at ${c.position}${c.readingFrom === null ? '' : `, commits of ${c.readingFrom.toISOString()}`})`);
+  const more = cursors.length > LISTED_CURSORS ? `, ${cursors.length - LISTED_CURSORS} more` : '';
+  return `${cursors.length} ${state}: ${shown.join(', ')}${more}`;
+}
+
 export function formatStatus(status: BridgeStatus): string {
-  const { slot } = status;
+  const { slot, eventLog: log } = status;
   const rows: Array<[string, string]> = [
     ['slot', `${slot.name}: ${!slot.exists ? 'MISSING (see "pg-webhook-bridge check")' : slot.streaming ? 'streaming' : 'not streaming'}`],
     [
@@ -65,6 +113,11 @@ export function formatStatus(status: BridgeStatus): string {
         .map(([k, v]) => `${k} ${v}`)
         .join(', '),
     ],
+    [
+      'event log',
+      `${log.segments} segments, ${log.events} events, ${formatBytes(log.bytes)} compressed; oldest commit ${log.oldestCommitAt?.toISOString() ?? '-'}; retention ${log.retentionHours === 0 ? '0 (only what a webhook behind needs)' : `${log.retentionHours} h`}`,
+    ],
+    ['log readers', `${describeCursors(log.behind, 'behind')}; ${describeCursors(log.paused, 'paused')}`],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n');
@@ -80,7 +133,7 @@ function formatBytes(bytes: number): string {
 export function registerStatusCommand(program: Command, configFrom: ConfigFrom, withClient: WithClient): void {
   program
     .command('status')
-    .description('leader or standby, slot lag, stored backlog, webhooks by state')
+    .description('leader or standby, slot lag, stored backlog, webhooks by state, the event log and who reads it')
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }, cmd: Command) => {
       const config = configFrom(cmd);

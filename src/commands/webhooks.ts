@@ -5,7 +5,10 @@ import { webhooksTable } from '../config.js';
 import { BridgeError, coerceError } from '../errors.js';
 import { parseSubscriberRow } from '../route/subscribers.js';
 import { COLUMNS_CONFLICT, describeOptions, MAX_COALESCE_SECONDS, validateOptions, type WebhookOptionsInput } from '../route/webhookOptions.js';
+import { lastLoggedPosition, logStart, positionAtTime, saveCursor } from '../store/eventLog.js';
+import type { Queryable } from '../store/types.js';
 import { disableWebhook, enableWebhook, hasWorkspaceColumn, listWebhookRows, optionsOfRow, setWebhookOptions } from '../store/webhookState.js';
+import { parseTimeOption } from './timeOption.js';
 
 /** Secrets shorter than this show no character at all: three of eight would be most of a guess. */
 const MASK_MIN_REVEAL_LENGTH = 16;
@@ -39,12 +42,33 @@ interface AddOptions {
   secretStdin?: boolean;
   description?: string;
   workspaceId?: string;
+  from?: string;
 }
 
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Where a Twenty operator finds a workspace's id: the webhooks table with a "workspaceId" is Twenty's. */
 const LIST_WORKSPACES_SQL = 'select id, "displayName" from core.workspace';
 const FOREIGN_KEY_VIOLATION = '23503';
+
+/**
+ * A new webhook's log cursor at the first event committed at or after `from`, so the daemon feeds it
+ * the log from there before it keeps up. Returns what to tell the user when the log does not reach
+ * back to `from`, or null. Runs in the transaction that inserts the webhook: the daemon never sees the
+ * webhook without its cursor (it would start it on live events only).
+ */
+async function startCursorAt(db: Queryable, schema: string, webhookId: string, from: Date): Promise<string | null> {
+  const at = await positionAtTime(db, schema, from);
+  if (at !== null) {
+    await saveCursor(db, schema, webhookId, at, null);
+    const start = await logStart(db, schema);
+    if (start === null || start.commitTime <= from) return null;
+    return `the event log starts at ${start.commitTime.toISOString()}, after ${from.toISOString()}: the webhook gets the events committed from then on (older ones are no longer kept: delivery.retentionHours)`;
+  }
+  const last = await lastLoggedPosition(db, schema);
+  // Every event the log gets from now on is for it too: it reads them from the log, then keeps up.
+  if (last !== null) await saveCursor(db, schema, webhookId, { lsn: last.lsn, index: last.index + 1 }, null);
+  return `the event log holds no event committed at or after ${from.toISOString()}: the webhook gets the events committed from now on`;
+}
 
 /** --workspace-id as given, checked to be a uuid (lower case, as Postgres prints it); undefined when not given. */
 function workspaceIdOption(value: string | undefined): string | undefined {
@@ -137,9 +161,20 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
       '--workspace-id <uuid>',
       `the Twenty workspace whose changes the webhook receives: required when the webhooks table has a "workspaceId" column (Twenty's core.webhook), refused otherwise; ${LIST_WORKSPACES_SQL} lists them`,
     )
+    .option(
+      '--from <time>',
+      'ISO 8601: the webhook first gets the events committed since this time that the event log still holds (needs delivery.retentionHours above 0), then new ones',
+    )
     .action(async (opts: AddOptions, cmd: Command) => {
       const config = configFrom(cmd);
       const workspaceId = workspaceIdOption(opts.workspaceId);
+      const from = opts.from === undefined ? undefined : parseTimeOption('--from', opts.from);
+      if (from !== undefined && config.delivery.retentionHours === 0) {
+        throw new BridgeError(
+          'ERR_USAGE',
+          '--from needs delivery.retentionHours above 0: with 0 the event log keeps a change only while some webhook is behind, so it holds no history to start from; set it (as the daemon has it) and give the daemon time to keep changes',
+        );
+      }
       const operations = opts.operations
         .split(',')
         .map((s) => s.trim())
@@ -168,13 +203,18 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
         const columns = ['"targetUrl"', 'operations', 'secret', 'description', ...(workspaceColumn ? ['"workspaceId"'] : [])];
         const values: unknown[] = [opts.url, operations, secret, opts.description ?? null, ...(workspaceColumn ? [workspaceId] : [])];
         let rows: Array<Record<string, unknown>>;
+        let fromWarning: string | null = null;
+        await client.query('begin');
         try {
           ({ rows } = await client.query(
             `insert into ${table} (${columns.join(', ')}) values (${values.map((_, i) => `$${i + 1}`).join(', ')}) returning id::text${workspaceColumn ? ', "workspaceId"::text' : ''}`,
             values,
           ));
+          if (from !== undefined) fromWarning = await startCursorAt(client, config.schema, String(rows[0]!.id), from);
+          await client.query('commit');
         } catch (thrown) {
           const error = coerceError(thrown);
+          await client.query('rollback').catch(() => undefined);
           if ((error as { code?: unknown }).code === FOREIGN_KEY_VIOLATION && workspaceId !== undefined) {
             throw new BridgeError('ERR_USAGE', `no workspace ${workspaceId}: list the workspaces with: ${LIST_WORKSPACES_SQL}`, { cause: error });
           }
@@ -182,6 +222,8 @@ export function registerWebhookCommands(program: Command, configFrom: ConfigFrom
         }
         const where = workspaceColumn ? ` in workspace ${String(rows[0]!.workspaceId)}` : '';
         console.log(`added webhook ${String(rows[0]!.id)} -> ${opts.url} (${operations.join(',')})${where}`);
+        if (fromWarning !== null) console.log(`warning: ${fromWarning}`);
+        else if (from !== undefined) console.log(`it gets the events committed since ${from.toISOString()} first (from the event log), then new ones`);
         if (given === undefined) console.log(`secret (shown once, keep it for your receiver): ${secret}`);
         else if (given === '') console.log('empty secret: requests to this webhook are unsigned (anyone who can reach the URL can forge them)');
       });

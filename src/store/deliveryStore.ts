@@ -19,7 +19,12 @@ function table(schema: string): string {
  * was most of the main thread's cost of storing a delivery.
  */
 export async function insertDeliveries(db: Queryable, schema: string, rows: NewStoredDelivery[], workerId: string): Promise<void> {
-  if (rows.length === 0) return;
+  await insertNewDeliveries(db, schema, rows, workerId);
+}
+
+/** insertDeliveries, returning how many rows were new (the others were stored already). */
+export async function insertNewDeliveries(db: Queryable, schema: string, rows: NewStoredDelivery[], workerId: string): Promise<number> {
+  if (rows.length === 0) return 0;
   const json = JSON.stringify(
     rows.map((r) => ({
       w: r.webhookId,
@@ -38,7 +43,7 @@ export async function insertDeliveries(db: Queryable, schema: string, rows: NewS
       u: r.targetUrl,
     })),
   );
-  await db.query(
+  const { rowCount } = await db.query(
     `insert into ${table(schema)}
        (webhook_id, event_id, event_name, record_key, commit_lsn, change_index, body, attempts, run_at,
         last_error, last_status_code, locked_by, locked_until, status, target_url)
@@ -48,6 +53,7 @@ export async function insertDeliveries(db: Queryable, schema: string, rows: NewS
      on conflict (event_id, webhook_id) do nothing`,
     [json, workerId],
   );
+  return rowCount ?? 0;
 }
 
 /**

@@ -186,3 +186,54 @@ export async function loadCursors(db: Queryable, schema: string): Promise<Map<st
     ]),
   );
 }
+
+/**
+ * Events committed in [since, until], in position order, from the segments after `after` (a segment's
+ * last position), at most `maxSegments` segments: call again with `next` while `done` is false. Each
+ * event comes once, however many segments hold it (a replay after a crash may write some twice).
+ */
+export async function readEventsCommittedBetween(
+  db: Queryable,
+  schema: string,
+  window: { since: Date; until: Date },
+  after: LogPosition,
+  maxSegments: number,
+): Promise<{ events: LoggedEvent[]; next: LogPosition; done: boolean }> {
+  const { rows } = await db.query(
+    `select events from ${logTable(schema)}
+      where (last_lsn, last_index) > ($1::pg_lsn, $2::int) and last_commit_at >= $3 and first_commit_at <= $4
+      order by last_lsn, last_index limit $5`,
+    [formatLsn(after.lsn), after.index, window.since, window.until, maxSegments],
+  );
+  let passed = after;
+  const events: LoggedEvent[] = [];
+  for (const row of rows) {
+    for (const event of decodeSegment(row.events)) {
+      const position = positionOf(event);
+      if (comparePositions(position, passed) <= 0) continue;
+      passed = position;
+      if (event.commitTime >= window.since && event.commitTime <= window.until) events.push(event);
+    }
+  }
+  return { events, next: passed, done: rows.length < maxSegments };
+}
+
+/**
+ * Every cursor, oldest first, with `readingFrom`: the first commit time of the segment it reads
+ * (within a segment of how far behind it is; null when the log holds nothing at or after it).
+ */
+export async function listCursors(db: Queryable, schema: string): Promise<Array<LogCursor & { readingFrom: Date | null; updatedAt: Date }>> {
+  const { rows } = await db.query(
+    `select c.webhook_id::text as webhook_id, c.lsn::text as lsn, c.change_index, c.paused_lsn::text as paused, c.updated_at,
+            (select s.first_commit_at from ${logTable(schema)} s where (s.last_lsn, s.last_index) >= (c.lsn, c.change_index)
+              order by s.last_lsn, s.last_index limit 1) as reading_from
+       from ${cursorTable(schema)} c order by c.lsn, c.change_index`,
+  );
+  return rows.map((r) => ({
+    webhookId: r.webhook_id,
+    position: { lsn: parseLsn(r.lsn), index: r.change_index },
+    pausedAt: r.paused === null ? null : parseLsn(r.paused),
+    readingFrom: r.reading_from,
+    updatedAt: r.updated_at,
+  }));
+}
