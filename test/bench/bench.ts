@@ -23,9 +23,17 @@
  *              and a plain undici request() loop at 32 in flight: drain / that loop
  *   fanout     the backlog to 10 webhooks (10 origins); fanoutSameOrigin: 10 webhooks, one origin
  *   isolation  the backlog to a healthy webhook while a second one is dead (connection refused)
+ *   walCost    WAL the daemon writes per change while it drains the backlog: retention 0, retention
+ *              1 h, and retention 0 beside a dead webhook
  *   latency    commit-to-receipt p50/p95/p99 at a steady 1,000 and 5,000 changes/s
  *   memory     daemon peak RSS while a large backlog piles up behind a dead receiver, then while it
  *              drains once the receiver is back
+ *   deadStore  a large backlog to a healthy webhook beside 1, then 10 dead ones: the store's size on
+ *              disk against the events' compressed bytes, and peak RSS
+ *
+ * Every daemon phase also reports its event log (segments, events, compressed and plain bytes, the
+ * table with TOAST and indexes) and its rows in `deliveries` ("via store": failed attempts and the
+ * later events of their record).
  *
  * Every phase is bounded in time; the cluster, the receiver and every daemon are stopped at the end,
  * on failure and on Ctrl-C (and by a watchdog process if the bench itself is killed).
@@ -48,6 +56,7 @@ import { CpuWindow, MemorySampler, readMemory, resetPeak, type CpuUse } from './
 import type { LatencySummary, PortStats, ReceiverRequest } from './receiver.js';
 import type { ReplicationCeilingOptions, ReplicationCeilingResult } from './replicationCeiling.js';
 import { parseLsn } from '../../src/replication/lsn.js';
+import { describeLog, readLogFigures, storeBytes, type LogFigures } from './logFigures.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const HERE = fileURLToPath(new URL('./', import.meta.url));
@@ -62,6 +71,10 @@ const REQUEST_LOOP_CONCURRENCY = 32;
 /** Targets: drain >= 0.8 x that loop, and >= 1.5 x the naive consumer. */
 const TARGET_DRAIN_TO_REQUEST_LOOP = 0.8;
 const TARGET_DRAIN_TO_NAIVE = 1.5;
+/** deadStore: the store beside 10 dead webhooks is the size of the one beside 1 (within 10%), at most 1.5 x the events' compressed bytes. */
+const TARGET_DEAD_STORE_10_TO_1 = 1.1;
+const TARGET_STORE_TO_COMPRESSED = 1.5;
+const TARGET_PEAK_RSS_MB = 200;
 const FANOUT_WEBHOOKS = 10;
 const POLL_MS = 100;
 const READY_TIMEOUT_MS = 90_000;
@@ -94,7 +107,20 @@ const CLUSTER_FLAGS = [
   'log_min_messages=warning',
 ];
 
-const PHASES = ['ceilingB', 'drain', 'naive', 'profile', 'ceilingA', 'fanout', 'fanoutSameOrigin', 'isolation', 'latency', 'memory'] as const;
+const PHASES = [
+  'ceilingB',
+  'drain',
+  'naive',
+  'profile',
+  'ceilingA',
+  'fanout',
+  'fanoutSameOrigin',
+  'isolation',
+  'walCost',
+  'latency',
+  'memory',
+  'deadStore',
+] as const;
 type Phase = (typeof PHASES)[number];
 
 interface Scale {
@@ -107,6 +133,9 @@ interface Scale {
   fanoutTimeoutMs: number;
   memoryStoreTimeoutMs: number;
   memoryDrainTimeoutMs: number;
+  /** Changes of the deadStore phase's backlog (--backlog overrides it too). */
+  deadStoreBacklog: number;
+  deadStoreTimeoutMs: number;
 }
 
 const SCALES: Record<'full' | 'quick', Scale> = {
@@ -120,6 +149,10 @@ const SCALES: Record<'full' | 'quick', Scale> = {
     fanoutTimeoutMs: 420_000,
     memoryStoreTimeoutMs: 1_200_000,
     memoryDrainTimeoutMs: 900_000,
+    // Wanted: 1,000,000. Two drains of it at ~3,500-6,000/s on the 2-core VM take 6-10 minutes,
+    // past the full run's ~15-minute budget; 250,000 takes about 2.5 minutes with its write.
+    deadStoreBacklog: 250_000,
+    deadStoreTimeoutMs: 600_000,
   },
   quick: {
     backlog: 10_000,
@@ -132,6 +165,8 @@ const SCALES: Record<'full' | 'quick', Scale> = {
     fanoutTimeoutMs: 20_000,
     memoryStoreTimeoutMs: 120_000,
     memoryDrainTimeoutMs: 120_000,
+    deadStoreBacklog: 50_000,
+    deadStoreTimeoutMs: 120_000,
   },
 };
 
@@ -402,6 +437,9 @@ const fmt = {
   pct: (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '-' : `${(n * 100).toFixed(1)}%`),
   ms: (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '-' : `${n.toFixed(1)} ms`),
   mb: (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '-' : `${n.toFixed(0)} MB`),
+  /** Bytes as MB, with decimals below 10 MB. */
+  size: (bytes: number | undefined): string =>
+    bytes === undefined || !Number.isFinite(bytes) ? '-' : `${(bytes / 1024 ** 2).toFixed(bytes < 10 * 1024 ** 2 ? 2 : 0)} MB`,
   cores: (c: CpuUse | undefined, first = 'daemon'): string =>
     c
       ? `cores: ${first} ${c.daemonCores.toFixed(2)}, postgres ${c.postgresCores.toFixed(2)}, receiver ${c.receiverCores.toFixed(2)}, bench ${c.benchCores.toFixed(2)}, other ${otherCores(c).toFixed(2)}, machine ${c.machineBusyCores.toFixed(2)}`
@@ -430,8 +468,10 @@ interface DeliveryMeasure {
   perPort?: Array<{ port: number; delivered: number; perSecond: number }>;
   cpu?: CpuUse;
   peakRssMb?: number;
-  /** Rows the daemon inserted into its delivery store during the phase (0: all on the memory fast path). */
+  /** Rows the daemon inserted into `deliveries` during the phase (0: no attempt failed). */
   storeInserts?: number;
+  /** Its event log, cursors and deliveries once it stopped. */
+  log?: LogFigures;
   /** The phase hit its time bound before every delivery arrived: the rate is over what did. */
   capped?: boolean;
 }
@@ -443,6 +483,34 @@ interface NaiveConsumerOptions {
   publication: string;
   /** Where every change is POSTed. */
   target: string;
+}
+
+/** WAL the daemon wrote while it drained the pre-committed backlog (nothing else runs then). */
+interface WalCostRun {
+  label: string;
+  changes: number;
+  walBytes: number;
+  /** walBytes / changes. */
+  walBytesPerChange: number;
+  /** Spawn to the healthy webhook's last delivery and, where the log is written, its last event logged. */
+  seconds: number;
+  healthy: DeliveryMeasure;
+}
+
+/** One deadStore run: the backlog while `dead` webhooks refuse connections beside a healthy one. */
+interface DeadStoreRun {
+  dead: number;
+  healthy: DeliveryMeasure;
+  /** The slot's confirmed_flush_lsn passed the backlog's end (everything logged and acknowledged). */
+  confirmedPassed: boolean;
+  /** From spawn to that point. */
+  seconds: number;
+  /** event_log + deliveries + log_cursors, with TOAST and indexes. */
+  storeBytes: number;
+  storeToCompressed: number;
+  peakRssMb: number;
+  hwmMb: number;
+  log: LogFigures;
 }
 
 type CeilingAEntry = CeilingAResult & { targets: number; concurrency: number; bodyBytes: number; cpu?: CpuUse };
@@ -481,6 +549,7 @@ interface Results {
       cpu?: CpuUse;
       walsenderLagKb?: { max: number; mean: number };
       storeInserts?: number;
+      log?: LogFigures;
     }
   >;
   memory?: {
@@ -492,15 +561,20 @@ interface Results {
       storedPerSecond: number;
       peakRssMb: number;
       hwmMb: number;
+      /** Rows in `deliveries` and their table's size. */
       storeRows: number;
       storeMb: number;
+      log: LogFigures;
       maxSlotLagMb: number;
       complete: boolean;
       cpu?: CpuUse;
     };
-    draining?: { delivered: number; seconds: number; perSecond: number; peakRssMb: number; hwmMb: number; complete: boolean; cpu?: CpuUse };
+    draining?: { delivered: number; seconds: number; perSecond: number; peakRssMb: number; hwmMb: number; complete: boolean; cpu?: CpuUse; log?: LogFigures };
     retrySchedule: string;
   };
+  /** Extra WAL per change: retention 0 (`retain0`), delivery.retentionHours 1 (`retain1h`), retention 0 with a dead webhook beside (`dead0`). */
+  walCost?: Partial<Record<'retain0' | 'retain1h' | 'dead0', WalCostRun>>;
+  deadStore?: { changes: number; writeSeconds: number; dead1?: DeadStoreRun; dead10?: DeadStoreRun; ratio10To1?: number };
   targets?: Array<{ figure: string; value: string; target: string; met: boolean | null }>;
   errors: Record<string, string>;
   totalSeconds?: number;
@@ -530,7 +604,10 @@ class Bench {
     readonly workdir: string,
   ) {
     this.scale = { ...SCALES[args.quick ? 'quick' : 'full'] };
-    if (args.backlog) this.scale.backlog = args.backlog;
+    if (args.backlog) {
+      this.scale.backlog = args.backlog;
+      this.scale.deadStoreBacklog = args.backlog;
+    }
     this.results = {
       startedAt: new Date().toISOString(),
       mode: args.quick ? 'quick' : 'full',
@@ -748,6 +825,11 @@ class Bench {
       daemons.push(['isolationalone', [hook(this.ports[0])]]);
       daemons.push(['isolation', [hook(this.ports[0]), hook(this.deadPortIsolation)]]);
     }
+    if (this.has('walCost')) {
+      daemons.push(['walcost', [hook(this.ports[0])]]);
+      daemons.push(['walcostretain', [hook(this.ports[0])]]);
+      daemons.push(['walcostdead', [hook(this.ports[0]), hook(this.deadPortIsolation)]]);
+    }
     for (const [name, targets] of daemons) await this.prepareDaemon(name, targets);
     await this.admin.query(`create publication bench_ceiling for table public.person, public.company, public.note, public.task`);
 
@@ -842,6 +924,8 @@ class Bench {
     timeoutMs: number,
     profileDir?: string,
     start: () => DaemonProcess = () => this.startDaemon(name, {}, profileDir),
+    /** Runs once the deliveries are in, before the daemon is stopped. */
+    beforeStop?: (daemon: DaemonProcess) => Promise<void>,
   ): Promise<DeliveryMeasure & { streamingAfterMs: number }> {
     await this.receiver.reset();
     const spawnedAt = wallNow();
@@ -857,12 +941,17 @@ class Bench {
       measure.cpu = cpu.stop((await this.receiver.stats()).cpuUs);
       measure.peakRssMb = memory.stop().hwmMb;
       measure.capped = !measure.complete;
+      await beforeStop?.(daemon);
       return measure;
     } finally {
       memory.stop();
       const code = await daemon.stop();
       if (code !== 0) log(`  daemon ${name} exited with ${code}`);
-      if (measure) measure.storeInserts = await this.storeInserts(name);
+      if (measure) {
+        measure.storeInserts = await this.storeInserts(name);
+        // The naive consumer has no store.
+        if (name !== 'naive') measure.log = await readLogFigures(this.admin, `bench_${name}`);
+      }
       await this.dropSlot(`bench_${name}`);
     }
   }
@@ -997,12 +1086,11 @@ class Bench {
       this.scale.drainTimeoutMs,
       process.env.PGWB_BENCH_ISOLATION_PROF,
     );
-    const { rows } = await this.admin.query(`select count(*)::int as n from bench_isolation.deliveries`);
-    this.results.isolation = { healthy, alonePerSecond: alone.perSecond, deadStoredRows: rows[0].n };
-    log(`  healthy: ${describe(healthy)}; dead webhook's deliveries in the store: ${fmt.int(rows[0].n)}`);
+    this.results.isolation = { healthy, alonePerSecond: alone.perSecond, deadStoredRows: healthy.log?.deliveries };
+    log(`  healthy: ${describe(healthy)}; the dead webhook's store: ${describeLog(healthy.log)}`);
     // Counted, now cleared: left behind, their autovacuum and the checkpoint of their WAL ran during the
     // latency phase that follows (p99 at 1,000/s: 29.2 ms in a full run, 5.0 ms with the phase alone).
-    await this.admin.query('truncate bench_isolation.deliveries');
+    await this.admin.query('truncate bench_isolation.deliveries, bench_isolation.event_log, bench_isolation.log_cursors');
     await this.admin.query('checkpoint');
   }
 
@@ -1062,7 +1150,8 @@ class Bench {
       await pool.end().catch(() => undefined);
       await daemon.stop();
       const inserts = await this.storeInserts(name).catch(() => 0);
-      for (const entry of Object.values(latency)) entry.storeInserts = inserts;
+      const figures = await readLogFigures(this.admin, `bench_${name}`).catch(() => undefined);
+      for (const entry of Object.values(latency)) Object.assign(entry, { storeInserts: inserts, log: figures });
       await this.dropSlot(`bench_${name}`);
     }
   }
@@ -1168,24 +1257,23 @@ class Bench {
       await lagWatcher;
       const backlogCpu = cpu.stop((await this.receiver.stats()).cpuUs);
       const peak = memory.stop();
-      const { rows } = await this.admin.query(
-        `select count(*)::int as n, pg_total_relation_size('bench_memory.deliveries')::float8 as bytes from bench_memory.deliveries`,
-      );
+      const figures = await readLogFigures(this.admin, `bench_${name}`);
       result.backlogged = {
         writeSeconds: written.seconds,
         writeRate: written.changes / written.seconds,
         storedSeconds,
-        storedPerSecond: rows[0].n / storedSeconds,
+        storedPerSecond: figures.events / storedSeconds,
         peakRssMb: peak.maxRssMb,
         hwmMb: peak.hwmMb,
-        storeRows: rows[0].n,
-        storeMb: rows[0].bytes / 1024 ** 2,
+        storeRows: figures.deliveries,
+        storeMb: figures.deliveriesTableBytes / 1024 ** 2,
+        log: figures,
         maxSlotLagMb: maxLag / 1024 ** 2,
         complete,
         cpu: backlogCpu,
       };
       log(
-        `  stored ${fmt.int(rows[0].n)} deliveries (${fmt.mb(rows[0].bytes / 1024 ** 2)} table) ${complete ? '' : '(INCOMPLETE) '}after ${storedSeconds.toFixed(1)} s; peak RSS ${fmt.mb(peak.hwmMb)} (sampled max ${fmt.mb(peak.maxRssMb)}), max slot lag ${fmt.mb(maxLag / 1024 ** 2)}`,
+        `  logged ${fmt.int(figures.events)} events ${complete ? '' : '(INCOMPLETE) '}after ${storedSeconds.toFixed(1)} s: ${describeLog(figures)}; peak RSS ${fmt.mb(peak.hwmMb)} (sampled max ${fmt.mb(peak.maxRssMb)}), max slot lag ${fmt.mb(maxLag / 1024 ** 2)}`,
       );
 
       log('  receiver back: draining the store');
@@ -1208,6 +1296,7 @@ class Bench {
         hwmMb: hwmReset ? drainPeak.hwmMb : drainPeak.maxRssMb,
         complete: drained.complete,
         cpu: drainUsage,
+        log: await readLogFigures(this.admin, `bench_${name}`),
       };
       log(
         `  drained ${fmt.int(drained.delivered)}/${fmt.int(events)} ${drained.complete ? '' : '(INCOMPLETE) '}at ${fmt.rate(drained.perSecond)}; peak RSS while draining ${fmt.mb(result.draining.hwmMb)}`,
@@ -1217,6 +1306,150 @@ class Bench {
       await this.receiver.close(port).catch(() => undefined);
       await this.dropSlot(`bench_${name}`);
     }
+  }
+
+  /**
+   * WAL written per change while the daemon drains the pre-committed backlog to one healthy webhook:
+   * with retention 0 (nothing logged), with delivery.retentionHours 1 (every change logged), and with
+   * retention 0 beside a dead webhook (every change logged for it). Only the daemon runs meanwhile, so
+   * the WAL position's advance is its own: its log, cursors, deliveries, heartbeats.
+   */
+  async runWalCost(): Promise<void> {
+    const changes = this.scale.backlog;
+    const results: NonNullable<Results['walCost']> = {};
+    this.results.walCost = results;
+    // Autovacuum of the backlog's dead rows (and the hint bits it sets) would count as the daemon's WAL.
+    await this.admin.query('vacuum (analyze) public.person, public.company, public.note, public.task');
+    const runs = [
+      { key: 'retain0', name: 'walcost', label: 'retention 0, 1 healthy webhook', extra: {}, logged: false },
+      { key: 'retain1h', name: 'walcostretain', label: 'delivery.retentionHours 1, 1 healthy webhook', extra: { 'delivery.retentionHours': 1 }, logged: true },
+      { key: 'dead0', name: 'walcostdead', label: 'retention 0, 1 healthy + 1 dead webhook', extra: {}, logged: true },
+    ] as const;
+    for (const run of runs) {
+      try {
+        log(`walCost: ${fmt.int(changes)} backlogged changes, ${run.label}`);
+        const before = await this.currentLsn();
+        let after = before;
+        let doneAt = 0;
+        const spawnedAt = wallNow();
+        const healthy = await this.runDrain(
+          run.name,
+          new Map([[this.ports[0], changes]]),
+          this.scale.drainTimeoutMs,
+          undefined,
+          () => this.startDaemon(run.name, run.extra),
+          async () => {
+            // The healthy webhook may be done before the last segment is committed.
+            if (run.logged) await this.waitLogged(run.name, changes, 60_000);
+            after = await this.currentLsn();
+            doneAt = wallNow();
+          },
+        );
+        const walBytes = Number(after - before);
+        results[run.key] = { label: run.label, changes, walBytes, walBytesPerChange: walBytes / changes, seconds: (doneAt - spawnedAt) / 1000, healthy };
+        log(`  WAL ${fmt.size(walBytes)}: ${fmt.int(walBytes / changes)} B/change; ${describeLog(healthy.log)}; ${describe(healthy)}`);
+      } catch (error) {
+        this.results.errors[`walCost ${run.key}`] = (error as Error).message;
+        log(`  failed: ${(error as Error).message}`);
+      }
+    }
+  }
+
+  /** Waits until a daemon's event log holds `events` events (or the deadline). */
+  async waitLogged(name: string, events: number, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const { rows } = await this.admin.query(`select coalesce(sum(event_count), 0)::float8 as n from bench_${name}.event_log`);
+      if (rows[0].n >= events) return true;
+      await sleep(POLL_MS);
+    }
+    log(`  ${name}: the event log did not reach ${fmt.int(events)} events within ${timeoutMs / 1000} s`);
+    return false;
+  }
+
+  /**
+   * One backlog, committed before the daemons start, delivered beside 1 and then 10 dead webhooks
+   * (connection refused): once the healthy one has everything and the slot has passed the backlog, the
+   * store's size on disk against the events' compressed bytes, and the daemon's peak RSS.
+   */
+  async runDeadStore(): Promise<void> {
+    const changes = this.scale.deadStoreBacklog;
+    const hook = (port: number, suffix: string): string => `http://${HOST}:${port}/${suffix}`;
+    const deadCounts = [1, 10] as const;
+    for (const dead of deadCounts) {
+      const targets = [hook(this.ports[0], 'deadstore')];
+      for (let i = 0; i < dead; i++) targets.push(hook(await deadPort(), `dead${i}`));
+      await this.prepareDaemon(`deadstore${dead}`, targets);
+      await this.createSlot(`bench_deadstore${dead}`);
+    }
+    log(`deadStore: writing ${fmt.int(changes)} changes in transactions of 1-${BACKLOG_MAX_TRANSACTION} (both daemons' slots wait)`);
+    const client = await this.admin.connect();
+    let written;
+    try {
+      written = await writeBacklog(client, this.writer, this.writerRandom, changes, BACKLOG_MAX_TRANSACTION);
+    } finally {
+      client.release();
+    }
+    const endLsn = await this.currentLsn();
+    const result: NonNullable<Results['deadStore']> = { changes, writeSeconds: written.seconds };
+    this.results.deadStore = result;
+    for (const dead of deadCounts) {
+      try {
+        log(`deadStore: ${fmt.int(changes)} backlogged changes to 1 healthy webhook beside ${dead} dead`);
+        result[`dead${dead}`] = await this.deadStoreRun(dead, changes, endLsn);
+      } catch (error) {
+        this.results.errors[`deadStore ${dead} dead`] = (error as Error).message;
+        log(`  failed: ${(error as Error).message}`);
+        await this.dropSlot(`bench_deadstore${dead}`);
+      }
+    }
+    if (result.dead1 && result.dead10) result.ratio10To1 = result.dead10.storeBytes / result.dead1.storeBytes;
+  }
+
+  async deadStoreRun(dead: number, changes: number, endLsn: bigint): Promise<DeadStoreRun> {
+    const name = `deadstore${dead}`;
+    let passed = false;
+    let figures: LogFigures | undefined;
+    let hwmMb = 0;
+    let doneAt = 0;
+    const spawnedAt = wallNow();
+    const healthy = await this.runDrain(
+      name,
+      new Map([[this.ports[0], changes]]),
+      this.scale.deadStoreTimeoutMs,
+      undefined,
+      // Heartbeats every second: the slot passes the backlog's end within ~2 s of the last event logged.
+      () => this.startDaemon(name, { 'replication.heartbeatIntervalMs': 1_000 }),
+      async (daemon) => {
+        const deadline = Date.now() + this.scale.deadStoreTimeoutMs;
+        while (!passed && Date.now() < deadline) {
+          const state = await this.slotState(`bench_${name}`);
+          passed = state !== null && state.confirmed >= endLsn;
+          if (!passed) await sleep(250);
+        }
+        doneAt = wallNow();
+        figures = await readLogFigures(this.admin, `bench_${name}`);
+        hwmMb = readMemory(daemon.pid)?.hwmMb ?? 0;
+      },
+    );
+    if (!figures) throw new Error(`${name}: no store figures`);
+    const bytes = storeBytes(figures);
+    const run: DeadStoreRun = {
+      dead,
+      healthy,
+      confirmedPassed: passed,
+      seconds: (doneAt - spawnedAt) / 1000,
+      storeBytes: bytes,
+      storeToCompressed: bytes / figures.compressedBytes,
+      peakRssMb: Math.max(hwmMb, healthy.peakRssMb ?? 0),
+      hwmMb,
+      log: figures,
+    };
+    log(
+      `  store ${fmt.size(bytes)} = ${fmt.times(run.storeToCompressed)} the events' ${fmt.size(figures.compressedBytes)} compressed; ${describeLog(figures)}; ` +
+        `slot ${passed ? 'passed' : 'DID NOT pass'} the backlog after ${run.seconds.toFixed(1)} s; peak RSS ${fmt.mb(run.peakRssMb)}; healthy: ${describe(healthy)}`,
+    );
+    return run;
   }
 
   /** waitDeliveries with a progress line every 15 s (the store drain can be long). */
@@ -1274,8 +1507,27 @@ class Bench {
     add('p99 at 1,000/s', l1?.p99, fmt.ms(l1?.p99), '<= 25 ms', (v) => v <= 25);
     add('p99 at 5,000/s', l5?.p99, fmt.ms(l5?.p99), '<= 100 ms', (v) => v <= 100);
     const peak = r.memory?.backlogged?.hwmMb;
-    add(`peak RSS, ${fmt.int(r.memory?.events)} backlogged`, peak, fmt.mb(peak), '<= 200 MB', (v) => v <= 200);
+    add(`peak RSS, ${fmt.int(r.memory?.events)} backlogged`, peak, fmt.mb(peak), `<= ${TARGET_PEAK_RSS_MB} MB`, (v) => v <= TARGET_PEAK_RSS_MB);
     add('healthy webhook with a dead one / alone', r.isolation?.ratio, fmt.pct(r.isolation?.ratio), '>= 90%', (v) => v >= 0.9);
+    const ds = r.deadStore;
+    add(
+      'deadStore: store beside 10 dead / beside 1',
+      ds?.ratio10To1,
+      fmt.times(ds?.ratio10To1),
+      `the same (<= ${TARGET_DEAD_STORE_10_TO_1}x)`,
+      (v) => v <= TARGET_DEAD_STORE_10_TO_1,
+    );
+    for (const run of [ds?.dead1, ds?.dead10]) {
+      if (!run) continue;
+      add(
+        `deadStore ${run.dead} dead: store / compressed events`,
+        run.storeToCompressed,
+        fmt.times(run.storeToCompressed),
+        `<= ${TARGET_STORE_TO_COMPRESSED}x`,
+        (v) => v <= TARGET_STORE_TO_COMPRESSED,
+      );
+      add(`deadStore ${run.dead} dead: peak RSS`, run.peakRssMb, fmt.mb(run.peakRssMb), `<= ${TARGET_PEAK_RSS_MB} MB`, (v) => v <= TARGET_PEAK_RSS_MB);
+    }
     r.targets = targets;
   }
 
@@ -1321,7 +1573,7 @@ class Bench {
       row(
         label,
         fmt.rate(m.perSecond),
-        `${ratio !== undefined ? `${fmt.pct(ratio)} of ${ratioOf}; ` : ''}${got}${m.storeInserts !== undefined ? `, via store ${fmt.int(m.storeInserts)}` : ''}, startup ${m.startupSeconds.toFixed(1)} s, RSS ${fmt.mb(m.peakRssMb)}; ${fmt.cores(m.cpu, who)}`,
+        `${ratio !== undefined ? `${fmt.pct(ratio)} of ${ratioOf}; ` : ''}${got}${m.storeInserts !== undefined ? `, via store ${fmt.int(m.storeInserts)}` : ''}${m.log ? `, ${describeLog(m.log)}` : ''}, startup ${m.startupSeconds.toFixed(1)} s, RSS ${fmt.mb(m.peakRssMb)}; ${fmt.cores(m.cpu, who)}`,
       );
     };
     delivery('drain: events/s, 1 webhook', r.drain, r.drain?.ratioToCeilingA);
@@ -1342,13 +1594,13 @@ class Bench {
       row(
         'isolation: ratio to alone',
         fmt.pct(r.isolation.ratio),
-        `alone (run just before) ${fmt.rate(r.isolation.alonePerSecond ?? 0)}; dead webhook stored ${fmt.int(r.isolation.deadStoredRows)} rows`,
+        `alone (run just before) ${fmt.rate(r.isolation.alonePerSecond ?? 0)}; dead webhook's deliveries rows ${fmt.int(r.isolation.deadStoredRows)}`,
       );
     for (const entry of Object.values(r.latency ?? {})) {
       row(
         `latency at ${fmt.int(entry.rate)}/s: p50/p95/p99`,
         `${entry.latency.p50.toFixed(1)}/${entry.latency.p95.toFixed(1)}/${entry.latency.p99.toFixed(1)} ms`,
-        `max ${fmt.ms(entry.latency.max)}, p50 first/last fifth ${fmt.ms(entry.latency.p50FirstFifth)}/${fmt.ms(entry.latency.p50LastFifth)}, n=${fmt.int(entry.latency.n)}, wrote ${fmt.rate(entry.achievedRate)}, unsent WAL max ${fmt.int(entry.walsenderLagKb?.max)} kB; ${fmt.cores(entry.cpu)}`,
+        `max ${fmt.ms(entry.latency.max)}, p50 first/last fifth ${fmt.ms(entry.latency.p50FirstFifth)}/${fmt.ms(entry.latency.p50LastFifth)}, n=${fmt.int(entry.latency.n)}, wrote ${fmt.rate(entry.achievedRate)}, unsent WAL max ${fmt.int(entry.walsenderLagKb?.max)} kB; via store ${fmt.int(entry.storeInserts)}, ${describeLog(entry.log)} (whole phase); ${fmt.cores(entry.cpu)}`,
       );
     }
     const m = r.memory;
@@ -1356,16 +1608,38 @@ class Bench {
       row(
         `memory: peak RSS, ${fmt.int(m.events)} behind dead`,
         fmt.mb(m.backlogged.hwmMb),
-        `stored ${fmt.int(m.backlogged.storeRows)}${m.backlogged.complete ? '' : ' INCOMPLETE'} in ${m.backlogged.storedSeconds.toFixed(0)} s (${fmt.rate(m.backlogged.storedPerSecond)}; written at ${fmt.rate(m.backlogged.writeRate)}), store ${fmt.mb(m.backlogged.storeMb)}, max slot lag ${fmt.mb(m.backlogged.maxSlotLagMb)}; ${fmt.cores(m.backlogged.cpu)}`,
+        `logged ${fmt.int(m.backlogged.log.events)}${m.backlogged.complete ? '' : ' INCOMPLETE'} in ${m.backlogged.storedSeconds.toFixed(0)} s (${fmt.rate(m.backlogged.storedPerSecond)}; written at ${fmt.rate(m.backlogged.writeRate)}), ${describeLog(m.backlogged.log)}, deliveries table ${fmt.size(m.backlogged.log.deliveriesTableBytes)}, max slot lag ${fmt.mb(m.backlogged.maxSlotLagMb)}; ${fmt.cores(m.backlogged.cpu)}`,
       );
     }
     if (m?.draining) {
       row(
         'memory: peak RSS while draining',
         fmt.mb(m.draining.hwmMb),
-        `drained ${fmt.int(m.draining.delivered)}${m.draining.complete ? '' : ' INCOMPLETE'} at ${fmt.rate(m.draining.perSecond)} (store path; retries ${m.retrySchedule}); ${fmt.cores(m.draining.cpu)}`,
+        `drained ${fmt.int(m.draining.delivered)}${m.draining.complete ? '' : ' INCOMPLETE'} at ${fmt.rate(m.draining.perSecond)} (log path; retries ${m.retrySchedule}); after: ${describeLog(m.draining.log)}; ${fmt.cores(m.draining.cpu)}`,
       );
     }
+    for (const run of Object.values(r.walCost ?? {})) {
+      row(
+        `walCost: WAL/change, ${run.label}`,
+        `${fmt.int(run.walBytesPerChange)} B`,
+        `${fmt.size(run.walBytes)} over ${fmt.int(run.changes)} changes in ${run.seconds.toFixed(1)} s; ${describeLog(run.healthy.log)}; drain ${fmt.rate(run.healthy.perSecond)}, RSS ${fmt.mb(run.healthy.peakRssMb)}; ${fmt.cores(run.healthy.cpu)}`,
+      );
+    }
+    for (const run of [r.deadStore?.dead1, r.deadStore?.dead10]) {
+      if (!run) continue;
+      row(
+        `deadStore: store, 1 healthy + ${run.dead} dead`,
+        fmt.size(run.storeBytes),
+        `${fmt.times(run.storeToCompressed)} the events' ${fmt.size(run.log.compressedBytes)} compressed (event_log ${fmt.size(run.log.logTableBytes)}, deliveries ${fmt.size(run.log.deliveriesTableBytes)}, cursors ${fmt.size(run.log.cursorsTableBytes)}); ${describeLog(run.log)}; slot ${run.confirmedPassed ? 'passed' : 'DID NOT pass'} the backlog after ${run.seconds.toFixed(0)} s; peak RSS ${fmt.mb(run.peakRssMb)}`,
+      );
+      delivery(`deadStore: healthy beside ${run.dead} dead`, run.healthy);
+    }
+    if (r.deadStore?.ratio10To1 !== undefined)
+      row(
+        'deadStore: store 10 dead / 1 dead',
+        fmt.times(r.deadStore.ratio10To1),
+        `${fmt.int(r.deadStore.changes)} changes (written in ${r.deadStore.writeSeconds.toFixed(0)} s); target: the same`,
+      );
     section('targets');
     for (const t of r.targets ?? []) row(t.figure, t.value, `${t.target}: ${t.met === null ? 'not measured' : t.met ? 'met' : 'MISSED'}`);
     const width = Math.max(...rows.map((x) => x[0].length));
@@ -1454,7 +1728,7 @@ async function main(): Promise<void> {
     log('building dist/ (the daemon runs compiled, as in production)');
     buildDaemon(ROOT);
     await bench.setup();
-    const needsBacklog = (['ceilingB', 'drain', 'naive', 'profile', 'ceilingA', 'fanout', 'fanoutSameOrigin', 'isolation'] as Phase[]).some((p) =>
+    const needsBacklog = (['ceilingB', 'drain', 'naive', 'profile', 'ceilingA', 'fanout', 'fanoutSameOrigin', 'isolation', 'walCost'] as Phase[]).some((p) =>
       bench.has(p),
     );
     if (needsBacklog) await bench.prepareBacklog();
@@ -1466,8 +1740,12 @@ async function main(): Promise<void> {
     if (bench.has('fanout')) await step('fanout', () => bench.runFanout(false));
     if (bench.has('fanoutSameOrigin')) await step('fanoutSameOrigin', () => bench.runFanout(true));
     if (bench.has('isolation')) await step('isolation', () => bench.runIsolation());
+    // Drains the backlog written before every phase: must run before phases that write more.
+    if (bench.has('walCost')) await step('walCost', () => bench.runWalCost());
     if (bench.has('latency')) await step('latency', () => bench.runLatency());
     if (bench.has('memory')) await step('memory', () => bench.runMemory());
+    // Last: its own backlog is written with only its slots waiting.
+    if (bench.has('deadStore')) await step('deadStore', () => bench.runDeadStore());
   } catch (error) {
     failed = true;
     bench.results.errors.setup = (error as Error).stack ?? String(error);
