@@ -52,6 +52,8 @@ const LOG_PURGE_INTERVAL_MS = 60_000;
 /** A segment is kept at least this long after it was written: a webhook falling behind saves its cursor first. */
 const LOG_PURGE_GRACE_MS = 60_000;
 const LOG_PURGE_BATCH = 500;
+/** A log write waits this long for more events: segments of hundreds of events, not a few. */
+const LOG_SEGMENT_FILL_MS = 20;
 
 /**
  * What the leader runs: replication -> decode -> route -> deliver (-> store), with the position coming
@@ -145,6 +147,7 @@ export class Pipeline {
       {
         schema: config.schema,
         keepEverything: config.delivery.retentionHours > 0,
+        segmentFillMs: LOG_SEGMENT_FILL_MS,
         retry: (what, run) => withDatabaseRetry(logLog, what, run, () => this.onServerShuttingDown()),
       },
       logLog,

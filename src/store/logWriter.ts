@@ -1,4 +1,4 @@
-import { setImmediate as nextTick } from 'node:timers/promises';
+import { setImmediate as nextTick, setTimeout as sleep } from 'node:timers/promises';
 import { coerceError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { LoggedEvent } from '../route/loggedEvent.js';
@@ -9,8 +9,8 @@ import type { LogPosition, Queryable } from './types.js';
 const SEGMENT_EVENTS = 2_000;
 const SEGMENT_BYTES = 4 * 1024 * 1024;
 /** Past this many events or bytes waiting for their write, the stream waits (see isFull). */
-const BUFFER_EVENTS_LIMIT = 50_000;
-const BUFFER_BYTES_LIMIT = 64 * 1024 * 1024;
+const BUFFER_EVENTS_LIMIT = 10_000;
+const BUFFER_BYTES_LIMIT = 16 * 1024 * 1024;
 
 /**
  * An event's hold on its transaction's acknowledgement (the replication stage's EventHold): held while
@@ -42,6 +42,11 @@ export interface LogWriterSettings {
   schema: string;
   /** Every event is written (delivery.retentionHours > 0), not only while some webhook is behind. */
   keepEverything: boolean;
+  /**
+   * How long a write waits for its segment to fill (0: none): under a steady stream, segments of a few
+   * events each would make many small rows to write, index and read. The acknowledgement waits with it.
+   */
+  segmentFillMs?: number;
   /** Retries of a failed write (see withDatabaseRetry). */
   retry: <T>(what: string, run: () => Promise<T>) => Promise<T>;
 }
@@ -177,6 +182,8 @@ export class LogWriter {
 
   private async flush(): Promise<void> {
     await nextTick();
+    const fillMs = this.settings.segmentFillMs ?? 0;
+    if (fillMs > 0 && this.buffer.length < SEGMENT_EVENTS) await sleep(fillMs);
     try {
       while (this.buffer.length > 0 && this.failed === null) {
         let count = 0;

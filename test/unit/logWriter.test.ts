@@ -142,10 +142,10 @@ describe('LogWriter', () => {
     expect(store.loggedLabels()).toEqual(['a-1', 'b-2']);
   });
 
-  it('is full past 50 000 events or 64 MiB waiting for their write, only while logging', async () => {
+  it('is full past 10 000 events or 16 MiB waiting for their write, only while logging', async () => {
     const { writer } = setup();
     const transaction = openTransaction();
-    for (let n = 1; n <= 50_000; n++) writer.append({ ...logged('a', 1), changeIndex: n }, transaction, transaction);
+    for (let n = 1; n <= 10_000; n++) writer.append({ ...logged('a', 1), changeIndex: n }, transaction, transaction);
     expect(writer.isFull).toBe(false);
     writer.fellBehind();
     expect(writer.isFull).toBe(true);
@@ -154,9 +154,9 @@ describe('LogWriter', () => {
 
     const bytes = setup();
     bytes.writer.fellBehind();
-    bytes.writer.append(logged('a', 1, 'x'.repeat(32 * 1024 * 1024)), openTransaction(), {});
+    bytes.writer.append(logged('a', 1, 'x'.repeat(8 * 1024 * 1024)), openTransaction(), {});
     expect(bytes.writer.isFull).toBe(false);
-    bytes.writer.append(logged('a', 2, 'y'.repeat(32 * 1024 * 1024)), openTransaction(), {});
+    bytes.writer.append(logged('a', 2, 'y'.repeat(8 * 1024 * 1024)), openTransaction(), {});
     expect(bytes.writer.isFull).toBe(true);
     await bytes.writer.writeBuffered();
     expect(bytes.writer.isFull).toBe(false);
