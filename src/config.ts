@@ -72,7 +72,7 @@ export const configSchema = {
     ackIntervalMs: {
       doc: 'How often the safe (fully delivered or stored) position is reported to Postgres.',
       format: 'nat',
-      default: 1_000,
+      default: 500,
       env: 'PG_WEBHOOK_BRIDGE_ACK_INTERVAL_MS',
     },
   },
@@ -199,7 +199,7 @@ export const configSchema = {
     storeAfterMs: {
       doc: 'A webhook whose oldest delivery is not done this long after its transaction arrived falls behind: it reads the event log from then on, so the slot can advance.',
       format: 'nat',
-      default: 10_000,
+      default: 1_000,
       env: 'PG_WEBHOOK_BRIDGE_STORE_AFTER_MS',
     },
     retentionHours: {

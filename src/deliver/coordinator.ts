@@ -12,6 +12,8 @@ import { Lane } from './lane.js';
 import type { DeliveryObserver, FailedAttempt, HttpSender, LaneSettings, TransactionHold } from './types.js';
 
 const SUCCESS_FLUSH_INTERVAL_MS = 5_000;
+/** How often the age of each lane's oldest memory delivery is checked against storeAfterMs. */
+const AGE_CHECK_MS = 100;
 /** Fast-path lanes look for rows made due from outside every this many ticks (storePollMs each). */
 const DUE_CHECK_EVERY_TICKS = 4;
 /** A failing webhook's state row is written at most this often (a dead endpoint fails a lot). */
@@ -27,6 +29,7 @@ const RETIRE_POLL_MS = 50;
 export class DeliveryCoordinator {
   private readonly lanes = new Map<string, Lane>();
   private tick: NodeJS.Timeout | null = null;
+  private ageTimer: NodeJS.Timeout | null = null;
   private successTimer: NodeJS.Timeout | null = null;
   private readonly successes = new Map<string, Date>();
   private capacityWaiters: Array<() => void> = [];
@@ -73,6 +76,7 @@ export class DeliveryCoordinator {
     this.cursors = await loadCursors(this.db, this.settings.schema);
     this.startPosition = slotPosition;
     this.tick = setInterval(() => void this.onTick(), this.settings.storePollMs);
+    this.ageTimer = setInterval(() => this.checkAges(), AGE_CHECK_MS);
     this.successTimer = setInterval(() => void this.flushSuccesses(), SUCCESS_FLUSH_INTERVAL_MS);
   }
 
@@ -85,13 +89,18 @@ export class DeliveryCoordinator {
     }
   }
 
-  /** Resolves at once unless a memory lane or the log writer is full; then when there is room. */
+  /**
+   * Resolves at once unless a memory lane or the log writer is full; then when there is room. A full
+   * lane beside others that have room would hold them all back: it falls behind instead. A lane full
+   * on its own (one webhook draining a backlog) makes the stream wait, which costs nothing to write.
+   */
   waitForCapacity(): Promise<void> | null {
     if (this.logWriter.isFull) return new Promise((resolve) => this.capacityWaiters.push(resolve));
-    for (const lane of this.lanes.values()) {
-      if (lane.isFull) return new Promise((resolve) => this.capacityWaiters.push(resolve));
-    }
-    return null;
+    const full: Lane[] = [];
+    for (const lane of this.lanes.values()) if (lane.isFull) full.push(lane);
+    if (full.length === 0) return null;
+    if (full.length < this.lanes.size) for (const lane of full) if (lane.mode === 'memory') this.fallBehind(lane);
+    return new Promise((resolve) => this.capacityWaiters.push(resolve));
   }
 
   /**
@@ -180,24 +189,29 @@ export class DeliveryCoordinator {
     for (const resolve of waiters) resolve();
   }
 
+  /** A slow receiver must not hold the slot back: a webhook whose oldest delivery waited too long falls behind. */
+  private checkAges(): void {
+    const now = Date.now();
+    for (const lane of this.lanes.values()) if (lane.mode === 'memory' && lane.oldestAgeMs(now) > this.settings.storeAfterMs) this.fallBehind(lane);
+  }
+
+  /** The lane reads the log from now on; its memory work no longer holds the stream or the slot. */
+  private fallBehind(lane: Lane): void {
+    lane.moveToStore().then(
+      () => this.releaseWaiters(),
+      (error: unknown) =>
+        this.log.error(
+          { err: coerceError(error), webhookId: lane.webhook.id },
+          'could not move the deliveries of a slow webhook to the event log; their transactions stay unacknowledged until a restart replays them',
+        ),
+    );
+  }
+
   private async onTick(): Promise<void> {
     if (this.ticking) return;
     this.ticking = true;
     try {
-      const now = Date.now();
-      for (const lane of this.lanes.values()) {
-        // A slow receiver must not hold the slot back: its webhook falls behind and reads the log.
-        if (lane.mode === 'memory' && lane.oldestAgeMs(now) > this.settings.storeAfterMs) {
-          lane.moveToStore().then(
-            () => this.releaseWaiters(),
-            (error: unknown) =>
-              this.log.error(
-                { err: coerceError(error), webhookId: lane.webhook.id },
-                'could not move the deliveries of a slow webhook to the event log; their transactions stay unacknowledged until a restart replays them',
-              ),
-          );
-        } else if (lane.mode === 'store') lane.poll();
-      }
+      for (const lane of this.lanes.values()) if (lane.mode === 'store') lane.poll();
       // Rows made due from outside (CLI redeliver, a crashed replica's leases) for lanes on the fast
       // path: a claim per lane (index-backed, empty for a healthy lane) every few ticks, rather than a
       // scan of the whole store, which costs seconds per tick once it holds a large backlog.
@@ -257,6 +271,8 @@ export class DeliveryCoordinator {
   async drain(deadline: number): Promise<void> {
     this.draining = true;
     if (this.tick) clearInterval(this.tick);
+    if (this.ageTimer) clearInterval(this.ageTimer);
+    this.ageTimer = null;
     if (this.successTimer) clearInterval(this.successTimer);
     this.tick = this.successTimer = null;
     await Promise.all([...this.lanes.values()].map((lane) => lane.drain(deadline)));

@@ -9,7 +9,7 @@ import { withDatabaseRetry } from './databaseRetry.js';
 import type { MemoryDelivery } from './types.js';
 
 /** A read fetches at most this many segments. */
-const READ_SEGMENTS = 2;
+const READ_SEGMENTS = 1;
 /** The cursor row is written at most this often while the webhook reads on (and at every stop). */
 const CURSOR_SAVE_INTERVAL_MS = 1_000;
 

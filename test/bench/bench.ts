@@ -57,6 +57,7 @@ import type { LatencySummary, PortStats, ReceiverRequest } from './receiver.js';
 import type { ReplicationCeilingOptions, ReplicationCeilingResult } from './replicationCeiling.js';
 import { parseLsn } from '../../src/replication/lsn.js';
 import { describeLog, readLogFigures, storeBytes, type LogFigures } from './logFigures.js';
+import { sampleSlotLag, startHangingServer, type SlotLagSummary } from './slotLag.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const HERE = fileURLToPath(new URL('./', import.meta.url));
@@ -118,6 +119,7 @@ const PHASES = [
   'isolation',
   'walCost',
   'latency',
+  'slotLag',
   'memory',
   'deadStore',
 ] as const;
@@ -574,6 +576,7 @@ interface Results {
   };
   /** Extra WAL per change: retention 0 (`retain0`), delivery.retentionHours 1 (`retain1h`), retention 0 with a dead webhook beside (`dead0`). */
   walCost?: Partial<Record<'retain0' | 'retain1h' | 'dead0', WalCostRun>>;
+  slotLag?: { rate: number; written: number; lagMs: SlotLagSummary; healthyLatency: LatencySummary; cpu: CpuUse; log?: LogFigures };
   deadStore?: { changes: number; writeSeconds: number; dead1?: DeadStoreRun; dead10?: DeadStoreRun; ratio10To1?: number };
   targets?: Array<{ figure: string; value: string; target: string; met: boolean | null }>;
   errors: Record<string, string>;
@@ -1094,6 +1097,49 @@ class Bench {
     await this.admin.query('checkpoint');
   }
 
+  /**
+   * How soon the slot confirms each commit at a steady 1,000 changes/s while, beside a healthy webhook,
+   * one refuses connections and one accepts them and never answers.
+   */
+  async runSlotLag(): Promise<void> {
+    const name = 'slotlag';
+    const rate = 1_000;
+    const hanging = await startHangingServer();
+    const targets = [`http://${HOST}:${this.ports[0]}/hook`, `http://${HOST}:${await deadPort()}/hook`, `http://${HOST}:${hanging.port}/hook`];
+    await this.prepareDaemon(name, targets);
+    const daemon = this.startDaemon(name);
+    const pool = new pg.Pool({ connectionString: this.url(), max: PACED_CONNECTIONS });
+    pool.on('error', () => undefined);
+    try {
+      await this.waitStreaming(name, daemon);
+      log(`slotLag: steady ${fmt.int(rate)} changes/s for ${(this.scale.latencyMs / 1000).toFixed(0)} s to a healthy, a dead and a hanging webhook`);
+      await this.receiver.reset();
+      const cpu = new CpuWindow(daemon.pid, this.postmasterPid);
+      cpu.start((await this.receiver.stats()).cpuUs);
+      const lag = sampleSlotLag(this.admin, `bench_${name}`);
+      const written = await writePaced(pool, rate, this.scale.latencyMs, {
+        connections: PACED_CONNECTIONS,
+        maxTransaction: this.args.latencyMaxTransaction,
+        seed: 4_242,
+      });
+      const lagMs = await lag.stop(30_000);
+      await this.waitDeliveries(new Map([[this.ports[0], written.changes]]), 60_000, daemon, wallNow(), name);
+      const usage = cpu.stop((await this.receiver.stats()).cpuUs);
+      const stats = await this.receiver.stats(true);
+      const figures = await readLogFigures(this.admin, `bench_${name}`).catch(() => undefined);
+      this.results.slotLag = { rate, written: written.changes, lagMs, healthyLatency: stats.latency, cpu: usage, log: figures };
+      log(
+        `  slot confirmed each moment's WAL after p50 ${fmt.ms(lagMs.p50)}, p99 ${fmt.ms(lagMs.p99)}, max ${fmt.ms(lagMs.max)} (${fmt.int(lagMs.samples)} samples, ${lagMs.unconfirmed} unconfirmed); ` +
+          `healthy webhook p50 ${fmt.ms(stats.latency.p50)}, p99 ${fmt.ms(stats.latency.p99)}; ${describeLog(figures)}; ${fmt.cores(usage)}`,
+      );
+    } finally {
+      await pool.end().catch(() => undefined);
+      await daemon.stop();
+      await hanging.close();
+      await this.dropSlot(`bench_${name}`);
+    }
+  }
+
   async runLatency(): Promise<void> {
     const name = 'latency';
     await this.prepareDaemon(name, [`http://${HOST}:${this.ports[0]}/hook`]);
@@ -1509,6 +1555,8 @@ class Bench {
     const peak = r.memory?.backlogged?.hwmMb;
     add(`peak RSS, ${fmt.int(r.memory?.events)} backlogged`, peak, fmt.mb(peak), `<= ${TARGET_PEAK_RSS_MB} MB`, (v) => v <= TARGET_PEAK_RSS_MB);
     add('healthy webhook with a dead one / alone', r.isolation?.ratio, fmt.pct(r.isolation?.ratio), '>= 90%', (v) => v >= 0.9);
+    const slot = r.slotLag?.lagMs;
+    add('slot confirms a commit, 1,000/s beside a dead and a hanging webhook (max)', slot?.max, fmt.ms(slot?.max), '<= 1,000 ms', (v) => v <= 1_000);
     const ds = r.deadStore;
     add(
       'deadStore: store beside 10 dead / beside 1',
@@ -1743,6 +1791,7 @@ async function main(): Promise<void> {
     // Drains the backlog written before every phase: must run before phases that write more.
     if (bench.has('walCost')) await step('walCost', () => bench.runWalCost());
     if (bench.has('latency')) await step('latency', () => bench.runLatency());
+    if (bench.has('slotLag')) await step('slotLag', () => bench.runSlotLag());
     if (bench.has('memory')) await step('memory', () => bench.runMemory());
     // Last: its own backlog is written with only its slots waiting.
     if (bench.has('deadStore')) await step('deadStore', () => bench.runDeadStore());
