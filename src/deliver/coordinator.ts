@@ -14,6 +14,8 @@ import type { DeliveryObserver, FailedAttempt, HttpSender, LaneSettings, Transac
 const SUCCESS_FLUSH_INTERVAL_MS = 5_000;
 /** How often the age of each lane's oldest memory delivery is checked against storeAfterMs. */
 const AGE_CHECK_MS = 100;
+/** A lane full this long while another has room falls behind (see checkAges). */
+const FULL_GRACE_MS = 250;
 /** Fast-path lanes look for rows made due from outside every this many ticks (storePollMs each). */
 const DUE_CHECK_EVERY_TICKS = 4;
 /** A failing webhook's state row is written at most this often (a dead endpoint fails a lot). */
@@ -30,6 +32,8 @@ export class DeliveryCoordinator {
   private readonly lanes = new Map<string, Lane>();
   private tick: NodeJS.Timeout | null = null;
   private ageTimer: NodeJS.Timeout | null = null;
+  /** When each memory lane became full, while it stays full. */
+  private readonly fullSince = new Map<Lane, number>();
   private successTimer: NodeJS.Timeout | null = null;
   private readonly successes = new Map<string, Date>();
   private capacityWaiters: Array<() => void> = [];
@@ -89,18 +93,13 @@ export class DeliveryCoordinator {
     }
   }
 
-  /**
-   * Resolves at once unless a memory lane or the log writer is full; then when there is room. A full
-   * lane beside others that have room would hold them all back: it falls behind instead. A lane full
-   * on its own (one webhook draining a backlog) makes the stream wait, which costs nothing to write.
-   */
+  /** Resolves at once unless a memory lane or the log writer is full; then when there is room (see checkAges). */
   waitForCapacity(): Promise<void> | null {
     if (this.logWriter.isFull) return new Promise((resolve) => this.capacityWaiters.push(resolve));
-    const full: Lane[] = [];
-    for (const lane of this.lanes.values()) if (lane.isFull) full.push(lane);
-    if (full.length === 0) return null;
-    if (full.length < this.lanes.size) for (const lane of full) if (lane.mode === 'memory') this.fallBehind(lane);
-    return new Promise((resolve) => this.capacityWaiters.push(resolve));
+    for (const lane of this.lanes.values()) {
+      if (lane.isFull) return new Promise((resolve) => this.capacityWaiters.push(resolve));
+    }
+    return null;
   }
 
   /**
@@ -136,6 +135,7 @@ export class DeliveryCoordinator {
       if (!this.retiring.has(id) || this.draining || this.lanes.get(id) !== lane) return;
       this.retiring.delete(id);
       this.lanes.delete(id);
+      this.fullSince.delete(lane);
       lane.dispose();
       this.dropped.add(id);
       this.log.info({ webhookId: id }, 'webhook no longer live: its lane is freed; stored deliveries wait until it is live again');
@@ -189,10 +189,29 @@ export class DeliveryCoordinator {
     for (const resolve of waiters) resolve();
   }
 
-  /** A slow receiver must not hold the slot back: a webhook whose oldest delivery waited too long falls behind. */
+  /**
+   * A slow receiver must not hold the slot or the other webhooks back. A webhook falls behind when its
+   * oldest delivery waited longer than storeAfterMs, or when its lane has been full for FULL_GRACE_MS
+   * while another has room: the stream waits for it alone. Lanes that fill and empty together (a
+   * backlog drained to several healthy webhooks) are full for a moment only.
+   */
   private checkAges(): void {
     const now = Date.now();
-    for (const lane of this.lanes.values()) if (lane.mode === 'memory' && lane.oldestAgeMs(now) > this.settings.storeAfterMs) this.fallBehind(lane);
+    let withRoom = false;
+    for (const lane of this.lanes.values()) {
+      if (lane.mode !== 'memory' || !lane.isFull) {
+        withRoom = true;
+        this.fullSince.delete(lane);
+      } else if (!this.fullSince.has(lane)) this.fullSince.set(lane, now);
+    }
+    for (const lane of this.lanes.values()) {
+      if (lane.mode !== 'memory') continue;
+      const since = this.fullSince.get(lane);
+      if (lane.oldestAgeMs(now) > this.settings.storeAfterMs || (withRoom && since !== undefined && now - since >= FULL_GRACE_MS)) {
+        this.fullSince.delete(lane);
+        this.fallBehind(lane);
+      }
+    }
   }
 
   /** The lane reads the log from now on; its memory work no longer holds the stream or the slot. */

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BridgeConfig } from '../../src/config.js';
 import type { Daemon } from '../../src/daemon.js';
@@ -147,5 +148,48 @@ describe('event log retention (store)', () => {
     expect(await purgeSegments(db.pool, 'webhook_bridge', retention1h, 0, 500)).toBe(0);
     expect(await purgeSegments(db.pool, 'webhook_bridge', new Date(), 0, 500)).toBe(1);
     expect(await remaining()).toEqual([]);
+  });
+});
+
+/** A webhook that accepts connections and never answers must not hold the stream back for the others. */
+describe('a hanging webhook beside a healthy one (in-process daemon)', () => {
+  let db: TestDatabase;
+  let daemon: Daemon;
+  let hanging: net.Server;
+  const sockets = new Set<net.Socket>();
+  let healthy: Receiver;
+
+  beforeAll(async () => {
+    db = await createTestDatabase('eventloghang');
+    // Neither its attempts' timeout nor the age limit would let it go in the time of the test: only
+    // being full beside a lane with room does.
+    const config = await prepareDatabase(db, { 'delivery.timeoutMs': 600_000, 'delivery.storeAfterMs': 600_000, 'delivery.memoryQueueLimit': 100 });
+    hanging = net.createServer((socket) => {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+    });
+    await new Promise<void>((resolve) => hanging.listen(0, '127.0.0.1', resolve));
+    healthy = await startReceiver();
+    ({ daemon } = await startDaemon(config));
+  });
+
+  afterAll(async () => {
+    await daemon?.stop(2_000);
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => hanging?.close(resolve));
+    await healthy?.close();
+    await db?.drop();
+  });
+
+  it('the healthy webhook gets every change while the hanging one holds its first attempts open', async () => {
+    const healthyId = await addWebhook(db, healthy.url, ['person.created']);
+    const hangingId = await addWebhook(db, `http://127.0.0.1:${(hanging.address() as net.AddressInfo).port}/`, ['person.created']);
+    await waitForLanes(daemon, { live: [healthyId, hangingId] });
+    for (let i = 0; i < 10; i++) {
+      await db.pool.query(`insert into person ("firstName") select 'hang-' || g from generate_series(1, 100) g`);
+    }
+    await healthy.waitForCount(1_000, 30_000);
+    const lane = daemon.laneStates().find((l) => l.webhookId === hangingId);
+    expect(lane?.mode, 'the hanging webhook reads the log').toBe('store');
   });
 });
