@@ -64,6 +64,17 @@ export interface DeliveryObserver extends FilteredObserver {
   webhookAutoDisabled(webhookId: string, reason: AutoDisableReason): void;
 }
 
+/** What a lane asks of its coordinator. */
+export interface LaneHooks {
+  /** A failed attempt: records it and applies the disable rules (410, failing too long). */
+  failure(webhookId: string, outcome: FailedAttempt): Promise<void>;
+  success(webhookId: string): void;
+  /** Memory was freed: a stream waiting for capacity may go on. */
+  capacityFreed(): void;
+  /** Events held for this webhook before delivery (coalescing) are handed on now, before it leaves memory. */
+  releaseHeld(webhookId: string): void;
+}
+
 export interface LaneSettings {
   schema: string;
   /** The quoted, schema-qualified webhooks table: claims check the webhook is still live there. */

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { withDatabaseRetry } from '../../src/deliver/databaseRetry.js';
-import { Lane, TARGET_CHANGED_REASON, type LaneHooks } from '../../src/deliver/lane.js';
-import type { FailedAttempt, LaneSettings } from '../../src/deliver/types.js';
+import { Lane, TARGET_CHANGED_REASON } from '../../src/deliver/lane.js';
+import type { FailedAttempt, LaneHooks, LaneSettings } from '../../src/deliver/types.js';
 import { toLoggedEvent } from '../../src/route/loggedEvent.js';
 import { appendSegment } from '../../src/store/eventLog.js';
 import { LogWriter } from '../../src/store/logWriter.js';
