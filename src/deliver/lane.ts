@@ -99,6 +99,7 @@ export class Lane {
     this.reader = new LogReadAhead(this.state, this.follower, this.queue, this.inFlight, logWriter, log, {
       handOut: () => this.pump(),
       allRead: () => this.maybeCaughtUp(),
+      endpointDown: () => this.breaker.isOpen,
     });
   }
 

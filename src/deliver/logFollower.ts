@@ -73,13 +73,17 @@ export class LogFollower {
     return comparePositions(this.readPos, head) >= 0;
   }
 
-  /** The next events of the log for `subscriber`, as deliveries that hold nothing back; [] when none is written yet. */
-  async read(subscriber: Subscriber): Promise<MemoryDelivery[]> {
+  /**
+   * The next events of the log for `subscriber` (at most `max`), as deliveries that hold nothing back;
+   * [] when none is written yet.
+   */
+  async read(subscriber: Subscriber, max = Infinity): Promise<MemoryDelivery[]> {
     const from = { lsn: this.readPos.lsn, index: this.readPos.index + 1 };
     const events = await readEvents(this.db, this.settings.schema, from, READ_SEGMENTS);
     const deliveries: MemoryDelivery[] = [];
     const now = Date.now();
     for (const logged of events) {
+      if (deliveries.length >= max) break;
       const position = positionOf(logged);
       // Overlapping segments (a replay after a crash wrote some events twice): each is read once.
       if (comparePositions(position, this.readPos) <= 0) continue;

@@ -9,9 +9,13 @@ import type { LogFollower } from './logFollower.js';
 import type { RecordQueue } from './recordQueue.js';
 import type { MemoryDelivery } from './types.js';
 
-/** Events read from the log ahead of the attempts, per webhook: bounds a lagging webhook's memory. */
-const READ_AHEAD = 1_000;
-const READ_AHEAD_BYTES = 16 * 1024 * 1024;
+/**
+ * Events read from the log ahead of the attempts, per webhook: bounds a lagging webhook's memory. A
+ * webhook whose endpoint is down is probed one event at a time and reads only once its queue is empty:
+ * ten dead webhooks then hold next to nothing each.
+ */
+const READ_AHEAD = 500;
+const READ_AHEAD_BYTES = 4 * 1024 * 1024;
 
 /** What the reader asks of its lane. */
 export interface LogReadAheadHooks {
@@ -19,6 +23,8 @@ export interface LogReadAheadHooks {
   handOut(): void;
   /** Everything written to the log is read: the lane may have caught up. */
   allRead(): void;
+  /** The endpoint counts as down (its breaker is open). */
+  endpointDown(): boolean;
 }
 
 /**
@@ -66,6 +72,7 @@ export class LogReadAhead {
   readMore(): void {
     if (this.reading || this.lane.mode !== 'store' || !this.lane.mayStart) return;
     if (this.queue.size + this.inFlight.count >= READ_AHEAD || this.bytes >= READ_AHEAD_BYTES) return;
+    if (this.hooks.endpointDown() && this.queue.size > 0) return;
     if (this.follower.hasRead(this.logWriter.lastPosition)) {
       this.hooks.allRead();
       return;
@@ -74,7 +81,9 @@ export class LogReadAhead {
     const before = this.follower.position;
     void (async () => {
       try {
-        const deliveries = await this.follower.read(this.lane.webhook);
+        // An endpoint that is down gets one event at a time: the rest stays in the log, not in memory.
+        const room = this.hooks.endpointDown() ? 1 : READ_AHEAD - this.queue.size - this.inFlight.count;
+        const deliveries = await this.follower.read(this.lane.webhook, room);
         for (const delivery of deliveries) {
           this.bytes += delivery.event.body.length;
           this.queue.push(delivery);
