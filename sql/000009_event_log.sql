@@ -13,7 +13,7 @@ create table if not exists :schema.event_log (
   first_commit_at timestamptz not null,
   last_commit_at timestamptz not null,
   event_count integer not null,
-  -- one line of JSON per segment (positions, names, body lengths), then the bodies (see src/store/eventLog.ts)
+  -- a JSON array of events (see src/store/logSegment.ts)
   events text not null,
   -- a replay after a crash may write events again: readers skip positions they have passed
   created_at timestamptz not null default now()

@@ -4,16 +4,12 @@ import { formatLsn, parseLsn, type Lsn } from '../replication/lsn.js';
 import type { LogPosition, Queryable } from './types.js';
 
 /**
- * The event log's statements (`<schema>.event_log`, `<schema>.log_cursors`), one function each.
- *
- * A segment's text is one line of JSON (each event's position, names and the lengths of its body
- * parts) followed by the bodies themselves, back to back. Bodies are JSON documents full of quotes:
- * kept as they are, they are neither escaped on write nor unescaped on read (JSON.stringify of the
- * bodies was most of the cost of writing the log), and reading one is a slice of the text. Postgres
- * compresses the text (lz4 where it can) once it is past a page.
+ * The event log's statements (`<schema>.event_log`, `<schema>.log_cursors`), one function each. A
+ * segment's events travel as one JSON array of arrays: native JSON.stringify/parse do the escaping, and
+ * Postgres compresses the text (lz4 where it can) once it is past a page.
  */
 
-type SegmentEntry = [
+type EncodedEvent = [
   lsn: string,
   index: number,
   commitMs: number,
@@ -21,11 +17,10 @@ type SegmentEntry = [
   action: string,
   recordKey: string,
   workspaceId: string | null,
+  body: string,
+  head: string | null,
+  tail: string | null,
   payloadKey: 'data' | 'record',
-  bodyLength: number,
-  /** -1: the body is shared, not made from parts. */
-  headLength: number,
-  tailLength: number,
 ];
 
 export function comparePositions(a: LogPosition, b: LogPosition): number {
@@ -38,11 +33,8 @@ export function positionOf(event: { commitLsn: Lsn; changeIndex: number }): LogP
 
 /** Pure: a segment's text. */
 export function encodeSegment(events: readonly LoggedEvent[]): string {
-  const entries: SegmentEntry[] = [];
-  const bodies: string[] = [];
-  for (const e of events) {
-    const [head, tail] = e.bodyParts ?? ['', ''];
-    entries.push([
+  return JSON.stringify(
+    events.map((e): EncodedEvent => [
       formatLsn(e.commitLsn),
       e.changeIndex,
       e.commitTime.getTime(),
@@ -50,40 +42,28 @@ export function encodeSegment(events: readonly LoggedEvent[]): string {
       e.action,
       e.recordKey,
       e.workspaceId,
+      e.body,
+      e.bodyParts?.[0] ?? null,
+      e.bodyParts?.[1] ?? null,
       e.payloadKey,
-      e.body.length,
-      e.bodyParts === null ? -1 : head.length,
-      tail.length,
-    ]);
-    bodies.push(e.body, head, tail);
-  }
-  // JSON.stringify escapes every newline inside strings: the first newline ends the entries.
-  return `${JSON.stringify(entries)}\n${bodies.join('')}`;
+    ]),
+  );
 }
 
 /** Pure: the events of a segment's text. */
 export function decodeSegment(text: string): LoggedEvent[] {
-  const newline = text.indexOf('\n');
-  const entries = JSON.parse(text.slice(0, newline)) as SegmentEntry[];
-  let offset = newline + 1;
-  const take = (length: number): string => text.slice(offset, (offset += length));
-  return entries.map(([lsn, index, commitMs, object, action, recordKey, workspaceId, payloadKey, bodyLength, headLength, tailLength]) => {
-    const body = take(bodyLength);
-    const head = take(Math.max(headLength, 0));
-    const tail = take(tailLength);
-    return {
-      commitLsn: parseLsn(lsn),
-      changeIndex: index,
-      commitTime: new Date(commitMs),
-      object,
-      action: action as LoggedEvent['action'],
-      recordKey,
-      workspaceId,
-      body,
-      bodyParts: headLength < 0 ? null : [head, tail],
-      payloadKey,
-    };
-  });
+  return (JSON.parse(text) as EncodedEvent[]).map(([lsn, index, commitMs, object, action, recordKey, workspaceId, body, head, tail, payloadKey]) => ({
+    commitLsn: parseLsn(lsn),
+    changeIndex: index,
+    commitTime: new Date(commitMs),
+    object,
+    action: action as LoggedEvent['action'],
+    recordKey,
+    workspaceId,
+    body,
+    bodyParts: head === null || tail === null ? null : [head, tail],
+    payloadKey,
+  }));
 }
 
 function logTable(schema: string): string {

@@ -13,7 +13,6 @@ import type { Subscriber, WebhookEvent } from '../../../src/route/types.js';
 import { eventIdFor } from '../../../src/route/router.js';
 import type { FilterReason } from '../../../src/route/webhookOptions.js';
 import type { Queryable } from '../../../src/store/types.js';
-import { decodeSegment } from '../../../src/store/eventLog.js';
 import type { LoggedEventHold } from '../../../src/store/logWriter.js';
 import { parseLsn } from '../../../src/replication/lsn.js';
 
@@ -154,7 +153,7 @@ export class FakeStore implements Queryable {
 
   /** The `<record>-<n>` of every event written to the log (see labelOf), in the order written. */
   loggedLabels(): string[] {
-    return this.segments.flatMap((segment) => decodeSegment(segment.events).map((event) => labelOf(event.body)));
+    return this.segments.flatMap((segment) => (JSON.parse(segment.events) as unknown[][]).map((encoded) => labelOf(encoded[7] as string)));
   }
 
   pending(webhookId?: string): FakeRow[] {
