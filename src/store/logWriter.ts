@@ -7,7 +7,7 @@ import type { LogPosition, Queryable } from './types.js';
 
 /** One segment holds at most this many events and about this many body bytes. */
 const SEGMENT_EVENTS = 2_000;
-const SEGMENT_BYTES = 4 * 1024 * 1024;
+const SEGMENT_BYTES = 64 * 1024;
 /** Past this many events or bytes waiting for their write, the stream waits (see isFull). */
 const BUFFER_EVENTS_LIMIT = 10_000;
 const BUFFER_BYTES_LIMIT = 16 * 1024 * 1024;
