@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
+import type { Logger } from './log.js';
 import type { BridgeConfig } from './config.js';
 
 /** Quotes a name for SQL ("person", "my ""odd"" table"). */
@@ -64,6 +65,38 @@ export async function isTransactionVisible(db: Pick<pg.Pool, 'query'>, xid: numb
     [xid],
   );
   return rows[0]!.visible;
+}
+
+/** Polling for a streamed webhooks change to become visible: quick at first (it usually is at once). */
+const VISIBILITY_POLL_MS = [5, 20, 100, 250];
+const VISIBILITY_WARN_EVERY_MS = 10_000;
+
+/**
+ * A commit is streamed once flushed, which can be before other sessions see it: a webhooks reload
+ * then would miss the very change that prompted it (and the events after it would not reach a new
+ * webhook). Waits until transaction `xid` is visible; false when `stopped()` interrupted the wait.
+ */
+export async function waitForVisibleTransaction(db: Pick<pg.Pool, 'query'>, xid: number, stopped: () => boolean, log: Logger): Promise<boolean> {
+  const started = Date.now();
+  let warnedAt = started;
+  for (let attempt = 0; !stopped(); attempt++) {
+    try {
+      if (await isTransactionVisible(db, xid)) return true;
+    } catch (error) {
+      log.warn({ err: error, xid }, 'could not check that a webhooks change is visible; reloading anyway');
+      return true;
+    }
+    if (attempt === 0) log.debug({ xid }, 'a webhooks change is streamed but not visible yet; waiting for it');
+    if (Date.now() - warnedAt >= VISIBILITY_WARN_EVERY_MS) {
+      warnedAt = Date.now();
+      log.warn(
+        { xid, waitingMs: warnedAt - started },
+        'still waiting for a committed webhooks change to become visible (a synchronous standby that does not answer?); the stream waits with it',
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, VISIBILITY_POLL_MS[Math.min(attempt, VISIBILITY_POLL_MS.length - 1)]));
+  }
+  return false;
 }
 
 export function createPool(config: BridgeConfig, max = 10): pg.Pool {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { BridgeConfig } from './config.js';
 import { webhooksRelation, webhooksTable } from './config.js';
-import { clientConfig, isTransactionVisible } from './database.js';
+import { clientConfig, waitForVisibleTransaction } from './database.js';
 import { settleBy } from './deadline.js';
 import { Decoder, type DecoderCatalog } from './decode/decoder.js';
 import { primaryKeyColumns } from './decode/primaryKey.js';
@@ -44,9 +44,6 @@ const REGISTRY_REFRESH_MS = 2_000;
 const OPTIONS_POLL_MS = 500;
 /** How often held bursts are checked for having waited their window: the error on a window's end. */
 const COALESCE_TICK_MS = 100;
-/** Polling for a streamed webhooks change to become visible: quick at first (it usually is at once). */
-const VISIBILITY_POLL_MS = [5, 20, 100, 250];
-const VISIBILITY_WARN_EVERY_MS = 10_000;
 /** How often the event log's segments that nobody needs are deleted. */
 const LOG_PURGE_INTERVAL_MS = 60_000;
 /** A segment is kept at least this long after it was written: a webhook falling behind saves its cursor first. */
@@ -336,32 +333,9 @@ export class Pipeline {
     this.decoder.reset();
   }
 
-  /**
-   * A commit is streamed once flushed, which can be before other sessions see it: a reload then would
-   * miss the very change that prompted it (and the events after it would not reach a new webhook).
-   * False when a stop interrupted the wait.
-   */
-  private async waitUntilVisible(xid: number): Promise<boolean> {
-    const started = Date.now();
-    let warnedAt = started;
-    for (let attempt = 0; !this.stopping; attempt++) {
-      try {
-        if (await isTransactionVisible(this.pool, xid)) return true;
-      } catch (error) {
-        this.log.warn({ err: error, xid }, 'could not check that a webhooks change is visible; reloading anyway');
-        return true;
-      }
-      if (attempt === 0) this.log.debug({ xid }, 'a webhooks change is streamed but not visible yet; waiting for it');
-      if (Date.now() - warnedAt >= VISIBILITY_WARN_EVERY_MS) {
-        warnedAt = Date.now();
-        this.log.warn(
-          { xid, waitingMs: warnedAt - started },
-          'still waiting for a committed webhooks change to become visible (a synchronous standby that does not answer?); the stream waits with it',
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, VISIBILITY_POLL_MS[Math.min(attempt, VISIBILITY_POLL_MS.length - 1)]));
-    }
-    return false;
+  /** Waits until a streamed webhooks change is visible (see waitForVisibleTransaction); false when a stop interrupted it. */
+  private waitUntilVisible(xid: number): Promise<boolean> {
+    return waitForVisibleTransaction(this.pool, xid, () => this.stopping, this.log);
   }
 
   private async pollOptions(): Promise<void> {
