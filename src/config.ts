@@ -197,7 +197,7 @@ export const configSchema = {
       env: 'PG_WEBHOOK_BRIDGE_MEMORY_QUEUE_BYTES',
     },
     storeAfterMs: {
-      doc: 'A webhook whose oldest delivery is not done this long after its transaction arrived falls behind: it reads the event log from then on, so the slot can advance.',
+      doc: 'A webhook with an attempt running this long, or a delivery waiting ten times as long, falls behind: it reads the event log from then on, so the slot can advance.',
       format: 'nat',
       default: 1_000,
       env: 'PG_WEBHOOK_BRIDGE_STORE_AFTER_MS',

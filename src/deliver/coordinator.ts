@@ -14,6 +14,8 @@ import type { DeliveryObserver, FailedAttempt, HttpSender, LaneSettings, Transac
 const SUCCESS_FLUSH_INTERVAL_MS = 5_000;
 /** How often the age of each lane's oldest memory delivery is checked against storeAfterMs. */
 const AGE_CHECK_MS = 100;
+/** A delivery that waited this many times storeAfterMs in its queue makes its webhook fall behind (see checkAges). */
+const QUEUE_WAIT_FACTOR = 10;
 /** A lane full this long while another has room falls behind (see checkAges). */
 const FULL_GRACE_MS = 250;
 /** Fast-path lanes look for rows made due from outside every this many ticks (storePollMs each). */
@@ -190,10 +192,12 @@ export class DeliveryCoordinator {
   }
 
   /**
-   * A slow receiver must not hold the slot or the other webhooks back. A webhook falls behind when its
-   * oldest delivery waited longer than storeAfterMs, or when its lane has been full for FULL_GRACE_MS
-   * while another has room: the stream waits for it alone. Lanes that fill and empty together (a
-   * backlog drained to several healthy webhooks) are full for a moment only.
+   * A slow receiver must not hold the slot or the other webhooks back. A webhook falls behind when an
+   * attempt has been running longer than storeAfterMs, when its oldest delivery waited
+   * QUEUE_WAIT_FACTOR times as long (a receiver that answers, too slowly for the load), or when its lane
+   * has been full for FULL_GRACE_MS while another has room: the stream waits for it alone. A healthy
+   * webhook draining a backlog waits in its queue but each attempt is quick, and lanes that fill and
+   * empty together (a backlog to several healthy webhooks) are full for a moment only.
    */
   private checkAges(): void {
     const now = Date.now();
@@ -207,7 +211,11 @@ export class DeliveryCoordinator {
     for (const lane of this.lanes.values()) {
       if (lane.mode !== 'memory') continue;
       const since = this.fullSince.get(lane);
-      if (lane.oldestAgeMs(now) > this.settings.storeAfterMs || (withRoom && since !== undefined && now - since >= FULL_GRACE_MS)) {
+      const slow =
+        lane.oldestAttemptMs(now) > this.settings.storeAfterMs ||
+        lane.oldestAgeMs(now) > QUEUE_WAIT_FACTOR * this.settings.storeAfterMs ||
+        (withRoom && since !== undefined && now - since >= FULL_GRACE_MS);
+      if (slow) {
         this.fullSince.delete(lane);
         this.fallBehind(lane);
       }

@@ -42,7 +42,8 @@ const DRAIN_POLL_MS = 20;
 export class Lane {
   private readonly state: LaneState;
   private readonly queue = new RecordQueue<MemoryDelivery>((delivery) => delivery.event.recordKey);
-  private readonly inFlightQueued = new Set<MemoryDelivery>();
+  /** Queued deliveries in flight, with when their attempt started. */
+  private readonly inFlightQueued = new Map<MemoryDelivery, number>();
   private readonly inFlight = new InFlight();
   /** Payload bytes held in memory on the fast path: bodies are shared between webhooks, so this over-counts, safely. */
   private memoryBytes = 0;
@@ -152,6 +153,13 @@ export class Lane {
     return this.queue.oldestAgeMs(now);
   }
 
+  /** How long the oldest attempt under way from the queue has been running, in ms (0 when none). */
+  oldestAttemptMs(now: number): number {
+    let oldest = now;
+    for (const startedAt of this.inFlightQueued.values()) if (startedAt < oldest) oldest = startedAt;
+    return now - oldest;
+  }
+
   /**
    * A new lane for a webhook that is behind: it reads the log from `cursor`, or (pending deliveries
    * but no cursor) after `start`, the position the slot resumes from. Its pending deliveries go first.
@@ -257,7 +265,7 @@ export class Lane {
 
   private async send(delivery: MemoryDelivery): Promise<void> {
     this.inFlight.started();
-    this.inFlightQueued.add(delivery);
+    this.inFlightQueued.set(delivery, Date.now());
     const { event } = delivery;
     const outcome = await this.attempt({ eventId: event.id, body: event.body, eventName: event.name, commitTime: event.commitTime, previousAttempts: 0 });
     this.inFlight.ended();

@@ -117,7 +117,7 @@ describe('DeliveryCoordinator', () => {
     await coordinator.drain(Date.now() + 1_000);
   });
 
-  it('a lane whose oldest delivery waited longer than storeAfterMs falls behind: the log takes its work and its transactions are acknowledged; caught up, it is back in memory', async () => {
+  it('a lane whose attempt has run longer than storeAfterMs falls behind: the log takes its work and its transactions are acknowledged; caught up, it is back in memory', async () => {
     const { coordinator, sender, store, held, route, lane, releasedHeld, webhook, logWriter } = await setup({ storeAfterMs: 2_000, concurrency: 1 });
     sender.answer = () => 'hold';
     route('a', 1);
