@@ -13,7 +13,7 @@ create table if not exists :schema.event_log (
   first_commit_at timestamptz not null,
   last_commit_at timestamptz not null,
   event_count integer not null,
-  -- a JSON array of events (see src/store/logSegment.ts)
+  -- a JSON array of events, one array each (see encodeSegment in src/store/eventLog.ts)
   events text not null,
   -- a replay after a crash may write events again: readers skip positions they have passed
   created_at timestamptz not null default now()

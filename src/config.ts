@@ -70,7 +70,7 @@ export const configSchema = {
       env: 'PG_WEBHOOK_BRIDGE_HEARTBEAT_INTERVAL_MS',
     },
     ackIntervalMs: {
-      doc: 'How often the safe (fully delivered or stored) position is reported to Postgres.',
+      doc: 'How often the safe (fully delivered or logged) position is reported to Postgres.',
       format: 'nat',
       default: 500,
       env: 'PG_WEBHOOK_BRIDGE_ACK_INTERVAL_MS',

@@ -16,7 +16,7 @@ const SUCCESS_FLUSH_INTERVAL_MS = 5_000;
 const AGE_CHECK_MS = 100;
 /** A delivery that waited this many times storeAfterMs in its queue makes its webhook fall behind (see checkAges). */
 const QUEUE_WAIT_FACTOR = 10;
-/** A lane full this long while another has room falls behind (see checkAges). */
+/** A lane full this long, with no attempt ending, while another has room falls behind (see checkAges). */
 const FULL_GRACE_MS = 250;
 /** Fast-path lanes look for rows made due from outside every this many ticks (storePollMs each). */
 const DUE_CHECK_EVERY_TICKS = 4;
@@ -195,9 +195,10 @@ export class DeliveryCoordinator {
    * A slow receiver must not hold the slot or the other webhooks back. A webhook falls behind when an
    * attempt has been running longer than storeAfterMs, when its oldest delivery waited
    * QUEUE_WAIT_FACTOR times as long (a receiver that answers, too slowly for the load), or when its lane
-   * has been full for FULL_GRACE_MS while another has room: the stream waits for it alone. A healthy
-   * webhook draining a backlog waits in its queue but each attempt is quick, and lanes that fill and
-   * empty together (a backlog to several healthy webhooks) are full for a moment only.
+   * has been full for FULL_GRACE_MS, with no attempt ending meanwhile, while another has room: the
+   * stream waits for it alone. A healthy webhook draining a backlog waits in its queue but each attempt
+   * is quick, and lanes draining a backlog to several webhooks are full most of the time but their
+   * attempts keep ending.
    */
   private checkAges(): void {
     const now = Date.now();
@@ -214,7 +215,7 @@ export class DeliveryCoordinator {
       const slow =
         lane.oldestAttemptMs(now) > this.settings.storeAfterMs ||
         lane.oldestAgeMs(now) > QUEUE_WAIT_FACTOR * this.settings.storeAfterMs ||
-        (withRoom && since !== undefined && now - since >= FULL_GRACE_MS);
+        (withRoom && since !== undefined && now - since >= FULL_GRACE_MS && lane.msSinceAttemptEnded(now) >= FULL_GRACE_MS);
       if (slow) {
         this.fullSince.delete(lane);
         this.fallBehind(lane);

@@ -42,6 +42,8 @@ const DRAIN_POLL_MS = 20;
 export class Lane {
   private readonly state: LaneState;
   private readonly queue = new RecordQueue<MemoryDelivery>((delivery) => delivery.event.recordKey);
+  /** When an attempt last ended: a full lane with none ending is stuck, not busy. */
+  private lastAttemptEndedAt = Date.now();
   /** Queued deliveries in flight, with when their attempt started. */
   private readonly inFlightQueued = new Map<MemoryDelivery, number>();
   private readonly inFlight = new InFlight();
@@ -151,6 +153,11 @@ export class Lane {
   /** Age of the oldest unfinished memory delivery, in ms (0 when none). */
   oldestAgeMs(now: number): number {
     return this.queue.oldestAgeMs(now);
+  }
+
+  /** How long since an attempt last ended, in ms. */
+  msSinceAttemptEnded(now: number): number {
+    return now - this.lastAttemptEndedAt;
   }
 
   /** How long the oldest attempt under way from the queue has been running, in ms (0 when none). */
@@ -383,6 +390,7 @@ export class Lane {
 
   private async attempt(request: AttemptRequest): Promise<AttemptOutcome> {
     const outcome = await this.attempts.run(this.state.webhook, request);
+    this.lastAttemptEndedAt = Date.now();
     if (outcome.ok) {
       this.hooks.success(this.state.webhook.id);
       return outcome;
