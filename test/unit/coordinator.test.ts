@@ -13,6 +13,7 @@ import {
   event,
   eventually,
   FakeHold,
+  routeAsPipeline,
   FakeObserver,
   FakeSender,
   FakeStore,
@@ -64,11 +65,7 @@ async function setup(settings: Partial<LaneSettings> = {}, options: SetupOptions
   /** As the pipeline does: the event goes to the log writer, then to the lanes, then its transaction commits. */
   const route = (record: string, n: number): FakeHold => {
     const e = event(record, n);
-    const transaction = new FakeHold();
-    transaction.committed = false;
-    logWriter.append(toLoggedEvent(e, null), transaction, transaction);
-    coordinator.route(e, [webhook], transaction);
-    transaction.committed = true;
+    const transaction = routeAsPipeline(logWriter, e, (hold) => coordinator.route(e, [webhook], hold));
     transactions.push(transaction);
     return transaction;
   };

@@ -8,6 +8,7 @@ import { LogWriter } from '../../src/store/logWriter.js';
 import {
   event,
   FakeHold,
+  routeAsPipeline,
   FakeObserver,
   FakeSender,
   FakeStore,
@@ -49,11 +50,7 @@ function setup(settings: Partial<LaneSettings> = {}, store = new FakeStore()) {
   /** As the pipeline does: the event goes to the log writer, then to the lane, then its transaction commits. */
   const route = (record: string, n: number): FakeHold => {
     const e = event(record, n);
-    const transaction = new FakeHold();
-    transaction.committed = false;
-    logWriter.append(toLoggedEvent(e, null), transaction, transaction);
-    lane.enqueue(memoryDelivery(e, transaction, lane.webhook.targetUrl));
-    transaction.committed = true;
+    const transaction = routeAsPipeline(logWriter, e, (hold) => lane.enqueue(memoryDelivery(e, hold, lane.webhook.targetUrl)));
     transactions.push(transaction);
     return transaction;
   };

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import type { RowChange } from '../../src/decode/types.js';
-import { RawJson } from '../../src/decode/values.js';
 import { eventForWebhook, toLoggedEvent, type LoggedEvent, type WebhookOutcome } from '../../src/route/loggedEvent.js';
 import { compileObjectMapping } from '../../src/route/objectMapping.js';
 import { buildEvent } from '../../src/route/router.js';
@@ -8,6 +7,7 @@ import { parseSubscriberRow } from '../../src/route/subscribers.js';
 import { buildTwentyEvent } from '../../src/route/twentyEvent.js';
 import type { Subscriber, WebhookEvent } from '../../src/route/types.js';
 import { applyOptions, celBindings, compileOptions, type WebhookOptionsInput } from '../../src/route/webhookOptions.js';
+import { personRow, personUpdate } from './fakes/personChange.js';
 import { twentyPerson } from './fakes/twentyObjects.js';
 
 const NONE: WebhookOptionsInput = { onFields: null, filter: null, includeColumns: null, excludeColumns: null, coalesceSeconds: null };
@@ -26,24 +26,10 @@ function hook(
   return { ...parsed.subscriber, options: row.options ? compileOptions({ ...NONE, ...row.options }) : null };
 }
 
-const BEFORE = { id: 'p1', first_name: 'vipAlice', email: 'a@example.com', phone: '+1 555', profile: new RawJson('{"tier":"gold"}') };
+const BEFORE = personRow('{"tier":"gold"}');
 
 function tablesChange(overrides: Partial<RowChange> = {}): RowChange {
-  return {
-    kind: 'update',
-    schema: 'public',
-    table: 'person',
-    oldRow: BEFORE,
-    newRow: { ...BEFORE, email: 'alice@example.com' },
-    columnNames: Object.keys(BEFORE),
-    keyColumns: ['id'],
-    changedColumns: ['email'],
-    unavailableColumns: [],
-    commitLsn: 0x16b3a28n,
-    indexInTransaction: 3,
-    commitTime: new Date('2026-02-10T15:30:50.123Z'),
-    ...overrides,
-  };
+  return personUpdate({ indexInTransaction: 3, ...overrides }, BEFORE);
 }
 
 function tablesEvent(overrides: Partial<RowChange> = {}): WebhookEvent {

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import type { RowChange } from '../../src/decode/types.js';
-import { RawJson } from '../../src/decode/values.js';
 import { compileObjectMapping } from '../../src/route/objectMapping.js';
 import { buildEvent } from '../../src/route/router.js';
 import { parseSubscriberRow } from '../../src/route/subscribers.js';
@@ -20,6 +19,7 @@ import {
 import { createLogger } from '../../src/log.js';
 import { OptionRouter } from '../../src/webhooks/optionRouter.js';
 import { LogCapture } from '../helpers/bridge.js';
+import { personRow, personUpdate } from './fakes/personChange.js';
 import { twentyPerson } from './fakes/twentyObjects.js';
 
 const NONE: WebhookOptionsInput = { onFields: null, filter: null, includeColumns: null, excludeColumns: null, coalesceSeconds: null };
@@ -36,24 +36,10 @@ const HOOK: Subscriber = (() => {
   return parsed.subscriber;
 })();
 
-const BEFORE = { id: 'p1', first_name: 'vipAlice', email: 'a@example.com', phone: '+1 555', profile: new RawJson('{"tier": "gold"}') };
+const BEFORE = personRow();
 
 function tablesChange(overrides: Partial<RowChange> = {}): RowChange {
-  return {
-    kind: 'update',
-    schema: 'public',
-    table: 'person',
-    oldRow: BEFORE,
-    newRow: { ...BEFORE, email: 'alice@example.com' },
-    columnNames: Object.keys(BEFORE),
-    keyColumns: ['id'],
-    changedColumns: ['email'],
-    unavailableColumns: [],
-    commitLsn: 0x16b3a28n,
-    indexInTransaction: 0,
-    commitTime: new Date('2026-02-10T15:30:50.123Z'),
-    ...overrides,
-  };
+  return personUpdate({ ...overrides }, BEFORE);
 }
 
 function tablesEvent(overrides: Partial<RowChange> = {}, camelCase = true): WebhookEvent {

@@ -13,7 +13,8 @@ import type { Subscriber, WebhookEvent } from '../../../src/route/types.js';
 import { eventIdFor } from '../../../src/route/router.js';
 import type { FilterReason } from '../../../src/route/webhookOptions.js';
 import type { Queryable } from '../../../src/store/types.js';
-import type { LoggedEventHold } from '../../../src/store/logWriter.js';
+import type { LogWriter, LoggedEventHold } from '../../../src/store/logWriter.js';
+import { toLoggedEvent } from '../../../src/route/loggedEvent.js';
 import { parseLsn } from '../../../src/replication/lsn.js';
 
 /**
@@ -512,4 +513,14 @@ export async function eventually(condition: () => boolean, timeoutMs = 1_000): P
     if (waited >= timeoutMs) throw new Error(`condition not met within ${timeoutMs} ms: ${condition.toString()}`);
     await realSleep(5);
   }
+}
+
+/** Routes one event as the pipeline does: to the log writer and to `deliver`, then its transaction commits. */
+export function routeAsPipeline(logWriter: LogWriter, routed: WebhookEvent, deliver: (transaction: FakeHold) => void): FakeHold {
+  const transaction = new FakeHold();
+  transaction.committed = false;
+  logWriter.append(toLoggedEvent(routed, null), transaction, transaction);
+  deliver(transaction);
+  transaction.committed = true;
+  return transaction;
 }
