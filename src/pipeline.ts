@@ -351,9 +351,10 @@ export class Pipeline {
 
   private async refreshRegistry(): Promise<void> {
     try {
-      await this.registry.reload();
-      // A webhook added with a start in the past (`webhooks add --from`) has a cursor before its first event.
+      // Read before the webhooks: a webhook added with a start in the past (`webhooks add --from`) is
+      // committed with its cursor, so a cursor seen here has its webhook in the list read next.
       const cursors = await loadCursors(this.pool, this.config.schema);
+      await this.registry.reload();
       // Bursts held for a webhook that is gone or stopped coalescing go out while its lane still takes them.
       this.coalescer?.updateSubscribers(this.registry.active);
       this.coordinator.updateSubscribers(this.registry.active, cursors);

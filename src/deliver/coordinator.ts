@@ -3,7 +3,7 @@ import { coerceError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Subscriber, WebhookEvent } from '../route/types.js';
 import { webhooksWithPending } from '../store/deliveryStore.js';
-import { loadCursors, type LogCursor } from '../store/eventLog.js';
+import { loadCursors, pauseCursors, type LogCursor } from '../store/eventLog.js';
 import type { LogWriter } from '../store/logWriter.js';
 import type { LogPosition, Queryable } from '../store/types.js';
 import { disableWebhook, recordFailure, recordSuccesses } from '../store/webhookState.js';
@@ -127,6 +127,25 @@ export class DeliveryCoordinator {
       if (this.retiring.delete(subscriber.id)) lane.enable();
     }
     for (const [id, lane] of this.lanes) if (!live.has(id) && !this.retiring.has(id)) this.retire(id, lane);
+    if (cursors) this.pauseOrphanedCursors(cursors, live);
+  }
+
+  /**
+   * An active cursor of a webhook that is not live and has no lane (removed or disabled while the daemon
+   * was stopped) would keep the log for ever: it is paused, as its lane would have done. `cursors` must
+   * be read before the webhooks, so that a cursor's webhook, committed with it, is in `live`.
+   */
+  private pauseOrphanedCursors(cursors: Map<string, LogCursor>, live: Set<string>): void {
+    const orphaned = [...cursors.values()].filter((c) => c.pausedAt === null && !live.has(c.webhookId) && !this.lanes.has(c.webhookId)).map((c) => c.webhookId);
+    if (orphaned.length === 0) return;
+    this.retry('pause the log cursors of webhooks no longer live', () =>
+      pauseCursors(this.db, this.settings.schema, orphaned, this.logWriter.lastPosition.lsn),
+    ).then(
+      (count) => {
+        if (count > 0) this.log.info({ webhookIds: orphaned }, `${count} log cursors of webhooks no longer live are paused: they keep nothing past retention`);
+      },
+      (error: unknown) => this.log.warn({ err: coerceError(error) }, 'could not pause the log cursors of webhooks no longer live'),
+    );
   }
 
   private retire(id: string, lane: Lane): void {

@@ -173,6 +173,18 @@ export async function saveCursor(db: Queryable, schema: string, webhookId: strin
   );
 }
 
+/**
+ * Pauses the active cursors of `webhookIds` at `pausedAt` (the log head): webhooks no longer live whose
+ * lane was not there to pause them (removed while the daemon was stopped). Returns how many.
+ */
+export async function pauseCursors(db: Queryable, schema: string, webhookIds: string[], pausedAt: Lsn): Promise<number> {
+  const { rowCount } = await db.query(
+    `update ${cursorTable(schema)} set paused_lsn = $2, updated_at = now() where webhook_id = any($1::uuid[]) and paused_lsn is null`,
+    [webhookIds, formatLsn(pausedAt)],
+  );
+  return rowCount ?? 0;
+}
+
 export async function deleteCursor(db: Queryable, schema: string, webhookId: string): Promise<void> {
   await db.query(`delete from ${cursorTable(schema)} where webhook_id = $1`, [webhookId]);
 }

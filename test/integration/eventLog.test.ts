@@ -83,6 +83,16 @@ describe('the event log (in-process daemon)', () => {
     expect(one.deadRows).toBeLessThan(100);
     expect(ten.deadRows).toBeLessThan(10 * 100);
   });
+
+  it('an active cursor of a webhook that is not live and has no lane (removed while the daemon was stopped) is paused, so it keeps nothing', async () => {
+    const removed = '00000000-0000-4000-8000-0000000000aa';
+    await saveCursor(db.pool, 'webhook_bridge', removed, { lsn: 0x100n, index: 0 }, null);
+    await eventually(
+      async () => (await db.pool.query(`select paused_lsn from webhook_bridge.log_cursors where webhook_id = $1`, [removed])).rows[0]?.paused_lsn != null,
+      'the cursor of a webhook that does not exist to be paused',
+      15_000,
+    );
+  });
 });
 
 /** Segments deleted by retention: only those no active cursor needs, once old enough. */
