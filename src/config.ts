@@ -185,13 +185,13 @@ export const configSchema = {
       env: 'PG_WEBHOOK_BRIDGE_DISABLE_AFTER_HOURS',
     },
     memoryQueueLimit: {
-      doc: 'Deliveries held in memory per webhook before new ones go to the durable store.',
+      doc: 'Deliveries held in memory per webhook; past it the stream waits, and a webhook full with no attempt ending falls behind (reads the event log).',
       format: 'nat',
       default: 2_000,
       env: 'PG_WEBHOOK_BRIDGE_MEMORY_QUEUE_LIMIT',
     },
     memoryQueueBytes: {
-      doc: 'Payload bytes held in memory per webhook before the stream waits and new work goes to the durable store.',
+      doc: 'Payload bytes held in memory per webhook; past it the stream waits, as for delivery.memoryQueueLimit.',
       format: 'nat',
       default: 64 * 1024 * 1024,
       env: 'PG_WEBHOOK_BRIDGE_MEMORY_QUEUE_BYTES',
@@ -215,7 +215,7 @@ export const configSchema = {
       env: 'PG_WEBHOOK_BRIDGE_PURGE_DEAD_AFTER_DAYS',
     },
     storePollMs: {
-      doc: 'How often the durable store is polled for deliveries that are due.',
+      doc: 'How often failed deliveries in the durable store are polled for those that are due.',
       format: 'nat',
       default: 500,
       env: 'PG_WEBHOOK_BRIDGE_STORE_POLL_MS',

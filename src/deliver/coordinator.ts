@@ -26,9 +26,9 @@ const FAILURE_WRITE_INTERVAL_MS = 1_000;
 const RETIRE_POLL_MS = 50;
 
 /**
- * Fans routed events out to one Lane per webhook and runs the lanes' timers: spilling old work to the
- * store, polling the store, flushing per-webhook success times. The stream awaits `waitForCapacity()`
- * so memory stays bounded whatever the backlog.
+ * Fans routed events out to one Lane per webhook and runs the lanes' timers: making slow webhooks fall
+ * behind (onto the event log), polling the store, flushing per-webhook success times. The stream
+ * awaits `waitForCapacity()` so memory stays bounded whatever the backlog.
  */
 export class DeliveryCoordinator {
   private readonly lanes = new Map<string, Lane>();
