@@ -8,7 +8,7 @@ import { buildTwentyEvent } from '../../src/route/twentyEvent.js';
 import type { Subscriber, WebhookEvent } from '../../src/route/types.js';
 import { applyOptions, celBindings, compileOptions, type WebhookOptionsInput } from '../../src/route/webhookOptions.js';
 import { personRow, personUpdate } from './fakes/personChange.js';
-import { twentyPerson } from './fakes/twentyObjects.js';
+import { twentyPerson, twentyPersonRow } from './fakes/twentyObjects.js';
 
 const NONE: WebhookOptionsInput = { onFields: null, filter: null, includeColumns: null, excludeColumns: null, coalesceSeconds: null };
 
@@ -46,14 +46,7 @@ function tablesEvent(overrides: Partial<RowChange> = {}): WebhookEvent {
 const PERSON = twentyPerson({ id: 'UUID', name: 'FULL_NAME', emails: 'EMAILS', jobTitle: 'TEXT' });
 const WORKSPACE = PERSON.workspaceId;
 
-const TWENTY_ROW = {
-  id: 'a0000000-0000-4000-8000-000000000001',
-  nameFirstName: 'Ada',
-  nameLastName: 'Lovelace',
-  emailsPrimaryEmail: 'ada@example.com',
-  emailsAdditionalEmails: null,
-  jobTitle: 'Engineer',
-};
+const TWENTY_ROW = twentyPersonRow();
 
 function twentyEvent(): WebhookEvent {
   const event = buildTwentyEvent(

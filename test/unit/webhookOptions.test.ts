@@ -20,7 +20,7 @@ import { createLogger } from '../../src/log.js';
 import { OptionRouter } from '../../src/webhooks/optionRouter.js';
 import { LogCapture } from '../helpers/bridge.js';
 import { personRow, personUpdate } from './fakes/personChange.js';
-import { twentyPerson } from './fakes/twentyObjects.js';
+import { twentyPerson, twentyPersonRow } from './fakes/twentyObjects.js';
 
 const NONE: WebhookOptionsInput = { onFields: null, filter: null, includeColumns: null, excludeColumns: null, coalesceSeconds: null };
 
@@ -55,18 +55,12 @@ function tablesEvent(overrides: Partial<RowChange> = {}, camelCase = true): Webh
 
 const PERSON = twentyPerson({ id: 'UUID', name: 'FULL_NAME', emails: 'EMAILS', jobTitle: 'TEXT', phones: 'PHONES' });
 
-const TWENTY_ROW = {
-  id: 'a0000000-0000-4000-8000-000000000001',
-  nameFirstName: 'Ada',
-  nameLastName: 'Lovelace',
-  emailsPrimaryEmail: 'ada@example.com',
-  emailsAdditionalEmails: null,
-  jobTitle: 'Engineer',
+const TWENTY_ROW = twentyPersonRow({
   phonesPrimaryPhoneNumber: '555',
   phonesPrimaryPhoneCountryCode: 'US',
   phonesPrimaryPhoneCallingCode: '+1',
   phonesAdditionalPhones: null,
-};
+});
 
 function twentyEvent(newRow: Record<string, unknown>, format: 'twenty' | 'event' = 'twenty'): WebhookEvent {
   const event = buildTwentyEvent(

@@ -12,3 +12,16 @@ export function twentyPerson(fields: Record<string, string>): TwentyObject {
     fields: Object.entries(fields).map(([name, type]) => ({ name, type, joinColumn: null })),
   };
 }
+
+/** A row of Twenty's person table (name, emails, job title) for the object twentyPerson makes; `extra` adds columns. */
+export function twentyPersonRow(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    id: 'a0000000-0000-4000-8000-000000000001',
+    nameFirstName: 'Ada',
+    nameLastName: 'Lovelace',
+    emailsPrimaryEmail: 'ada@example.com',
+    emailsAdditionalEmails: null,
+    jobTitle: 'Engineer',
+    ...extra,
+  };
+}
